@@ -1,0 +1,195 @@
+"""Configuration: default_config.yaml, then a task yaml, then --section.key=value, checked once.
+
+Every value must have the type of its default, every key must exist in the defaults, and a few keys
+take only listed values; each violation is a one-line ValueError naming the key.
+"""
+import copy
+from pathlib import Path
+
+import yaml
+
+from src.tinybert_model import BertConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_CONFIG = ROOT / "default_config.yaml"
+TASK_CONFIGS = ROOT / "src" / "task_configs"
+
+CHOICES = {
+    "device_target": ("CPU", "GPU", "Ascend"),
+    "compute_type": ("auto", "float32", "float16"),
+    "phase": ("teacher", "td1", "td2", "eval"),
+    "data.format": ("mindrecord", "tfrecord"),
+    "student.init": ("auto", "random", "checkpoint", "teacher_layers"),
+    "export.file_format": ("MINDIR", "ONNX", "AIR"),
+    "task.metric": ("accuracy", "f1", "macro_f1", "mcc", "pearson", "spearman"),
+}
+POSITIVE = ("seq_length", "epochs", "batch_size", "learning_rate", "eps", "clip_norm", "temperature",
+            "num_labels", "init_value", "factor", "window", "save_steps", "max_num", "log_steps")
+NON_NEGATIVE = ("end_learning_rate", "weight_decay", "warmup_ratio", "max_steps", "every_steps",
+                "attention_weight", "hidden_weight", "hard_label_weight", "power")
+ZERO_MEANS_ANY = ("export.batch_size",)
+# Keys whose value may be a list although the default is a string.
+LIST_OR_STRING = ("distill.layer_mapping",)
+# Sections whose entries users may add to (new model shapes).
+OPEN_SECTIONS = ("model_presets",)
+
+
+class Config:
+    """Read-only attribute view of a nested dict: cfg.gd.learning_rate."""
+
+    def __init__(self, values):
+        for key, value in values.items():
+            object.__setattr__(self, key, Config(value) if isinstance(value, dict) else value)
+
+    def __setattr__(self, key, value):
+        raise AttributeError("Config is read-only; pass overrides to load_config")
+
+    def to_dict(self):
+        return {k: v.to_dict() if isinstance(v, Config) else v for k, v in vars(self).items()}
+
+    def __repr__(self):
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+def _coerce(key, value, default):
+    """Value converted to the default's type, or a ValueError naming the key."""
+    if key in LIST_OR_STRING and isinstance(value, (list, str)):
+        return value
+    if isinstance(default, bool) or default is None:
+        ok = isinstance(value, type(default)) if default is not None else True
+    elif isinstance(default, float):
+        if isinstance(value, str):  # YAML 1.1 reads 5e-5 (no dot) as a string
+            try:
+                value = float(value)
+            except ValueError:
+                pass
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        value = float(value) if ok else value
+    elif isinstance(default, int):
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    else:
+        ok = isinstance(value, type(default))
+    if not ok:
+        raise ValueError(f"{key}: expected {type(default).__name__} like {default!r}, got {value!r}")
+    return value
+
+
+def _merge(base, updates, prefix=""):
+    """Deep-merge `updates` into `base` (a copy), checking keys and types against `base`."""
+    merged = copy.deepcopy(base)
+    for key, value in updates.items():
+        name = prefix + key
+        if key not in merged:
+            if prefix.rstrip(".") in OPEN_SECTIONS or prefix.split(".")[0] in OPEN_SECTIONS:
+                merged[key] = value
+                continue
+            known = ", ".join(sorted(merged))
+            raise ValueError(f"unknown config key {name!r}; known keys here: {known}")
+        if isinstance(merged[key], dict):
+            if not isinstance(value, dict):
+                raise ValueError(f"{name}: expected a mapping of keys, got {value!r}")
+            merged[key] = _merge(merged[key], value, name + ".")
+        else:
+            merged[key] = _coerce(name, value, merged[key])
+    return merged
+
+
+def _read_yaml(path):
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file {path} does not exist")
+    with open(path, encoding="utf-8") as f:
+        try:
+            values = yaml.safe_load(f) or {}
+        except yaml.YAMLError as error:
+            raise ValueError(f"config file {path} is not valid YAML: {error}") from None
+    if not isinstance(values, dict):
+        raise ValueError(f"config file {path} must hold a mapping of keys")
+    return values
+
+
+def parse_overrides(argv):
+    """['--a.b=1', '--config_path=x.yaml'] -> (config_path or None, {'a': {'b': 1}})."""
+    config_path, overrides = None, {}
+    for arg in argv:
+        if not arg.startswith("--") or "=" not in arg:
+            raise ValueError(f"argument {arg!r} must look like --section.key=value")
+        key, raw = arg[2:].split("=", 1)
+        if key == "config_path":
+            config_path = raw
+            continue
+        value = yaml.safe_load(raw) if raw else ""
+        node = overrides
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return config_path, overrides
+
+
+def _validate(values, prefix=""):
+    for key, value in values.items():
+        name = prefix + key
+        if isinstance(value, dict):
+            if key not in OPEN_SECTIONS:
+                _validate(value, name + ".")
+            continue
+        if name in CHOICES and value not in CHOICES[name]:
+            raise ValueError(f"{name}: {value!r} is not one of {', '.join(CHOICES[name])}")
+        if key in POSITIVE and value <= 0 and not (name in ZERO_MEANS_ANY and value == 0):
+            raise ValueError(f"{name}: must be positive, got {value!r}")
+        if key in NON_NEGATIVE and value < 0:
+            raise ValueError(f"{name}: must not be negative, got {value!r}")
+    if values.get("warmup_ratio", 0) > 1:
+        raise ValueError(f"{prefix}warmup_ratio: must be between 0 and 1")
+
+
+def _apply_task(task, explicit):
+    """A GLUE task name fixes num_labels and metric, unless the user set them explicitly."""
+    if not task["name"]:
+        return
+    from src.glue_to_records import TASKS  # the converters own the task table
+    if task["name"] not in TASKS:
+        raise ValueError(f"task.name: unknown task {task['name']!r}; choose one of {', '.join(sorted(TASKS))} "
+                         "or leave it empty and set task.num_labels and task.metric")
+    spec = TASKS[task["name"]]
+    derived = {"num_labels": len(spec.labels) if spec.labels else 1, "metric": spec.metric}
+    for key, value in derived.items():
+        if key not in explicit:
+            task[key] = value
+
+
+def load_config(argv=(), defaults_path=DEFAULT_CONFIG):
+    """Defaults <- task yaml (--config_path) <- command-line overrides, validated, read-only."""
+    config_path, overrides = parse_overrides(argv)
+    task_values = _read_yaml(config_path) if config_path else {}
+    values = _merge(_merge(_read_yaml(defaults_path), task_values), overrides)
+    _apply_task(values["task"], explicit={**task_values.get("task", {}), **overrides.get("task", {})})
+    _validate(values)
+    if values["compute_type"] == "auto":
+        values["compute_type"] = "float32" if values["device_target"] == "CPU" else "float16"
+    return Config(values)
+
+
+def bert_config(cfg, role):
+    """BertConfig of 'teacher' or 'student': a preset name or a config.json path, with compute type."""
+    name = getattr(cfg, role).model
+    presets = cfg.model_presets.to_dict()
+    if name in presets:
+        config = BertConfig.from_dict(presets[name])
+    elif Path(name).is_file():
+        config = BertConfig.from_json_file(name)
+    else:
+        raise ValueError(f"{role}.model: {name!r} is neither a preset ({', '.join(presets)}) "
+                         "nor an existing config.json file")
+    if config.max_position_embeddings < cfg.seq_length:
+        raise ValueError(f"seq_length {cfg.seq_length} exceeds {role}.model's max_position_embeddings "
+                         f"{config.max_position_embeddings}")
+    return config.replace(compute_type=cfg.compute_type)
+
+
+def save_config(cfg, path):
+    """The resolved config beside the checkpoints, so a run can be repeated exactly."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(repr(cfg), encoding="utf-8")

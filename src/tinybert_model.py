@@ -1,0 +1,283 @@
+"""BERT encoder and sequence classifier in MindSpore, for TinyBERT distillation.
+
+References:
+  Devlin et al. 2018, "BERT: Pre-training of Deep Bidirectional Transformers".
+  Jiao et al. 2019, "TinyBERT: Distilling BERT for Natural Language Understanding".
+
+Distillation needs more than the last layer, so `BertModel` returns every hidden state
+(embeddings + each layer) and every pre-softmax attention score.
+
+Attribute names (`bert_embedding_lookup`, `bert_encoder.layers.N.attention.attention.query_layer`,
+`dense_1`, ...) follow MindSpore's model-zoo BERT checkpoints, so a teacher fine-tuned with the
+zoo's BERT loads without renaming; class names follow Hugging Face's `modeling_bert.py`.
+"""
+import dataclasses
+import json
+import math
+
+import numpy as np
+import mindspore as ms
+from mindspore import nn, ops
+from mindspore.common.initializer import TruncatedNormal
+
+# gelu_poly: exact GELU through a polynomial erf (|error| < 1.5e-7), for ONNX, which lacks Erf here.
+ACTIVATIONS = ("gelu", "gelu_tanh", "gelu_poly", "relu")
+
+
+@dataclasses.dataclass(frozen=True)
+class BertConfig:
+    """Shape and regularisation of one BERT encoder (Hugging Face `config.json` field names)."""
+    vocab_size: int = 30522
+    hidden_size: int = 768
+    num_hidden_layers: int = 12
+    num_attention_heads: int = 12
+    intermediate_size: int = 3072
+    hidden_act: str = "gelu"
+    hidden_dropout_prob: float = 0.1
+    attention_probs_dropout_prob: float = 0.1
+    max_position_embeddings: int = 512
+    type_vocab_size: int = 2
+    initializer_range: float = 0.02
+    layer_norm_eps: float = 1e-12
+    compute_type: str = "float32"  # float16 runs the matmuls in half precision (Ascend/GPU)
+
+    def __post_init__(self):
+        if self.hidden_size % self.num_attention_heads:
+            raise ValueError(f"hidden_size {self.hidden_size} is not a multiple of "
+                             f"num_attention_heads {self.num_attention_heads}")
+        if self.hidden_act not in ACTIVATIONS:
+            raise ValueError(f"hidden_act {self.hidden_act!r} is not one of {ACTIVATIONS}")
+        if self.compute_type not in ("float32", "float16"):
+            raise ValueError(f"compute_type {self.compute_type!r} must be float32 or float16")
+
+    @classmethod
+    def from_dict(cls, values):
+        """Build from a dict, ignoring keys that are not BERT shape fields (as HF config.json has)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        hidden_act = values.get("hidden_act", "gelu")
+        values = dict(values, hidden_act={"gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh"}
+                      .get(hidden_act, hidden_act))
+        return cls(**{k: v for k, v in values.items() if k in names})
+
+    @classmethod
+    def from_json_file(cls, path):
+        with open(path, encoding="utf-8") as f:
+            return cls.from_dict(json.load(f))
+
+    def replace(self, **changes):
+        return dataclasses.replace(self, **changes)
+
+    def for_inference(self):
+        """The same network without dropout: teachers and evaluation use this."""
+        return self.replace(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+
+def _dense(config, in_channels, out_channels):
+    dense = nn.Dense(in_channels, out_channels, weight_init=TruncatedNormal(config.initializer_range))
+    if config.compute_type == "float16":
+        dense.to_float(ms.float16)
+    return dense
+
+
+def _layer_norm(config, width):
+    # LayerNorm stays in float32 under float16 compute: its variance overflows half precision.
+    return nn.LayerNorm((width,), epsilon=config.layer_norm_eps)
+
+
+def _erf_poly(x):
+    """erf by Abramowitz & Stegun 7.1.26: exp, mul and add only."""
+    a = ops.abs(x)
+    t = 1.0 / (1.0 + 0.3275911 * a)
+    poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))))
+    return ops.sign(x) * (1.0 - poly * ops.exp(-a * a))
+
+
+def _activation(name, x):
+    if name == "gelu":
+        return ops.gelu(x, approximate="none")
+    if name == "gelu_tanh":
+        return ops.gelu(x, approximate="tanh")
+    if name == "gelu_poly":
+        return 0.5 * x * (1.0 + _erf_poly(x * 0.7071067811865476))
+    return ops.relu(x)
+
+
+class BertEmbeddings(nn.Cell):
+    """Adds position and token-type embeddings to the word embeddings, then LayerNorm and dropout."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.token_type_embedding = nn.Embedding(config.type_vocab_size, config.hidden_size,
+                                                 embedding_table=TruncatedNormal(config.initializer_range))
+        self.full_position_embedding = nn.Embedding(config.max_position_embeddings, config.hidden_size,
+                                                    embedding_table=TruncatedNormal(config.initializer_range))
+        self.layernorm = _layer_norm(config, config.hidden_size)
+        self.dropout = nn.Dropout(p=config.hidden_dropout_prob)
+
+    def construct(self, word_embeddings, token_type_ids):
+        seq_length = token_type_ids.shape[1]
+        position_ids = ops.arange(seq_length, dtype=ms.int32).reshape(1, seq_length)
+        embeddings = (word_embeddings
+                      + self.full_position_embedding(position_ids)
+                      + self.token_type_embedding(token_type_ids))  # (B, T, H)
+        return self.dropout(self.layernorm(embeddings))
+
+
+class BertSelfAttention(nn.Cell):
+    """Multi-head scaled dot-product attention; also returns the pre-softmax scores."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.num_heads = config.num_attention_heads
+        self.head_size = config.hidden_size // config.num_attention_heads
+        self.scale = 1.0 / math.sqrt(self.head_size)
+        self.query_layer = _dense(config, config.hidden_size, config.hidden_size)
+        self.key_layer = _dense(config, config.hidden_size, config.hidden_size)
+        self.value_layer = _dense(config, config.hidden_size, config.hidden_size)
+        self.dropout = nn.Dropout(p=config.attention_probs_dropout_prob)
+
+    def _split_heads(self, x):
+        batch, seq_length, _ = x.shape
+        x = x.reshape(batch, seq_length, self.num_heads, self.head_size)
+        return x.transpose(0, 2, 1, 3)  # (B, nh, T, hs)
+
+    def construct(self, hidden_states, mask_bias):
+        query = self._split_heads(self.query_layer(hidden_states))
+        key = self._split_heads(self.key_layer(hidden_states))
+        value = self._split_heads(self.value_layer(hidden_states))
+        scores = ops.matmul(query, key.swapaxes(-1, -2)) * self.scale  # (B, nh, T, T)
+        # Softmax in float32 whatever the compute type: exp overflows half precision.
+        probs = ops.softmax(scores.astype(ms.float32) + mask_bias, axis=-1).astype(value.dtype)
+        context = ops.matmul(self.dropout(probs), value)  # (B, nh, T, hs)
+        batch, _, seq_length, _ = context.shape
+        context = context.transpose(0, 2, 1, 3).reshape(batch, seq_length, -1)  # (B, T, H)
+        return context, scores.astype(ms.float32)
+
+
+class BertSelfOutput(nn.Cell):
+    """Projection, dropout, residual and LayerNorm after a sub-layer."""
+
+    def __init__(self, config, in_channels):
+        super().__init__()
+        self.dense = _dense(config, in_channels, config.hidden_size)
+        self.dropout = nn.Dropout(p=config.hidden_dropout_prob)
+        self.layernorm = _layer_norm(config, config.hidden_size)
+
+    def construct(self, hidden_states, residual):
+        hidden_states = self.dropout(self.dense(hidden_states)).astype(ms.float32)
+        return self.layernorm(hidden_states + residual.astype(ms.float32))
+
+
+class BertAttention(nn.Cell):
+    def __init__(self, config):
+        super().__init__()
+        self.attention = BertSelfAttention(config)
+        self.output = BertSelfOutput(config, config.hidden_size)
+
+    def construct(self, hidden_states, mask_bias):
+        context, scores = self.attention(hidden_states, mask_bias)
+        return self.output(context, hidden_states), scores
+
+
+class BertLayer(nn.Cell):
+    """Attention then feed-forward, each with residual and LayerNorm."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.hidden_act = config.hidden_act
+        self.attention = BertAttention(config)
+        self.intermediate = _dense(config, config.hidden_size, config.intermediate_size)
+        self.output = BertSelfOutput(config, config.intermediate_size)
+
+    def construct(self, hidden_states, mask_bias):
+        attention_output, scores = self.attention(hidden_states, mask_bias)
+        intermediate = _activation(self.hidden_act, self.intermediate(attention_output))
+        layer_output = self.output(intermediate, attention_output)
+        return layer_output, scores
+
+
+class BertEncoder(nn.Cell):
+    def __init__(self, config):
+        super().__init__()
+        self.layers = nn.CellList([BertLayer(config) for _ in range(config.num_hidden_layers)])
+
+    def construct(self, hidden_states, mask_bias):
+        all_hidden_states = (hidden_states,)
+        all_scores = ()
+        for layer in self.layers:
+            hidden_states, scores = layer(hidden_states, mask_bias)
+            all_hidden_states += (hidden_states,)
+            all_scores += (scores,)
+        return all_hidden_states, all_scores
+
+
+class BertModel(nn.Cell):
+    """BERT encoder with pooler.
+
+    Inputs: input_ids, token_type_ids, attention_mask, each (B, T) int32; mask 1 = real token.
+    Returns a tuple, in this order:
+      sequence_output (B, T, H); pooled_output (B, H);
+      hidden_states: L+1 tensors (B, T, H), the embeddings first;
+      attention_scores: L tensors (B, nh, T, T), scaled QK^T before the mask and softmax, float32.
+    """
+
+    def __init__(self, config):
+        super().__init__()
+        self.config = config
+        self.bert_embedding_lookup = nn.Embedding(config.vocab_size, config.hidden_size,
+                                                  embedding_table=TruncatedNormal(config.initializer_range))
+        self.bert_embedding_postprocessor = BertEmbeddings(config)
+        self.bert_encoder = BertEncoder(config)
+        # Pooler: the [CLS] token's state through a tanh layer, trained on next-sentence prediction.
+        self.dense = _dense(config, config.hidden_size, config.hidden_size)
+
+    def construct(self, input_ids, token_type_ids, attention_mask):
+        # Masked keys get a large negative bias so softmax gives them ~0 weight.
+        mask_bias = (1.0 - attention_mask.astype(ms.float32)).reshape(
+            attention_mask.shape[0], 1, 1, -1) * -10000.0  # (B, 1, 1, T)
+        embeddings = self.bert_embedding_postprocessor(self.bert_embedding_lookup(input_ids), token_type_ids)
+        hidden_states, attention_scores = self.bert_encoder(embeddings, mask_bias)
+        hidden_states = tuple(h.astype(ms.float32) for h in hidden_states)
+        sequence_output = hidden_states[-1]
+        pooled_output = ops.tanh(self.dense(sequence_output[:, 0])).astype(ms.float32)
+        return sequence_output, pooled_output, hidden_states, attention_scores
+
+
+class BertForSequenceClassification(nn.Cell):
+    """BertModel + dropout + linear head over the pooled output.
+
+    Inputs as BertModel. Returns (logits (B, num_labels), hidden_states, attention_scores).
+    num_labels = 1 is regression (STS-B): the single logit is the prediction.
+    """
+
+    def __init__(self, config, num_labels, classifier_dropout=None):
+        super().__init__()
+        self.num_labels = num_labels
+        self.bert = BertModel(config)
+        dropout = config.hidden_dropout_prob if classifier_dropout is None else classifier_dropout
+        self.dropout = nn.Dropout(p=dropout)
+        self.dense_1 = _dense(config, config.hidden_size, num_labels)
+
+    def construct(self, input_ids, token_type_ids, attention_mask):
+        _, pooled_output, hidden_states, attention_scores = self.bert(input_ids, token_type_ids, attention_mask)
+        logits = self.dense_1(self.dropout(pooled_output)).astype(ms.float32)
+        return logits, hidden_states, attention_scores
+
+
+class LogitsOnly(nn.Cell):
+    """The classifier with only its logits as output: what evaluation and export need."""
+
+    def __init__(self, classifier):
+        super().__init__(auto_prefix=False)
+        self.classifier = classifier
+
+    def construct(self, input_ids, token_type_ids, attention_mask):
+        return self.classifier(input_ids, token_type_ids, attention_mask)[0]
+
+
+def count_parameters(cell, prefix=""):
+    """Number of scalar parameters whose name starts with `prefix`."""
+    return int(sum(np.prod(p.shape) for name, p in cell.parameters_and_names() if name.startswith(prefix)))
