@@ -1,0 +1,326 @@
+"""Convert BERT weights between Hugging Face directories and our MindSpore checkpoints.
+
+Import brings a pretrained (or fine-tuned) Hugging Face BERT in as a teacher; export hands a
+distilled student back to the Hugging Face ecosystem. Both directions read the one `NAME_TABLE`.
+
+Usage:
+  python -m src.hf_convert import --hf_dir DIR --output_dir OUT
+  python -m src.hf_convert export --checkpoint CKPT --config CONFIG_JSON --vocab_file VOCAB \
+      --output_dir OUT [--num_labels N]
+"""
+import argparse
+import json
+import os
+import re
+import shutil
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import mindspore as ms
+from safetensors.numpy import load_file, save_file
+
+from src.checkpoint import STATE_PREFIX, assign_parameters, load_checkpoint, named_parameters, \
+    save_checkpoint, split_metadata
+from src.cli import run_cli
+from src.logger import get_logger
+from src.tinybert_model import BertConfig, BertForSequenceClassification, BertModel
+
+# One row per tensor: (Hugging Face name without its `bert.` prefix, our name). "{n}" is the layer
+# number. Import reads the rows left to right, export right to left.
+NAME_TABLE = (
+    ("embeddings.word_embeddings.weight", "bert.bert_embedding_lookup.embedding_table"),
+    ("embeddings.position_embeddings.weight",
+     "bert.bert_embedding_postprocessor.full_position_embedding.embedding_table"),
+    ("embeddings.token_type_embeddings.weight",
+     "bert.bert_embedding_postprocessor.token_type_embedding.embedding_table"),
+    ("embeddings.LayerNorm.weight", "bert.bert_embedding_postprocessor.layernorm.gamma"),
+    ("embeddings.LayerNorm.bias", "bert.bert_embedding_postprocessor.layernorm.beta"),
+    ("encoder.layer.{n}.attention.self.query.weight",
+     "bert.bert_encoder.layers.{n}.attention.attention.query_layer.weight"),
+    ("encoder.layer.{n}.attention.self.query.bias",
+     "bert.bert_encoder.layers.{n}.attention.attention.query_layer.bias"),
+    ("encoder.layer.{n}.attention.self.key.weight",
+     "bert.bert_encoder.layers.{n}.attention.attention.key_layer.weight"),
+    ("encoder.layer.{n}.attention.self.key.bias",
+     "bert.bert_encoder.layers.{n}.attention.attention.key_layer.bias"),
+    ("encoder.layer.{n}.attention.self.value.weight",
+     "bert.bert_encoder.layers.{n}.attention.attention.value_layer.weight"),
+    ("encoder.layer.{n}.attention.self.value.bias",
+     "bert.bert_encoder.layers.{n}.attention.attention.value_layer.bias"),
+    ("encoder.layer.{n}.attention.output.dense.weight", "bert.bert_encoder.layers.{n}.attention.output.dense.weight"),
+    ("encoder.layer.{n}.attention.output.dense.bias", "bert.bert_encoder.layers.{n}.attention.output.dense.bias"),
+    ("encoder.layer.{n}.attention.output.LayerNorm.weight",
+     "bert.bert_encoder.layers.{n}.attention.output.layernorm.gamma"),
+    ("encoder.layer.{n}.attention.output.LayerNorm.bias",
+     "bert.bert_encoder.layers.{n}.attention.output.layernorm.beta"),
+    ("encoder.layer.{n}.intermediate.dense.weight", "bert.bert_encoder.layers.{n}.intermediate.weight"),
+    ("encoder.layer.{n}.intermediate.dense.bias", "bert.bert_encoder.layers.{n}.intermediate.bias"),
+    ("encoder.layer.{n}.output.dense.weight", "bert.bert_encoder.layers.{n}.output.dense.weight"),
+    ("encoder.layer.{n}.output.dense.bias", "bert.bert_encoder.layers.{n}.output.dense.bias"),
+    ("encoder.layer.{n}.output.LayerNorm.weight", "bert.bert_encoder.layers.{n}.output.layernorm.gamma"),
+    ("encoder.layer.{n}.output.LayerNorm.bias", "bert.bert_encoder.layers.{n}.output.layernorm.beta"),
+    ("pooler.dense.weight", "bert.dense.weight"),
+    ("pooler.dense.bias", "bert.dense.bias"),
+    ("classifier.weight", "dense_1.weight"),
+    ("classifier.bias", "dense_1.bias"),
+)
+HF, OURS = 0, 1
+_PATTERNS = tuple(tuple(re.compile(re.escape(name).replace(r"\{n\}", r"(?P<n>\d+)")) for name in row)
+                  for row in NAME_TABLE)
+
+POOLER, CLASSIFIER = "bert.dense.", "dense_1."
+# Position and token-type id buffers some HF versions saved with the weights: not parameters.
+HF_BUFFERS = ("embeddings.position_ids", "embeddings.token_type_ids")
+HF_HEADS = "cls."  # masked-LM and next-sentence heads: distillation does not use them
+# Architectures whose weights are a BERT encoder plus, at most, a sequence classifier or MLM/NSP heads.
+HF_ARCHITECTURES = ("BertModel", "BertForSequenceClassification", "BertForPreTraining", "BertForMaskedLM",
+                    "BertForNextSentencePrediction")
+SKIPPED_ON_EXPORT = ("fit_dense.", STATE_PREFIX)  # distillation projection, optimizer state
+HF_ACTIVATIONS = {"gelu_tanh": "gelu_new"}  # our hidden_act -> HF's; the others share names
+# What a converted directory holds: only a directory with nothing else in it may be replaced.
+OUTPUT_FILES = {"model.ckpt", "config.json", "vocab.txt", "model.safetensors", "tokenizer_config.json"}
+
+
+def rename(name, source, target):
+    """The other side's name for `name` (source, target: HF or OURS), or None if the table lacks it."""
+    for row, patterns in zip(NAME_TABLE, _PATTERNS):
+        match = patterns[source].fullmatch(name)
+        if match:
+            return row[target].format(**match.groupdict())
+    return None
+
+
+def _shown(names):
+    names = sorted(names)
+    return ", ".join(names[:8]) + (f" ... ({len(names)} in all)" if len(names) > 8 else "")
+
+
+def _read_hf_config(path):
+    """Our BertConfig from a HF config.json, refusing variants our model would compute differently."""
+    with open(path, encoding="utf-8") as f:
+        values = json.load(f)
+    if values.get("model_type", "bert") != "bert":
+        raise ValueError(f"{path}: model_type {values['model_type']!r} is not supported, only 'bert'")
+    unsupported = [a for a in values.get("architectures") or () if a not in HF_ARCHITECTURES]
+    if unsupported:
+        raise ValueError(f"{path}: architecture {unsupported[0]} is not supported, only {', '.join(HF_ARCHITECTURES)}")
+    if values.get("position_embedding_type", "absolute") != "absolute":
+        raise ValueError(f"{path}: position_embedding_type {values['position_embedding_type']!r} is not "
+                         "supported, only 'absolute'")
+    for flag in ("is_decoder", "add_cross_attention"):
+        if values.get(flag):
+            raise ValueError(f"{path}: {flag} = true is not supported: only encoder-only BERT converts")
+    try:
+        return BertConfig.from_dict(values)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{path}: {exc}") from exc
+
+
+def _read_hf_weights(hf_dir):
+    """{HF name: float32 or integer array} from model.safetensors, else pytorch_model.bin."""
+    safetensors_path, pickle_path = hf_dir / "model.safetensors", hf_dir / "pytorch_model.bin"
+    if safetensors_path.is_file():
+        weights = load_file(str(safetensors_path))
+    elif pickle_path.is_file():
+        try:
+            import torch  # only needed for this older format, so not a hard dependency
+        except ImportError as exc:
+            raise ValueError(f"{pickle_path} is a PyTorch file and torch is not installed: install torch, "
+                             "or convert it to model.safetensors") from exc
+        state = torch.load(pickle_path, map_location="cpu", weights_only=True)
+        weights = {name: tensor.float().numpy() if tensor.is_floating_point() else tensor.numpy()
+                   for name, tensor in state.items()}
+    else:
+        raise FileNotFoundError(f"{hf_dir} has no model.safetensors or pytorch_model.bin")
+    return {name: value.astype(np.float32) if np.issubdtype(value.dtype, np.floating) else value
+            for name, value in weights.items()}
+
+
+def _hf_to_ours(weights, source):
+    """Rename HF weights to ours. Returns ({our name: array}, number of MLM/NSP head tensors ignored)."""
+    renamed, unknown, heads = {}, [], 0
+    for name, value in weights.items():
+        name = name[len("bert."):] if name.startswith("bert.") else name
+        # Checkpoints converted from the original TensorFlow BERT name LayerNorm parameters gamma/beta.
+        name = name.replace("LayerNorm.gamma", "LayerNorm.weight").replace("LayerNorm.beta", "LayerNorm.bias")
+        if name.startswith(HF_HEADS):
+            heads += 1
+        elif name not in HF_BUFFERS:
+            ours = rename(name, HF, OURS)
+            if ours is None:
+                unknown.append(name)
+            else:
+                renamed[ours] = value
+    if unknown:
+        raise ValueError(f"{source} has weights this converter does not understand: {_shown(unknown)}")
+    return renamed, heads
+
+
+def _load_into_model(config, weights, num_labels, source, optional, hf_source):
+    """Our classifier (num_labels) or bare encoder holding `weights`, checked name by name and shape by shape.
+
+    optional: name prefixes that may be absent and keep their random initialisation.
+    hf_source: whether errors should name tensors as the HF files do, not as we do.
+    Returns ({our name: Parameter}, names left as initialised).
+    """
+    if num_labels:
+        params = named_parameters(BertForSequenceClassification(config, num_labels))
+    else:
+        params = named_parameters(BertModel(config), "bert.")
+    as_source = (lambda name: rename(name, OURS, HF)) if hf_source else (lambda name: name)
+    unexpected = [as_source(name) for name in weights if name not in params]
+    if unexpected:
+        raise ValueError(f"{source} has weights that a {config.num_hidden_layers}-layer model of its config "
+                         f"lacks: {_shown(unexpected)}")
+    missing = [as_source(name) for name in params if name not in weights and not name.startswith(optional)]
+    if missing:
+        raise ValueError(f"{source} lacks weights the model needs: {_shown(missing)}")
+    left = assign_parameters(params, {name: ms.Tensor(value) for name, value in weights.items()}, str(source),
+                             allow_missing=optional)
+    return params, left
+
+
+@contextmanager
+def _atomic_directory(output_dir):
+    """Yield a temporary directory that replaces `output_dir` only once everything is written."""
+    output_dir = Path(output_dir)
+    if output_dir.exists():
+        foreign = [p.name for p in output_dir.iterdir() if p.name not in OUTPUT_FILES] if output_dir.is_dir() \
+            else [output_dir.name]
+        if foreign:
+            raise ValueError(f"{output_dir} exists and holds more than a converted model "
+                             f"({_shown(foreign)}): choose another output directory")
+    # Siblings of output_dir, so the renames stay on one file system; the pid keeps runs apart.
+    tmp, old = (output_dir.with_name(f".{output_dir.name}.{what}-{os.getpid()}") for what in ("tmp", "old"))
+    for stale in (tmp, old):
+        shutil.rmtree(stale, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        yield tmp
+        if output_dir.exists():
+            os.replace(output_dir, old)
+        os.replace(tmp, output_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def import_hf(hf_dir, output_dir):
+    """Hugging Face BERT directory -> output_dir/{model.ckpt, config.json, vocab.txt}.
+
+    Args:
+        hf_dir (str or Path): holds config.json, model.safetensors or pytorch_model.bin, vocab.txt.
+        output_dir (str or Path): created, or replaced if it holds only a converted model.
+    Returns:
+        dict: {"config": BertConfig, "num_labels": int or None, "num_tensors": int}.
+    """
+    hf_dir = Path(hf_dir)
+    if not hf_dir.is_dir():
+        raise FileNotFoundError(f"Hugging Face directory {hf_dir} does not exist")
+    for needed in ("config.json", "vocab.txt"):
+        if not (hf_dir / needed).is_file():
+            raise FileNotFoundError(f"{hf_dir} has no {needed}")
+    config = _read_hf_config(hf_dir / "config.json")
+    weights, heads = _hf_to_ours(_read_hf_weights(hf_dir), hf_dir)
+    logger = get_logger()
+    if heads:
+        logger.info("ignored %d masked-LM/next-sentence head tensors (cls.*) of %s", heads, hf_dir)
+    num_labels = weights[CLASSIFIER + "weight"].shape[0] if CLASSIFIER + "weight" in weights else None
+    params, left = _load_into_model(config, weights, num_labels, hf_dir, optional=(POOLER,), hf_source=True)
+    if left:
+        logger.info("%s has no pooler: the pooler keeps its random initialisation", hf_dir)
+    with _atomic_directory(output_dir) as tmp:
+        save_checkpoint(tmp / "model.ckpt", params, {"num_labels": num_labels} if num_labels else None)
+        (tmp / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n", encoding="utf-8")
+        shutil.copyfile(hf_dir / "vocab.txt", tmp / "vocab.txt")
+    return {"config": config, "num_labels": num_labels, "num_tensors": len(params)}
+
+
+def _is_uncased(vocab):
+    """An uncased vocabulary has no capital letters outside its [SPECIAL] tokens."""
+    return not any(token != token.lower() for token in vocab if not (token.startswith("[") and token.endswith("]")))
+
+
+def _hf_config(config, num_labels):
+    values = {k: v for k, v in config.to_dict().items() if k != "compute_type"}
+    values.update(model_type="bert", position_embedding_type="absolute",
+                  architectures=["BertForSequenceClassification" if num_labels else "BertModel"],
+                  hidden_act=HF_ACTIVATIONS.get(config.hidden_act, config.hidden_act))
+    if num_labels:
+        values.update(id2label={str(i): f"LABEL_{i}" for i in range(num_labels)},
+                      label2id={f"LABEL_{i}": i for i in range(num_labels)})
+    return values
+
+
+def export_hf(checkpoint, config_json, vocab_file, output_dir, num_labels=None):
+    """Our checkpoint -> a Hugging Face directory that transformers' BertModel (no classifier in the
+    checkpoint) or BertForSequenceClassification (with one) loads with no missing or unexpected weights.
+
+    Args:
+        checkpoint (str or Path): our .ckpt; fit_dense.* and state.* entries are skipped.
+        config_json (str or Path): our BertConfig as JSON.
+        vocab_file (str or Path): the vocabulary the model was trained with.
+        output_dir (str or Path): created, or replaced if it holds only a converted model.
+        num_labels (int, default None): if given, the checkpoint's classifier must have this many outputs.
+    Returns:
+        dict: {"architecture": str, "num_labels": int or None, "num_tensors": int}.
+    """
+    config = BertConfig.from_json_file(config_json)
+    vocab = Path(vocab_file).read_text(encoding="utf-8").splitlines()
+    if len(vocab) > config.vocab_size:
+        raise ValueError(f"{vocab_file} has {len(vocab)} tokens but {config_json} only {config.vocab_size} "
+                         "embeddings: is it the vocabulary this model was trained with?")
+    tensors, _ = split_metadata(load_checkpoint(checkpoint))
+    weights = {name: value.asnumpy() for name, value in tensors.items() if not name.startswith(SKIPPED_ON_EXPORT)}
+    found_labels = weights[CLASSIFIER + "weight"].shape[0] if CLASSIFIER + "weight" in weights else None
+    if num_labels is not None and num_labels != found_labels:
+        raise ValueError(f"--num_labels {num_labels} but {checkpoint} has "
+                         f"{f'a {found_labels}-label classifier' if found_labels else 'no classifier'}")
+    params, _ = _load_into_model(config, weights, found_labels, checkpoint, optional=(), hf_source=False)
+    # HF keeps the encoder under `bert.` only when a head sits beside it.
+    prefix = "bert." if found_labels else ""
+    hf_weights = {}
+    for name, param in params.items():
+        hf_name = rename(name, OURS, HF)
+        hf_weights[hf_name if hf_name.startswith("classifier.") else prefix + hf_name] = \
+            np.ascontiguousarray(param.asnumpy(), dtype=np.float32)
+    hf_config = _hf_config(config, found_labels)
+    tokenizer_config = {"tokenizer_class": "BertTokenizer", "do_lower_case": _is_uncased(vocab),
+                        "model_max_length": config.max_position_embeddings}
+    get_logger().info("tokenizer do_lower_case = %s, judged from the letters in %s",
+                      tokenizer_config["do_lower_case"], vocab_file)
+    with _atomic_directory(output_dir) as tmp:
+        save_file(hf_weights, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        (tmp / "config.json").write_text(json.dumps(hf_config, indent=2) + "\n", encoding="utf-8")
+        (tmp / "tokenizer_config.json").write_text(json.dumps(tokenizer_config, indent=2) + "\n", encoding="utf-8")
+        shutil.copyfile(vocab_file, tmp / "vocab.txt")
+    return {"architecture": hf_config["architectures"][0], "num_labels": found_labels,
+            "num_tensors": len(hf_weights)}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    to_ours = commands.add_parser("import", help="Hugging Face BERT directory -> our checkpoint")
+    to_ours.add_argument("--hf_dir", required=True, help="holds config.json, model.safetensors, vocab.txt")
+    to_ours.add_argument("--output_dir", required=True, help="receives model.ckpt, config.json, vocab.txt")
+    to_hf = commands.add_parser("export", help="our checkpoint -> Hugging Face BERT directory")
+    to_hf.add_argument("--checkpoint", required=True)
+    to_hf.add_argument("--config", required=True, help="our BertConfig as JSON")
+    to_hf.add_argument("--vocab_file", required=True)
+    to_hf.add_argument("--output_dir", required=True)
+    to_hf.add_argument("--num_labels", type=int, default=None, help="check the classifier has this many outputs")
+    args = parser.parse_args(argv)
+    if args.command == "import":
+        result = import_hf(args.hf_dir, args.output_dir)
+        print(f"imported {result['num_tensors']} tensors from {args.hf_dir} into {args.output_dir}"
+              f" (num_labels {result['num_labels']})")
+    else:
+        result = export_hf(args.checkpoint, args.config, args.vocab_file, args.output_dir, args.num_labels)
+        print(f"exported {result['num_tensors']} tensors from {args.checkpoint} into {args.output_dir}"
+              f" as {result['architecture']}")
+
+
+if __name__ == "__main__":
+    run_cli(main)
