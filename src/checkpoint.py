@@ -40,7 +40,7 @@ def save_checkpoint(path, parameters, metadata=None):
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(path.stem + ".tmp.ckpt")  # mindspore appends .ckpt to any other name
     entries = [{"name": name, "data": value} for name, value in parameters.items()]
     ms.save_checkpoint(entries, str(tmp), append_dict=dict(metadata or {}))
     os.replace(tmp, path)

@@ -87,12 +87,11 @@ def _layer_norm(config, width):
     return nn.LayerNorm((width,), epsilon=config.layer_norm_eps)
 
 
-def _erf_poly(x):
-    """erf by Abramowitz & Stegun 7.1.26: exp, mul and add only."""
-    a = ops.abs(x)
-    t = 1.0 / (1.0 + 0.3275911 * a)
+def _erf_of_nonnegative(a):
+    """erf(a) for a >= 0 by Abramowitz & Stegun 7.1.26: exp, mul and add only."""
+    t = ops.ones_like(a) / (1.0 + 0.3275911 * a)  # RealDiv: ONNX export lacks Reciprocal
     poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))))
-    return ops.sign(x) * (1.0 - poly * ops.exp(-a * a))
+    return 1.0 - poly * ops.exp(-a * a)
 
 
 def _activation(name, x):
@@ -101,7 +100,9 @@ def _activation(name, x):
     if name == "gelu_tanh":
         return ops.gelu(x, approximate="tanh")
     if name == "gelu_poly":
-        return 0.5 * x * (1.0 + _erf_poly(x * 0.7071067811865476))
+        # erf is odd, so x * erf(x / sqrt 2) = |x| * erf(|x| / sqrt 2): no Sign op needed either.
+        a = ops.abs(x)
+        return 0.5 * (x + a * _erf_of_nonnegative(a * 0.7071067811865476))
     return ops.relu(x)
 
 

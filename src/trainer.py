@@ -21,11 +21,13 @@ from src.lr_schedule import WarmupPolynomialDecayLR
 from src.tinybert_for_gd_td import (BertTrainWithLossScaleCell, IntermediateDistillationLoss,
                                     PredictionDistillationLoss, SupervisedLoss, freeze, make_fit_dense,
                                     make_scale_update_cell)
+from src.student_init import copy_teacher_layers
 from src.tinybert_model import BertForSequenceClassification, BertModel, LogitsOnly
 
-STEP_CHECKPOINT = "student_step_{step}.ckpt"
-FINAL_CHECKPOINT = "student_final.ckpt"
-BEST_CHECKPOINT = "student_best.ckpt"
+# File names inside output_dir/PHASE; the teacher phase writes teacher_*.ckpt instead of student_*.
+STEP_CHECKPOINT = "{model}_step_{step}.ckpt"
+FINAL_CHECKPOINT = "{model}_final.ckpt"
+BEST_CHECKPOINT = "{model}_best.ckpt"
 SHORT_METRIC = {"accuracy": "acc"}
 
 
@@ -50,12 +52,16 @@ class Models:
 
     student: what is trained (BertModel in GD, else BertForSequenceClassification);
     teacher: frozen, or None; fit_dense: projection for intermediate losses, or None;
-    loss: the Cell whose output is minimised; prefix: checkpoint name prefix of the student's params.
+    loss: the Cell whose output is minimised; prefix: checkpoint name prefix of the student's params;
+    name: what the checkpoint files are called after ("teacher" when fine-tuning the teacher).
     """
 
-    def __init__(self, student, teacher, fit_dense, loss, prefix=""):
+    def __init__(self, student, teacher, fit_dense, loss, prefix="", name="student"):
         self.student, self.teacher, self.fit_dense, self.loss = student, teacher, fit_dense, loss
-        self.prefix = prefix
+        self.prefix, self.name = prefix, name
+
+    def path(self, directory, pattern, step="{step}"):
+        return Path(directory) / pattern.format(model=self.name, step=step)
 
     def weights(self):
         saved = named_parameters(self.student, self.prefix)
@@ -84,9 +90,9 @@ def _init_student(cfg, student, prefix, logger, teacher=None):
                     f" (left as initialised: {', '.join(left)})" if left else "")
         return tensors
     if init_mode == "teacher_layers":
-        from src.student_init import copy_teacher_layers  # only this mode needs it
-        copy_teacher_layers(student, teacher, cfg.student.teacher_layers, prefix)
-        logger.info("student initialised from teacher layers")
+        encoder = student if isinstance(student, BertModel) else student.bert
+        chosen = copy_teacher_layers(encoder, teacher, cfg.student.teacher_layers)
+        logger.info("student initialised from teacher layers %s", chosen)
         return {}
     logger.info("student initialised at random")
     return {}
@@ -112,7 +118,7 @@ def build_models(cfg, phase, logger):
         teacher = BertForSequenceClassification(bert_config(cfg, "teacher"), num_labels)
         if cfg.teacher.checkpoint:
             _load_into(teacher, cfg.teacher.checkpoint, "teacher checkpoint", allow_missing=("dense_1.",))
-        return Models(teacher, None, None, SupervisedLoss(teacher, regression))
+        return Models(teacher, None, None, SupervisedLoss(teacher, regression), name="teacher")
     student = BertForSequenceClassification(s_config, num_labels)
     if phase == "eval":
         _require(cfg.student.checkpoint, "student.checkpoint", "the student to evaluate")
@@ -157,13 +163,13 @@ def build_optimizer(params, phase_cfg, total_steps):
 class Evaluator:
     """Runs the classifier over the whole dev set and keeps the best checkpoint."""
 
-    def __init__(self, cfg, classifier, phase_dir, logger):
+    def __init__(self, cfg, classifier, best_path, logger):
         self.network = LogitsOnly(classifier)
         self.dataset = create_dataset(cfg.data.eval_path, cfg.data.format, cfg.eval.batch_size, cfg.seq_length,
                                       with_labels=True, shuffle=False, drop_remainder=False,
                                       schema_file=cfg.data.schema_file)
         self.metric = cfg.task.metric
-        self.best_path = Path(phase_dir) / BEST_CHECKPOINT
+        self.best_path = best_path
         self.best = None
         self.logger = logger
 
@@ -190,11 +196,12 @@ class Evaluator:
 
 def _resume(train_cell, models, phase_dir, logger):
     """Restore the newest step checkpoint in phase_dir; returns the step it was taken at (0 if none)."""
-    steps = sorted(int(p.stem.rsplit("_", 1)[1]) for p in Path(phase_dir).glob("student_step_*.ckpt"))
+    pattern = models.path(phase_dir, STEP_CHECKPOINT, "*")
+    steps = sorted(int(p.stem.rsplit("_", 1)[1]) for p in pattern.parent.glob(pattern.name))
     if not steps:
         logger.info("resume: no step checkpoint in %s, starting from step 0", phase_dir)
         return 0
-    path = Path(phase_dir) / STEP_CHECKPOINT.format(step=steps[-1])
+    path = models.path(phase_dir, STEP_CHECKPOINT, steps[-1])
     tensors, metadata = split_metadata(load_checkpoint(path))
     assign_parameters(models.weights(), tensors, f"checkpoint {path}")
     assign_parameters(_train_state(train_cell), tensors, f"optimizer state in {path}")
@@ -225,7 +232,7 @@ def run_phase(cfg, phase):
         save_config(cfg, phase_dir / "config.yaml")
     models = build_models(cfg, phase, logger)
     evaluates = phase in ("td2", "teacher", "eval") and rank == 0
-    evaluator = Evaluator(cfg, models.student, phase_dir, logger) if evaluates else None
+    evaluator = Evaluator(cfg, models.student, models.path(phase_dir, BEST_CHECKPOINT), logger) if evaluates else None
     if phase == "eval":
         value, count = evaluator.evaluate()
         logger.info("eval: %s = %.6f on %d examples", cfg.task.metric, value, count)
@@ -279,13 +286,14 @@ def run_phase(cfg, phase):
         if step >= total_steps:
             break
     if rank == 0:
-        save_checkpoint(phase_dir / FINAL_CHECKPOINT, models.weights(), {"step": step, "phase": phase})
-        logger.info("phase %s done at step %d, final checkpoint %s", phase, step, phase_dir / FINAL_CHECKPOINT)
+        final = models.path(phase_dir, FINAL_CHECKPOINT)
+        save_checkpoint(final, models.weights(), {"step": step, "phase": phase})
+        logger.info("phase %s done at step %d, final checkpoint %s", phase, step, final)
     return evaluator.best if evaluator else loss_value
 
 
 def _save_step(models, train_cell, phase_dir, step, keep):
     weights = models.weights()
     weights.update(_train_state(train_cell))
-    save_checkpoint(Path(phase_dir) / STEP_CHECKPOINT.format(step=step), weights, {"step": step})
-    rotate_checkpoints(phase_dir, STEP_CHECKPOINT, keep)
+    save_checkpoint(models.path(phase_dir, STEP_CHECKPOINT, step), weights, {"step": step})
+    rotate_checkpoints(phase_dir, models.path(phase_dir, STEP_CHECKPOINT).name, keep)

@@ -1,0 +1,77 @@
+"""Config layering (defaults <- task yaml <- command line) and its one-line errors."""
+import pytest
+
+from src.config import TASK_CONFIGS, bert_config, load_config, parse_overrides
+
+
+def test_defaults_load_and_resolve_compute_type():
+    cfg = load_config([])
+    assert cfg.gd.learning_rate == 5.0e-5 and cfg.loss_scale.enabled is True
+    assert cfg.compute_type == "float32"  # auto on CPU
+    assert load_config(["--device_target=GPU"]).compute_type == "float16"
+
+
+def test_nested_override_and_yaml_typed_values():
+    cfg = load_config(["--gd.learning_rate=1e-4", "--loss_scale.enabled=false", "--seq_length=64",
+                       "--distill.layer_mapping=[[0,0],[1,6]]"])
+    assert cfg.gd.learning_rate == 1e-4 and cfg.loss_scale.enabled is False and cfg.seq_length == 64
+    assert cfg.distill.layer_mapping == [[0, 0], [1, 6]]
+
+
+def test_task_yaml_then_command_line():
+    cfg = load_config([f"--config_path={TASK_CONFIGS / 'sst2.yaml'}", "--td2.epochs=5"])
+    assert cfg.task.name == "sst2" and cfg.task.num_labels == 2 and cfg.seq_length == 64
+    assert cfg.td1.epochs == 20 and cfg.td2.epochs == 5
+    assert cfg.td1.batch_size == 32  # untouched defaults survive the merge
+
+
+@pytest.mark.parametrize("name", ["sst2", "mnli", "qnli", "mrpc", "stsb", "cola"])
+def test_every_task_yaml_loads(name):
+    cfg = load_config([f"--config_path={TASK_CONFIGS / (name + '.yaml')}"])
+    assert cfg.task.name == name
+
+
+def test_task_name_sets_labels_and_metric_unless_given():
+    assert load_config(["--task.name=mnli"]).task.num_labels == 3
+    assert load_config(["--task.name=stsb"]).task.num_labels == 1
+    assert load_config(["--task.name=cola"]).task.metric == "mcc"
+    assert load_config(["--task.name=cola", "--task.metric=accuracy"]).task.metric == "accuracy"
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--gd.learnin_rate=1"], "unknown config key 'gd.learnin_rate'"),
+    (["--gd.epochs=two"], "gd.epochs: expected int like 3, got 'two'"),
+    (["--loss_scale.enabled=maybe"], "loss_scale.enabled: expected bool"),
+    (["--device_target=TPU"], "device_target: 'TPU' is not one of CPU, GPU, Ascend"),
+    (["--td1.batch_size=0"], "td1.batch_size: must be positive"),
+    (["--gd.warmup_ratio=2.0"], "warmup_ratio: must be between 0 and 1"),
+    (["--task.name=imdb"], "task.name: unknown task 'imdb'"),
+    (["gd.epochs=3"], "must look like --section.key=value"),
+    (["--config_path=/nonexistent.yaml"], "config file /nonexistent.yaml does not exist"),
+])
+def test_bad_values_name_the_key(argv, message):
+    with pytest.raises((ValueError, FileNotFoundError), match=message.replace("(", r"\(").replace("[", r"\[")):
+        load_config(argv)
+
+
+def test_model_from_preset_or_json(tmp_path):
+    cfg = load_config(["--student.model=tinybert_4_384"])
+    assert bert_config(cfg, "student").hidden_size == 384
+    path = tmp_path / "config.json"
+    path.write_text('{"hidden_size": 64, "num_attention_heads": 4, "num_hidden_layers": 2, '
+                    '"intermediate_size": 128, "vocab_size": 100, "architectures": ["BertModel"]}')
+    assert bert_config(load_config([f"--teacher.model={path}"]), "teacher").num_hidden_layers == 2
+    with pytest.raises(ValueError, match="teacher.model: 'bert_huge' is neither a preset"):
+        bert_config(load_config(["--teacher.model=bert_huge"]), "teacher")
+    with pytest.raises(ValueError, match="seq_length 1024 exceeds"):
+        bert_config(load_config(["--seq_length=1024"]), "student")
+
+
+def test_config_is_read_only():
+    cfg = load_config([])
+    with pytest.raises(AttributeError):
+        cfg.seed = 3
+
+
+def test_parse_overrides_builds_nested_dict():
+    assert parse_overrides(["--a.b.c=1", "--config_path=x"]) == ("x", {"a": {"b": {"c": 1}}})
