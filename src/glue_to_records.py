@@ -1,0 +1,282 @@
+"""GLUE (or any labelled TSV/CSV/JSONL) -> task-distillation records with label_ids.
+
+`TASKS` is the one table of what each GLUE task reads and how it is scored: the training code
+takes `num_labels` and the metric from it. GLUE files are read as the GLUE download ships them:
+tab-separated without quoting (MRPC and QNLI have unbalanced quotes inside sentences), CoLA's
+train/dev without a header, MRPC's UTF-8 byte-order mark removed.
+
+Usage:
+  python -m src.glue_to_records --task sst2 --input_file SST-2/dev.tsv \
+      --output_file out/sst2_dev.mindrecord --vocab_file vocab.txt --seq_length 128 [--format tfrecord]
+  python -m src.glue_to_records --task generic --input_file reviews.jsonl --text_a review \
+      --label stars --labels 1,2,3,4,5 --output_file out/reviews.mindrecord --vocab_file vocab.txt
+"""
+import argparse
+import collections
+import csv
+import dataclasses
+import json
+import logging
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+
+from src.records_writer import ID_COLUMNS, LABEL_COLUMN, RecordsWriter, add_output_args
+from src.tokenization import WordPieceTokenizer, add_tokenizer_args
+
+ROWS_PER_WRITE = 4096  # examples tokenized and written at once
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskSpec:
+    """What one task reads and how it is scored.
+
+    Args:
+        text_a (str | int): column of the first sentence (an index when the file has no header).
+        text_b (str | int | None): column of the second sentence, None for single-sentence tasks.
+        label (str | int): label column.
+        labels (tuple[str] | None): label values in class-id order; None for regression.
+        metric (str): primary metric, a key of `assessment_method.METRICS`.
+        has_header (bool): whether the first line names the columns. Default: True.
+    """
+    text_a: str | int
+    text_b: str | int | None
+    label: str | int
+    labels: tuple | None
+    metric: str
+    has_header: bool = True
+
+    @property
+    def num_labels(self):
+        """Classifier outputs: one per class, or one score for regression."""
+        return 1 if self.labels is None else len(self.labels)
+
+
+_BINARY = ("0", "1")
+_NLI = ("entailment", "not_entailment")
+_MNLI = TaskSpec("sentence1", "sentence2", "gold_label", ("contradiction", "entailment", "neutral"), "accuracy")
+TASKS = {
+    "cola": TaskSpec(3, None, 1, _BINARY, "mcc", has_header=False),
+    "sst2": TaskSpec("sentence", None, "label", _BINARY, "accuracy"),
+    "mrpc": TaskSpec("#1 String", "#2 String", "Quality", _BINARY, "accuracy"),  # F1 reported beside it
+    "qqp": TaskSpec("question1", "question2", "is_duplicate", _BINARY, "accuracy"),  # F1 reported beside it
+    "stsb": TaskSpec("sentence1", "sentence2", "score", None, "pearson"),  # Spearman reported beside it
+    "mnli": _MNLI,  # train.tsv, dev_matched.tsv
+    "mnli-mm": _MNLI,  # dev_mismatched.tsv
+    "qnli": TaskSpec("question", "sentence", "label", _NLI, "accuracy"),
+    "rte": TaskSpec("sentence1", "sentence2", "label", _NLI, "accuracy"),
+    "wnli": TaskSpec("sentence1", "sentence2", "label", _BINARY, "accuracy"),
+}
+
+
+class BadRow(ValueError):
+    """A row that cannot become an example; `--skip_bad_rows` skips these and only these."""
+
+
+def _decode(raw):
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise BadRow(f"bytes that are not UTF-8 at byte {err.start}") from None
+
+
+def _check_header(path, header, columns):
+    """Fails at once, not row by row, when a named column is absent from the header."""
+    for column in columns:
+        if isinstance(column, str) and column not in header:
+            raise ValueError(f"{path}: column {column!r} is not in the header ({', '.join(header)}): "
+                             f"pass the file of this task, or the right column name")
+
+
+def _tsv_rows(path, columns, has_header):
+    """Tab-separated rows without quote handling, as GLUE is written; by header name if it has one."""
+    header = None
+    with open(path, "rb") as f:
+        for line_no, raw in enumerate(f, 1):
+            if line_no == 1:
+                raw = raw.removeprefix(b"\xef\xbb\xbf")  # MRPC's byte-order mark
+            raw = raw.rstrip(b"\r\n")
+            if not raw:
+                continue
+            try:
+                fields = _decode(raw).split("\t")
+            except BadRow as err:
+                if has_header and header is None:
+                    raise ValueError(f"{path}:{line_no}: header has {err}: save the file as UTF-8") from None
+                yield line_no, err
+                continue
+            if has_header and header is None:
+                header = fields
+                _check_header(path, header, columns)
+            elif header is None:
+                yield line_no, fields
+            elif len(fields) != len(header):
+                yield line_no, BadRow(f"{len(fields)} columns where the header has {len(header)}")
+            else:
+                yield line_no, dict(zip(header, fields))
+
+
+def _csv_rows(path, columns):
+    """Comma-separated rows with standard quoting, by header name."""
+    with open(path, encoding="utf-8-sig", errors="surrogateescape", newline="") as f:
+        reader = csv.reader(f)
+        header = next(reader, [])
+        _check_header(path, header, columns)
+        for fields in reader:
+            if not fields:
+                continue
+            if any("\udc80" <= c <= "\udcff" for field in fields for c in field):  # surrogateescape'd bytes
+                yield reader.line_num, BadRow("bytes that are not UTF-8")
+            elif len(fields) != len(header):
+                yield reader.line_num, BadRow(f"{len(fields)} columns where the header has {len(header)}")
+            else:
+                yield reader.line_num, dict(zip(header, fields))
+
+
+def _jsonl_rows(path):
+    """One JSON object a line."""
+    with open(path, "rb") as f:
+        for line_no, raw in enumerate(f, 1):
+            if not raw.strip():
+                continue
+            try:
+                row = json.loads(_decode(raw.removeprefix(b"\xef\xbb\xbf")))
+            except BadRow as err:
+                yield line_no, err
+            except json.JSONDecodeError as err:
+                yield line_no, BadRow(f"invalid JSON ({err.msg})")
+            else:
+                yield line_no, row if isinstance(row, dict) else BadRow("the line is not a JSON object")
+
+
+def read_rows(path, columns, has_header=True):
+    """(line number, row or BadRow) of a TSV, CSV or JSONL file (by extension); a row maps column
+    names (or, without a header, indices) to values. Raises if the header lacks one of `columns`."""
+    suffix = Path(path).suffix.lower()
+    if suffix == ".csv":
+        return _csv_rows(path, columns)
+    if suffix == ".jsonl":
+        return _jsonl_rows(path)
+    return _tsv_rows(path, columns, has_header)
+
+
+def _field(row, column):
+    try:
+        value = row[column]
+    except (KeyError, IndexError):
+        raise BadRow(f"no column {column!r}") from None
+    return "" if value is None else str(value).strip()
+
+
+def _example(row, spec):
+    """(text_a, text_b or None, class id or score) of one row; raises BadRow."""
+    text_a, text_b = (None if column is None else _field(row, column) for column in (spec.text_a, spec.text_b))
+    for column, text in ((spec.text_a, text_a), (spec.text_b, text_b)):
+        if text == "":
+            raise BadRow(f"empty text in column {column!r}")
+    label = _field(row, spec.label)
+    if spec.labels is not None:
+        if label not in spec.labels:
+            raise BadRow(f"unknown label {label!r} (expected one of {', '.join(spec.labels)})")
+        return text_a, text_b, spec.labels.index(label)
+    try:
+        score = float(label)
+    except ValueError:
+        score = math.nan
+    if not math.isfinite(score):
+        raise BadRow(f"label {label!r} is not a number")
+    return text_a, text_b, score
+
+
+def _label_summary(labels, spec):
+    if spec.labels is None:
+        values = np.asarray(labels)
+        return f"scores mean {values.mean():.3f}, range {values.min():g}..{values.max():g}"
+    counts = collections.Counter(labels)
+    return "labels " + ", ".join(f"{name}: {counts[i]}" for i, name in enumerate(spec.labels))
+
+
+def convert(input_file, spec, tokenizer, output_file, seq_length, data_format="mindrecord", num_shards=1,
+            skip_bad_rows=False):
+    """Converts one labelled file and returns the summary line."""
+    if not Path(input_file).is_file():
+        raise FileNotFoundError(f"input file {input_file} does not exist")
+    start = time.perf_counter()
+    label_dtype = np.float32 if spec.labels is None else np.int32
+    labels, skipped, pending = [], 0, []
+    with RecordsWriter(output_file, data_format, seq_length, label_dtype, num_shards) as writer:
+        def flush():
+            texts_b = None if spec.text_b is None else [b for _, b, _ in pending]
+            arrays = tokenizer.encode_batch([a for a, _, _ in pending], texts_b, seq_length)
+            columns = dict(zip(ID_COLUMNS, arrays))
+            columns[LABEL_COLUMN] = np.array([label for _, _, label in pending], dtype=label_dtype)
+            writer.write(columns)
+            pending.clear()
+
+        for line_no, row in read_rows(input_file, (spec.text_a, spec.text_b, spec.label), spec.has_header):
+            try:
+                if isinstance(row, BadRow):
+                    raise row
+                example = _example(row, spec)
+            except BadRow as err:
+                if not skip_bad_rows:
+                    raise ValueError(f"{input_file}:{line_no}: {err}: fix the row or pass --skip_bad_rows") from None
+                logging.warning("%s:%d: skipped: %s", input_file, line_no, err)
+                skipped += 1
+                continue
+            pending.append(example)
+            labels.append(example[2])
+            if len(pending) == ROWS_PER_WRITE:
+                flush()
+        if pending:
+            flush()
+        if not labels:
+            raise ValueError(f"no examples in {input_file}: check the file and --task")
+    seconds = time.perf_counter() - start
+    return (f"wrote {len(labels)} examples ({skipped} bad rows skipped; {_label_summary(labels, spec)}) "
+            f"to {len(writer.final_paths)} files in {seconds:.1f} s")
+
+
+def _task_spec(parser, args):
+    """The GLUE task's spec, or one built from the column options of `--task generic`."""
+    generic_options = {"--text_a": args.text_a, "--text_b": args.text_b, "--label": args.label, "--labels": args.labels}
+    if args.task != "generic":
+        given = [name for name, value in generic_options.items() if value is not None]
+        if given:
+            parser.error(f"{', '.join(given)} only apply to --task generic")
+        return TASKS[args.task]
+    if args.text_a is None or args.label is None:
+        parser.error("--task generic needs --text_a and --label (and --labels for classification)")
+    labels = None if args.labels is None else tuple(label.strip() for label in args.labels.split(","))
+    return TaskSpec(args.text_a, args.text_b, args.label, labels, "accuracy" if labels else "pearson")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description="GLUE or labelled TSV/CSV/JSONL -> task-distillation records.")
+    parser.add_argument("--task", required=True, choices=[*TASKS, "generic"], help="GLUE task, or generic")
+    parser.add_argument("--input_file", required=True, help="the task's train/dev .tsv (generic: .tsv, .csv, .jsonl)")
+    parser.add_argument("--output_file", required=True, help="record file to write, e.g. out/sst2_dev.mindrecord")
+    add_tokenizer_args(parser)
+    add_output_args(parser)
+    parser.add_argument("--skip_bad_rows", action="store_true",
+                        help="skip and count rows that cannot be read, instead of stopping at the first")
+    parser.add_argument("--text_a", help="generic: column of the first text")
+    parser.add_argument("--text_b", help="generic: column of the second text, for sentence pairs")
+    parser.add_argument("--label", help="generic: label column")
+    parser.add_argument("--labels", help="generic: comma-separated label values in class order; omit for regression")
+    args = parser.parse_args(argv)
+    spec = _task_spec(parser, args)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
+    try:
+        tokenizer = WordPieceTokenizer(args.vocab_file, args.do_lower_case)
+        summary = convert(args.input_file, spec, tokenizer, args.output_file, args.seq_length, args.format,
+                          args.num_shards, args.skip_bad_rows)
+    except (OSError, ValueError) as err:
+        raise SystemExit(f"glue_to_records: error: {err}") from None
+    print(summary)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,227 @@
+"""All-or-nothing writing of BERT input records as MindRecord or TFRecord shards.
+
+Rows are written into a hidden temporary folder beside the output and moved into place only when
+every shard is complete, so an error or an interrupt never leaves a half-written file that a later
+training run would read. TFRecord files are encoded here (tf.train.Example protobufs and the
+TFRecord framing with masked CRC-32C), so tensorflow is not needed.
+"""
+import json
+import os
+import re
+import shutil
+import struct
+import tempfile
+from pathlib import Path
+
+import google_crc32c
+import numpy as np
+from mindspore.mindrecord import FileWriter
+
+FORMATS = ("mindrecord", "tfrecord")
+ID_COLUMNS = ("input_ids", "input_mask", "segment_ids")
+LABEL_COLUMN = "label_ids"
+
+
+def add_output_args(parser):
+    """The format and sharding options shared by the record converters."""
+    parser.add_argument("--format", default="mindrecord", choices=FORMATS, help="record format (default mindrecord)")
+    parser.add_argument("--num_shards", type=int, default=1, help="number of output files (default 1)")
+
+
+def shard_paths(output_path, data_format, num_shards):
+    """The files a writer creates for `output_path`: MindSpore's `name0..nameN-1` for sharded MindRecord,
+    `stem-0000i-of-0000N.tfrecord` for sharded TFRecord (so a folder glob `*.tfrecord` finds them)."""
+    output_path = Path(output_path)
+    if num_shards == 1:
+        return [output_path]
+    if data_format == "mindrecord":
+        return [output_path.with_name(f"{output_path.name}{i}") for i in range(num_shards)]
+    return [output_path.with_name(f"{output_path.stem}-{i:05d}-of-{num_shards:05d}{output_path.suffix}")
+            for i in range(num_shards)]
+
+
+def schema_path(output_path):
+    """Where the MindSpore schema json of a TFRecord output goes: `stem.schema.json` beside it."""
+    output_path = Path(output_path)
+    return output_path.with_name(f"{output_path.stem}.schema.json")
+
+
+def _varints(values):
+    """Protobuf varint encoding of an integer array (N, L), vectorised over all N*L values.
+
+    Returns the concatenated bytes (row after row) and the byte length of each row.
+    """
+    unsigned = np.ascontiguousarray(values, dtype=np.int64).view(np.uint64)  # negatives: two's complement
+    width = np.ones(unsigned.shape, dtype=np.int64)  # bytes per value: one per started 7 bits
+    rest = unsigned >> np.uint64(7)
+    while rest.any():
+        width += rest != 0
+        rest >>= np.uint64(7)
+    position = np.arange(width.max())
+    groups = (unsigned[..., None] >> (position.astype(np.uint64) * np.uint64(7))) & np.uint64(0x7F)
+    groups |= (position < width[..., None] - 1).astype(np.uint64) << np.uint64(7)  # continuation bits
+    encoded = groups[position < width[..., None]].astype(np.uint8).tobytes()
+    return encoded, width.sum(-1)
+
+
+def _length_delimited(field, payload):
+    """A protobuf length-delimited field (wire type 2): tag, varint length, payload."""
+    length = len(payload)
+    header = bytearray([field << 3 | 2])
+    while length > 0x7F:
+        header.append(length & 0x7F | 0x80)
+        length >>= 7
+    header.append(length)
+    return bytes(header) + payload
+
+
+def _feature_payloads(name, values):
+    """Serialised `tf.train.Feature` map entries of one column, one bytes object per row."""
+    values = np.asarray(values)
+    if values.ndim == 1:
+        values = values[:, None]
+    key = _length_delimited(1, name.encode())
+    if np.issubdtype(values.dtype, np.floating):
+        rows = [row.tobytes() for row in values.astype("<f4")]
+        kind = 2  # FloatList
+    else:
+        encoded, lengths = _varints(values)
+        ends = np.cumsum(lengths).tolist()
+        rows = [encoded[start:end] for start, end in zip([0] + ends[:-1], ends)]
+        kind = 3  # Int64List
+    return [_length_delimited(1, key + _length_delimited(2, _length_delimited(kind, _length_delimited(1, row))))
+            for row in rows]
+
+
+def _masked_crc(data):
+    """TFRecord's masked CRC-32C: the raw CRC rotated right by 15 bits plus a constant."""
+    crc = google_crc32c.value(data)
+    return ((crc >> 15 | crc << 17) + 0xA282EAD8) & 0xFFFFFFFF
+
+
+def tfrecord_frame(example):
+    """One TFRecord: length, masked CRC of the length, the serialised Example, masked CRC of it."""
+    length = struct.pack("<Q", len(example))
+    return length + struct.pack("<I", _masked_crc(length)) + example + struct.pack("<I", _masked_crc(example))
+
+
+def serialize_examples(columns):
+    """`tf.train.Example` bytes of each row of `columns` (name -> array (N, L) or (N,))."""
+    per_column = [_feature_payloads(name, values) for name, values in columns.items()]
+    return [_length_delimited(1, b"".join(entries)) for entries in zip(*per_column)]
+
+
+class RecordsWriter:
+    """Writes rows to `num_shards` files of one format; nothing appears until `close()` succeeds.
+
+    Use it as a context manager: leaving the block by an exception removes everything written.
+
+    Args:
+        output_path (str): the output name; see `shard_paths` for the names of sharded files.
+        data_format (str): 'mindrecord' or 'tfrecord'.
+        seq_length (int): length of each id column.
+        label_dtype (numpy dtype | None): None for general-distillation records, an integer
+            dtype for classification labels, a float dtype for regression labels. Default: None.
+        num_shards (int): number of output files; rows are spread evenly over them. Default: 1.
+    """
+
+    def __init__(self, output_path, data_format, seq_length, label_dtype=None, num_shards=1):
+        if data_format not in FORMATS:
+            raise ValueError(f"format {data_format!r} is not one of {', '.join(FORMATS)}")
+        if num_shards < 1:
+            raise ValueError(f"num_shards is {num_shards}: use 1 or more")
+        output_path = Path(output_path)
+        self.final_paths = shard_paths(output_path, data_format, num_shards)
+        self.data_format = data_format
+        self.seq_length = seq_length
+        self.columns = ID_COLUMNS if label_dtype is None else ID_COLUMNS + (LABEL_COLUMN,)
+        self.label_is_float = label_dtype is not None and np.issubdtype(label_dtype, np.floating)
+        self.rows = 0
+        output_path.parent.mkdir(parents=True, exist_ok=True)
+        self._tmp_dir = Path(tempfile.mkdtemp(prefix=".records-", dir=output_path.parent))
+        self._moves = {self._tmp_dir / path.name: path for path in self.final_paths}
+        self._files = []
+        if data_format == "mindrecord":
+            self._family = re.compile(rf"{re.escape(output_path.name)}\d*(\.db)?")
+            self._writer = FileWriter(str(self._tmp_dir / output_path.name), shard_num=num_shards)
+            self._writer.add_schema(self._mindrecord_schema(), "bert inputs")
+            self._moves.update({tmp.with_name(tmp.name + ".db"): final.with_name(final.name + ".db")
+                                for tmp, final in list(self._moves.items())})
+        else:
+            self._family = re.compile(
+                rf"{re.escape(output_path.stem)}(-\d{{5}}-of-\d{{5}})?{re.escape(output_path.suffix)}")
+            self._files = [open(tmp, "wb") for tmp in self._moves]
+            schema_tmp = self._tmp_dir / schema_path(output_path).name
+            schema_tmp.write_text(self._tfrecord_schema())
+            self._moves[schema_tmp] = schema_path(output_path)
+
+    def _mindrecord_schema(self):
+        schema = {name: {"type": "int32", "shape": [-1]} for name in ID_COLUMNS}
+        if LABEL_COLUMN in self.columns:
+            schema[LABEL_COLUMN] = {"type": "float32" if self.label_is_float else "int32"}
+        return schema
+
+    def _tfrecord_schema(self):
+        columns = {name: {"type": "int64", "rank": 1, "shape": [self.seq_length]} for name in ID_COLUMNS}
+        if LABEL_COLUMN in self.columns:
+            columns[LABEL_COLUMN] = {"type": "float32" if self.label_is_float else "int64", "rank": 0}
+        return json.dumps({"datasetType": "TF", "columns": columns}, indent=2) + "\n"
+
+    def write(self, columns):
+        """Appends rows: `columns` maps each column name to an array (N, seq_length), labels (N,)."""
+        if set(columns) != set(self.columns):
+            raise ValueError(f"records need columns {', '.join(self.columns)}, got {', '.join(columns)}")
+        arrays = {name: np.asarray(columns[name], dtype=np.int32) for name in ID_COLUMNS}
+        for name, array in arrays.items():
+            if array.ndim != 2 or array.shape[1] != self.seq_length:
+                raise ValueError(f"column {name} has shape {array.shape}, expected (N, {self.seq_length})")
+        count = len(arrays[ID_COLUMNS[0]])
+        if count == 0:
+            return
+        if LABEL_COLUMN in self.columns:
+            arrays[LABEL_COLUMN] = np.asarray(columns[LABEL_COLUMN],
+                                              dtype=np.float32 if self.label_is_float else np.int64)
+        if self.data_format == "mindrecord":
+            rows = [{name: arrays[name][i] for name in ID_COLUMNS} for i in range(count)]
+            if LABEL_COLUMN in self.columns:
+                for row, label in zip(rows, arrays[LABEL_COLUMN].tolist()):  # MindRecord wants Python scalars
+                    row[LABEL_COLUMN] = label
+            self._writer.write_raw_data(rows)
+        else:
+            for i, example in enumerate(serialize_examples(arrays)):
+                self._files[(self.rows + i) % len(self._files)].write(tfrecord_frame(example))
+        self.rows += count
+
+    def close(self):
+        """Completes every shard, moves them into place and returns their final paths."""
+        if self.data_format == "mindrecord":
+            self._writer.commit()
+        for f in self._files:
+            f.close()
+        keep = {final.name for final in self._moves.values()}
+        for path in self.final_paths[0].parent.iterdir():
+            if self._family.fullmatch(path.name) and path.name not in keep:
+                path.unlink()  # a shard of an earlier run with another shard count
+        for tmp, final in self._moves.items():
+            os.replace(tmp, final)
+        self._tmp_dir.rmdir()
+        return self.final_paths
+
+    def abort(self):
+        """Removes everything written so far."""
+        for f in self._files:
+            f.close()
+        shutil.rmtree(self._tmp_dir, ignore_errors=True)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, traceback):
+        if exc_type is not None:
+            self.abort()
+            return
+        try:
+            self.close()
+        except BaseException:
+            self.abort()
+            raise
