@@ -17,7 +17,7 @@ TASK_CONFIGS = ROOT / "src" / "task_configs"
 CHOICES = {
     "device_target": ("CPU", "GPU", "Ascend"),
     "compute_type": ("auto", "float32", "float16"),
-    "phase": ("teacher", "td1", "td2", "eval"),
+    "phase": ("teacher", "td", "td1", "td2", "eval"),
     "data.format": ("mindrecord", "tfrecord"),
     "student.init": ("auto", "random", "checkpoint", "teacher_layers"),
     "export.file_format": ("MINDIR", "ONNX", "AIR"),

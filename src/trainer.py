@@ -29,6 +29,7 @@ STEP_CHECKPOINT = "{model}_step_{step}.ckpt"
 FINAL_CHECKPOINT = "{model}_final.ckpt"
 BEST_CHECKPOINT = "{model}_best.ckpt"
 SHORT_METRIC = {"accuracy": "acc"}
+_COMMUNICATION = {"ready": False}
 
 
 def init_context(cfg):
@@ -38,7 +39,9 @@ def init_context(cfg):
         ms.set_device(cfg.device_target, cfg.device_id)
     rank, group_size = 0, 1
     if cfg.distribute:
-        init()
+        if not _COMMUNICATION["ready"]:  # td runs two phases in one process; init() only once
+            init()
+            _COMMUNICATION["ready"] = True
         rank, group_size = get_rank(), get_group_size()
         ms.set_auto_parallel_context(parallel_mode=ms.ParallelMode.DATA_PARALLEL, gradients_mean=True,
                                      device_num=group_size)
@@ -249,7 +252,8 @@ def run_phase(cfg, phase):
     params = models.loss.trainable_params()
     train_cell = BertTrainWithLossScaleCell(models.loss, build_optimizer(params, phase_cfg, total_steps),
                                             make_scale_update_cell(cfg.loss_scale), phase_cfg.clip_norm)
-    train_cell.set_train(True)
+    teacher_outputs = getattr(models.loss, "teacher_outputs", None)
+    _train_mode(train_cell, teacher_outputs)
     step = _resume(train_cell, models, phase_dir, logger) if cfg.checkpoint.resume else 0
     vocab_size = bert_config(cfg, "student").vocab_size
     logger.info("training %s: %d steps (%d epochs of %d steps), batch %d per device, %d trainable parameters",
@@ -264,6 +268,9 @@ def run_phase(cfg, phase):
             if step >= total_steps:
                 break
             _check_vocab(batch[0].asnumpy(), vocab_size)
+            if teacher_outputs is not None:
+                # mutable: a tuple of tensors is otherwise taken as a constant, recompiling every step
+                batch = [ms.mutable(teacher_outputs(*batch[:3])), *batch]
             loss, overflow, scale = train_cell(*batch)
             step += 1
             loss_value = float(loss.asnumpy())
@@ -279,10 +286,10 @@ def run_phase(cfg, phase):
                 _save_step(models, train_cell, phase_dir, step, cfg.checkpoint.max_num)
             if evaluator and cfg.eval.every_steps and step % cfg.eval.every_steps == 0:
                 evaluator.evaluate_and_keep_best(models.weights(), step)
-                train_cell.set_train(True)
+                _train_mode(train_cell, teacher_outputs)
         if evaluator and not cfg.eval.every_steps:
             evaluator.evaluate_and_keep_best(models.weights(), step)
-            train_cell.set_train(True)
+            _train_mode(train_cell, teacher_outputs)
         if step >= total_steps:
             break
     if rank == 0:
@@ -290,6 +297,13 @@ def run_phase(cfg, phase):
         save_checkpoint(final, models.weights(), {"step": step, "phase": phase})
         logger.info("phase %s done at step %d, final checkpoint %s", phase, step, final)
     return evaluator.best if evaluator else loss_value
+
+
+def _train_mode(train_cell, teacher_outputs):
+    """Dropout on in the student, off in the teacher (set_train(True) reaches every sub-cell)."""
+    train_cell.set_train(True)
+    if teacher_outputs is not None:
+        teacher_outputs.set_train(False)
 
 
 def _save_step(models, train_cell, phase_dir, step, keep):

@@ -50,7 +50,7 @@ def _intermediate_cell(student_config, teacher_config):
 def test_intermediate_loss_equals_numpy_composition(student_config, teacher_config):
     cell, student, teacher, fit_dense = _intermediate_cell(student_config, teacher_config)
     ids, mask, segments, _ = _batch()
-    got = cell(ids, mask, segments).asnumpy()
+    got = cell(cell.teacher_outputs(ids, mask, segments), ids, mask, segments).asnumpy()
     _, _, s_hidden, s_scores = [x for x in student(ids, segments, mask)]
     _, _, t_hidden, t_scores = [x for x in teacher(ids, segments, mask)]
     m = mask.asnumpy().astype(np.float64)
@@ -71,7 +71,7 @@ def test_prediction_loss_equals_numpy(student_config, teacher_config):
     teacher = freeze(BertForSequenceClassification(teacher_config.for_inference(), 3))
     cell = PredictionDistillationLoss(student, teacher, DISTILL)
     ids, mask, segments, labels = _batch()
-    got = cell(ids, mask, segments, labels).asnumpy()
+    got = cell(cell.teacher_outputs(ids, mask, segments), ids, mask, segments, labels).asnumpy()
     s = student(ids, segments, mask)[0].asnumpy().astype(np.float64)
     t = teacher(ids, segments, mask)[0].asnumpy().astype(np.float64)
 
@@ -92,6 +92,10 @@ def _train_cell(student_config, teacher_config, init_scale):
     return train, student, teacher, fit_dense
 
 
+def _targets(train, *batch):
+    return ms.mutable(train.network.teacher_outputs(*batch))
+
+
 def _snapshot(cell):
     return {name: p.asnumpy().copy() for name, p in cell.parameters_and_names()}
 
@@ -103,7 +107,7 @@ def test_step_trains_student_and_projection_not_teacher(student_config, teacher_
     assert any(name.startswith("fit_dense.") for name in names)
     before_s, before_t, before_f = _snapshot(student), _snapshot(teacher), _snapshot(fit_dense)
     ids, mask, segments, _ = _batch()
-    loss, overflow, scale = train(ids, mask, segments)
+    loss, overflow, scale = train(_targets(train, ids, mask, segments), ids, mask, segments)
     assert not overflow and scale.asnumpy() == 2.0 ** 16 and np.isfinite(loss.asnumpy())
     changed = [n for n, v in _snapshot(student).items() if not np.array_equal(v, before_s[n])]
     assert len(changed) >= len(before_s) - 2  # all but possibly unused position/type rows' params moved
@@ -114,17 +118,21 @@ def test_step_trains_student_and_projection_not_teacher(student_config, teacher_
 def test_loss_falls_over_steps(student_config, teacher_config):
     train, *_ = _train_cell(student_config, teacher_config, 2.0 ** 16)
     ids, mask, segments, _ = _batch()
-    losses = [float(train(ids, mask, segments)[0].asnumpy()) for _ in range(15)]
+    targets = _targets(train, ids, mask, segments)
+    losses = [float(train(targets, ids, mask, segments)[0].asnumpy()) for _ in range(15)]
     assert losses[-1] < 0.7 * losses[0]
 
 
 def test_overflow_skips_step_and_lowers_scale(student_config, teacher_config):
-    train, student, _, _ = _train_cell(student_config, teacher_config, 3.0e38)
+    """An infinite target (as float16 overflow produces) must not touch the weights."""
+    train, student, _, _ = _train_cell(student_config, teacher_config, 2.0 ** 16)
     before = _snapshot(student)
     ids, mask, segments, _ = _batch()
-    _, overflow, scale = train(ids, mask, segments)
+    hidden, scores = _targets(train, ids, mask, segments)
+    hidden = (hidden[0] * float("inf"),) + hidden[1:]
+    _, overflow, scale = train(ms.mutable((hidden, scores)), ids, mask, segments)
     assert bool(overflow.asnumpy())
-    assert scale.asnumpy() == np.float32(3.0e38)
-    assert train.loss_scale.asnumpy() == np.float32(1.5e38)
+    assert scale.asnumpy() == 2.0 ** 16  # the scale this step used
+    assert train.loss_scale.asnumpy() == 2.0 ** 15  # lowered for the next one
     assert all(np.array_equal(v, before[n]) for n, v in _snapshot(student).items())
     assert train.optimizer.global_step.asnumpy().item() == 0

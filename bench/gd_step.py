@@ -1,0 +1,115 @@
+"""Time one general-distillation step and its peak memory: BERT-base teacher -> TinyBERT-4 student.
+
+python bench/gd_step.py [--framework mindspore|torch] [--batch 32] [--seq 128] [--steps 5] [--student tinybert_4_312]
+
+Random weights and random token ids: the step's cost does not depend on their values. Each
+framework runs in its own process (run the script twice) so peak memory is that framework's alone.
+The torch version is the same step written plainly with transformers' BertModel, as a reference.
+"""
+import argparse
+import resource
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def peak_rss_gb():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2
+
+
+def batch(size, seq, vocab, seed=0):
+    rng = np.random.default_rng(seed)
+    ids = rng.integers(1000, vocab, (size, seq)).astype(np.int32)
+    mask = np.ones_like(ids)
+    mask[size // 2:, seq * 3 // 4:] = 0  # some padding, as real batches have
+    return ids, mask, np.zeros_like(ids)
+
+
+def mindspore_step(args, presets):
+    import types
+    import mindspore as ms
+    from mindspore import nn
+    from src.tinybert_for_gd_td import (BertTrainWithLossScaleCell, IntermediateDistillationLoss, freeze,
+                                        make_fit_dense, make_scale_update_cell)
+    from src.tinybert_model import BertConfig, BertModel
+    ms.set_context(mode=ms.GRAPH_MODE, device_target="CPU")
+    t_config = BertConfig.from_dict(presets["bert_base"]).for_inference()
+    s_config = BertConfig.from_dict(presets[args.student])
+    distill = types.SimpleNamespace(layer_mapping="uniform", attention_loss="attention_mse",
+                                    hidden_loss="hidden_mse", attention_weight=1.0, hidden_weight=1.0)
+    loss = IntermediateDistillationLoss(BertModel(s_config), freeze(BertModel(t_config)),
+                                        make_fit_dense(s_config, t_config), distill)
+    optimizer = nn.AdamWeightDecay(loss.trainable_params(), learning_rate=1e-4)
+    scale = types.SimpleNamespace(enabled=True, init_value=2.0 ** 16, factor=2, window=1000)
+    cell = BertTrainWithLossScaleCell(loss, optimizer, make_scale_update_cell(scale), 1.0)
+    cell.set_train(True)
+    inputs = [ms.Tensor(x) for x in batch(args.batch, args.seq, t_config.vocab_size)]
+    loss.teacher_outputs.set_train(False)
+
+    def step():  # as src/trainer.py does it: the teacher's graph, then the training step's
+        return float(cell(ms.mutable(loss.teacher_outputs(*inputs)), *inputs)[0].asnumpy())
+    return step
+
+
+def torch_step(args, presets):
+    import torch
+    from transformers import BertConfig, BertModel
+    torch.manual_seed(0)
+    teacher = BertModel(BertConfig(**presets["bert_base"], attn_implementation="eager")).eval()
+    student = BertModel(BertConfig(**presets[args.student], attn_implementation="eager")).train()
+    fit_dense = torch.nn.Linear(presets[args.student]["hidden_size"], 768)
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    params = list(student.parameters()) + list(fit_dense.parameters())
+    optimizer = torch.optim.AdamW(params, lr=1e-4)
+    ids, mask, segments = (torch.from_numpy(x.astype(np.int64)) for x in batch(args.batch, args.seq, 30522))
+    k = 12 // presets[args.student]["num_hidden_layers"]
+    # The scores before softmax are not returned by transformers; distil the probabilities instead,
+    # which costs the same.
+    def step():
+        with torch.no_grad():
+            t = teacher(ids, mask, segments, output_hidden_states=True, output_attentions=True)
+        s = student(ids, mask, segments, output_hidden_states=True, output_attentions=True)
+        loss = sum(torch.nn.functional.mse_loss(s.attentions[i], t.attentions[(i + 1) * k - 1])
+                   for i in range(len(s.attentions)))
+        loss = loss + sum(torch.nn.functional.mse_loss(fit_dense(s.hidden_states[m]), t.hidden_states[m * k])
+                          for m in range(len(s.hidden_states)))
+        optimizer.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        return float(loss)
+    return step
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--framework", choices=("mindspore", "torch"), default="mindspore")
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--seq", type=int, default=128)
+    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--student", default="tinybert_4_312")
+    args = parser.parse_args()
+    import yaml
+    presets = yaml.safe_load((ROOT / "default_config.yaml").read_text())["model_presets"]
+    step = (mindspore_step if args.framework == "mindspore" else torch_step)(args, presets)
+    start = time.time()
+    first_loss = step()
+    first = time.time() - start
+    times, losses = [], []
+    for _ in range(args.steps):
+        start = time.time()
+        losses.append(step())
+        times.append(time.time() - start)
+    print(f"{args.framework}: batch {args.batch}, seq {args.seq}, BERT-base -> {args.student}: "
+          f"first step {first:.1f} s, then median {np.median(times):.2f} s/step (min {min(times):.2f}) "
+          f"over {args.steps} steps, peak RSS {peak_rss_gb():.2f} GB, loss {first_loss:.3f} -> {losses[-1]:.3f}")
+
+
+if __name__ == "__main__":
+    main()
