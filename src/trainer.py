@@ -3,6 +3,7 @@
 The order of a run is visible in `run_phase`: context, models, data, optimizer, resume, then the
 loop (step, log, checkpoint, evaluate), then the final checkpoint.
 """
+import os
 import time
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import numpy as np
 import mindspore as ms
 from mindspore import nn
 from mindspore.communication import get_group_size, get_rank, init
+from mindspore.ops.communication import all_reduce
 
 from src.assessment_method import compute_metric
 from src.checkpoint import (STATE_PREFIX, assign_parameters, load_checkpoint, named_parameters,
@@ -35,7 +37,8 @@ _COMMUNICATION = {"ready": False}
 def init_context(cfg):
     """Device, mode, seeds and, for distributed runs, the communication group. Returns (rank, size)."""
     ms.set_context(mode=ms.GRAPH_MODE, device_target=cfg.device_target)
-    if not cfg.distribute:
+    if not cfg.distribute or not os.getenv("MS_ROLE"):
+        # msrun (which sets MS_ROLE) picks each worker's device; a rank-table launch passes --device_id
         ms.set_device(cfg.device_target, cfg.device_id)
     rank, group_size = 0, 1
     if cfg.distribute:
@@ -296,6 +299,11 @@ def run_phase(cfg, phase):
         final = models.path(phase_dir, FINAL_CHECKPOINT)
         save_checkpoint(final, models.weights(), {"step": step, "phase": phase})
         logger.info("phase %s done at step %d, final checkpoint %s", phase, step, final)
+    # Logged on every rank: data-parallel ranks must agree (compare the per-rank logs).
+    l1_norm = sum(float(np.abs(p.asnumpy()).sum(dtype=np.float64)) for p in models.weights().values())
+    logger.info("phase %s: student weights L1 norm %.17g on rank %d", phase, l1_norm, rank)
+    if group_size > 1:
+        all_reduce(ms.Tensor(0, ms.int32))  # barrier: td2 reads td1's final checkpoint on every rank
     return evaluator.best if evaluator else loss_value
 
 
