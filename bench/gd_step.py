@@ -49,10 +49,8 @@ def mindspore_step(args, presets):
     cell = BertTrainWithLossScaleCell(loss, optimizer, make_scale_update_cell(scale), 1.0)
     cell.set_train(True)
     inputs = [ms.Tensor(x) for x in batch(args.batch, args.seq, t_config.vocab_size)]
-    loss.teacher_outputs.set_train(False)
-
     def step():  # as src/trainer.py does it: the teacher's graph, then the training step's
-        return float(cell(ms.mutable(loss.teacher_outputs(*inputs)), *inputs)[0].asnumpy())
+        return float(cell(loss.teacher_outputs(*inputs), *inputs)[0].asnumpy())
     return step
 
 

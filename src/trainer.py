@@ -256,7 +256,7 @@ def run_phase(cfg, phase):
     train_cell = BertTrainWithLossScaleCell(models.loss, build_optimizer(params, phase_cfg, total_steps),
                                             make_scale_update_cell(cfg.loss_scale), phase_cfg.clip_norm)
     teacher_outputs = getattr(models.loss, "teacher_outputs", None)
-    _train_mode(train_cell, teacher_outputs)
+    train_cell.set_train(True)
     step = _resume(train_cell, models, phase_dir, logger) if cfg.checkpoint.resume else 0
     vocab_size = bert_config(cfg, "student").vocab_size
     logger.info("training %s: %d steps (%d epochs of %d steps), batch %d per device, %d trainable parameters",
@@ -272,8 +272,7 @@ def run_phase(cfg, phase):
                 break
             _check_vocab(batch[0].asnumpy(), vocab_size)
             if teacher_outputs is not None:
-                # mutable: a tuple of tensors is otherwise taken as a constant, recompiling every step
-                batch = [ms.mutable(teacher_outputs(*batch[:3])), *batch]
+                batch = [teacher_outputs(*batch[:3]), *batch]
             loss, overflow, scale = train_cell(*batch)
             step += 1
             loss_value = float(loss.asnumpy())
@@ -289,10 +288,10 @@ def run_phase(cfg, phase):
                 _save_step(models, train_cell, phase_dir, step, cfg.checkpoint.max_num)
             if evaluator and cfg.eval.every_steps and step % cfg.eval.every_steps == 0:
                 evaluator.evaluate_and_keep_best(models.weights(), step)
-                _train_mode(train_cell, teacher_outputs)
+                train_cell.set_train(True)
         if evaluator and not cfg.eval.every_steps:
             evaluator.evaluate_and_keep_best(models.weights(), step)
-            _train_mode(train_cell, teacher_outputs)
+            train_cell.set_train(True)
         if step >= total_steps:
             break
     if rank == 0:
@@ -305,13 +304,6 @@ def run_phase(cfg, phase):
     if group_size > 1:
         all_reduce(ms.Tensor(0, ms.int32))  # barrier: td2 reads td1's final checkpoint on every rank
     return evaluator.best if evaluator else loss_value
-
-
-def _train_mode(train_cell, teacher_outputs):
-    """Dropout on in the student, off in the teacher (set_train(True) reaches every sub-cell)."""
-    train_cell.set_train(True)
-    if teacher_outputs is not None:
-        teacher_outputs.set_train(False)
 
 
 def _save_step(models, train_cell, phase_dir, step, keep):

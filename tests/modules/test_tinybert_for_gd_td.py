@@ -93,7 +93,7 @@ def _train_cell(student_config, teacher_config, init_scale):
 
 
 def _targets(train, *batch):
-    return ms.mutable(train.network.teacher_outputs(*batch))
+    return train.network.teacher_outputs(*batch)
 
 
 def _snapshot(cell):
@@ -136,3 +136,20 @@ def test_overflow_skips_step_and_lowers_scale(student_config, teacher_config):
     assert train.loss_scale.asnumpy() == 2.0 ** 15  # lowered for the next one
     assert all(np.array_equal(v, before[n]) for n, v in _snapshot(student).items())
     assert train.optimizer.global_step.asnumpy().item() == 0
+
+
+def test_teacher_outputs_equal_the_whole_teacher(teacher_config):
+    """The layer-by-layer teacher run gives what one forward pass gives, and leaves the weights alone."""
+    from src.tinybert_for_gd_td import TeacherOutputs
+    teacher = freeze(BertForSequenceClassification(teacher_config.for_inference(), 3))
+    before = _snapshot(teacher)
+    ids, mask, segments, _ = _batch()
+    hidden, scores = TeacherOutputs(teacher.bert, [0, 2, 4], [2, 4])(ids, mask, segments)
+    logits = TeacherOutputs(teacher)(ids, mask, segments)
+    ref_logits, ref_hidden, ref_scores = teacher(ids, segments, mask)
+    for got, layer in zip(hidden, [0, 2, 4]):
+        np.testing.assert_allclose(got.asnumpy(), ref_hidden[layer].asnumpy(), atol=1e-5)
+    for got, layer in zip(scores, [2, 4]):
+        np.testing.assert_allclose(got.asnumpy(), ref_scores[layer - 1].asnumpy(), atol=1e-5)
+    np.testing.assert_allclose(logits.asnumpy(), ref_logits.asnumpy(), atol=1e-5)
+    assert all(np.array_equal(v, before[n]) for n, v in _snapshot(teacher).items())
