@@ -225,8 +225,10 @@ def _resume(train_cell, models, phase_dir, logger):
 
 def _train_state(train_cell):
     """Optimizer moments, step counter and loss scale: what a resumed run needs besides weights."""
-    return {STATE_PREFIX + name: p for name, p in train_cell.parameters_and_names()
-            if name.startswith("optimizer.") and not p.requires_grad or name == "loss_scale"}
+    weights = {id(p) for p in train_cell.weights}
+    state = {STATE_PREFIX + p.name: p for p in train_cell.optimizer.get_parameters() if id(p) not in weights}
+    state[STATE_PREFIX + "loss_scale"] = train_cell.loss_scale
+    return state
 
 
 def _check_vocab(input_ids, vocab_size):
@@ -265,17 +267,19 @@ def run_phase(cfg, phase):
                                             make_scale_update_cell(cfg.loss_scale), phase_cfg.clip_norm)
     teacher_outputs = getattr(models.loss, "teacher_outputs", None)
     train_cell.set_train(True)
-    step = _resume(train_cell, models, phase_dir, logger) if cfg.checkpoint.resume else 0
+    start_step = step = _resume(train_cell, models, phase_dir, logger) if cfg.checkpoint.resume else 0
     vocab_size = bert_config(cfg, "student").vocab_size
     logger.info("training %s: %d steps (%d epochs of %d steps), batch %d per device, %d trainable parameters",
                 phase, total_steps, phase_cfg.epochs, steps_per_epoch, phase_cfg.batch_size,
                 sum(int(np.prod(p.shape)) for p in params))
 
     loss_value, tick = None, time.time()
-    for epoch in range(step // steps_per_epoch, phase_cfg.epochs):
-        for index, batch in enumerate(dataset.create_tuple_iterator(num_epochs=1)):
+    # One iterator for all epochs: a fresh iterator per epoch would replay the same shuffled order.
+    batches = dataset.create_tuple_iterator(num_epochs=phase_cfg.epochs)
+    for epoch in range(phase_cfg.epochs):
+        for index, batch in enumerate(batches):  # each pass over `batches` is one epoch
             if epoch * steps_per_epoch + index < step:
-                continue  # already done before the resumed checkpoint
+                continue  # done before the resumed checkpoint; read anyway to keep the data order
             if step >= total_steps:
                 break
             _check_vocab(batch[0].asnumpy(), vocab_size)
@@ -297,7 +301,7 @@ def run_phase(cfg, phase):
             if evaluator and cfg.eval.every_steps and step % cfg.eval.every_steps == 0:
                 evaluator.evaluate_and_keep_best(models.weights(), step)
                 train_cell.set_train(True)
-        if evaluator and not cfg.eval.every_steps:
+        if evaluator and not cfg.eval.every_steps and (epoch + 1) * steps_per_epoch > start_step:
             evaluator.evaluate_and_keep_best(models.weights(), step)
             train_cell.set_train(True)
         if step >= total_steps:
