@@ -171,17 +171,22 @@ def load_config(argv=(), defaults_path=DEFAULT_CONFIG):
     return Config(values)
 
 
+def resolve_model(name, presets, key):
+    """BertConfig from a preset name or a config.json path; `key` names the setting for errors."""
+    if name in presets:
+        return BertConfig.from_dict(presets[name])
+    if Path(name).is_file():
+        return BertConfig.from_json_file(name)
+    raise ValueError(f"{key}: {name!r} is neither a preset ({', '.join(presets)}) nor an existing config.json file")
+
+
+def default_presets():
+    return _read_yaml(DEFAULT_CONFIG)["model_presets"]
+
+
 def bert_config(cfg, role):
     """BertConfig of 'teacher' or 'student': a preset name or a config.json path, with compute type."""
-    name = getattr(cfg, role).model
-    presets = cfg.model_presets.to_dict()
-    if name in presets:
-        config = BertConfig.from_dict(presets[name])
-    elif Path(name).is_file():
-        config = BertConfig.from_json_file(name)
-    else:
-        raise ValueError(f"{role}.model: {name!r} is neither a preset ({', '.join(presets)}) "
-                         "nor an existing config.json file")
+    config = resolve_model(getattr(cfg, role).model, cfg.model_presets.to_dict(), f"{role}.model")
     if config.max_position_embeddings < cfg.seq_length:
         raise ValueError(f"seq_length {cfg.seq_length} exceeds {role}.model's max_position_embeddings "
                          f"{config.max_position_embeddings}")

@@ -5,7 +5,7 @@ distilled student back to the Hugging Face ecosystem. Both directions read the o
 
 Usage:
   python -m src.hf_convert import --hf_dir DIR --output_dir OUT
-  python -m src.hf_convert export --checkpoint CKPT --config CONFIG_JSON --vocab_file VOCAB \
+  python -m src.hf_convert export --checkpoint CKPT --config CONFIG_JSON_OR_PRESET --vocab_file VOCAB \
       --output_dir OUT [--num_labels N]
 """
 import argparse
@@ -23,6 +23,7 @@ from safetensors.numpy import load_file, save_file
 from src.checkpoint import STATE_PREFIX, assign_parameters, load_checkpoint, named_parameters, \
     save_checkpoint, split_metadata
 from src.cli import run_cli
+from src.config import default_presets, resolve_model
 from src.logger import get_logger
 from src.tinybert_model import BertConfig, BertForSequenceClassification, BertModel
 
@@ -259,14 +260,14 @@ def export_hf(checkpoint, config_json, vocab_file, output_dir, num_labels=None):
 
     Args:
         checkpoint (str or Path): our .ckpt; fit_dense.* and state.* entries are skipped.
-        config_json (str or Path): our BertConfig as JSON.
+        config_json (str or Path): our BertConfig as JSON, or a model_presets name (tinybert_4_312...).
         vocab_file (str or Path): the vocabulary the model was trained with.
         output_dir (str or Path): created, or replaced if it holds only a converted model.
         num_labels (int, default None): if given, the checkpoint's classifier must have this many outputs.
     Returns:
         dict: {"architecture": str, "num_labels": int or None, "num_tensors": int}.
     """
-    config = BertConfig.from_json_file(config_json)
+    config = resolve_model(str(config_json), default_presets(), "--config")
     vocab = Path(vocab_file).read_text(encoding="utf-8").splitlines()
     if len(vocab) > config.vocab_size:
         raise ValueError(f"{vocab_file} has {len(vocab)} tokens but {config_json} only {config.vocab_size} "
@@ -307,7 +308,7 @@ def main(argv=None):
     to_ours.add_argument("--output_dir", required=True, help="receives model.ckpt, config.json, vocab.txt")
     to_hf = commands.add_parser("export", help="our checkpoint -> Hugging Face BERT directory")
     to_hf.add_argument("--checkpoint", required=True)
-    to_hf.add_argument("--config", required=True, help="our BertConfig as JSON")
+    to_hf.add_argument("--config", required=True, help="our BertConfig as JSON, or a preset name of default_config.yaml")
     to_hf.add_argument("--vocab_file", required=True)
     to_hf.add_argument("--output_dir", required=True)
     to_hf.add_argument("--num_labels", type=int, default=None, help="check the classifier has this many outputs")
