@@ -20,10 +20,10 @@ from src.config import bert_config, save_config
 from src.dataset import create_dataset
 from src.logger import get_logger
 from src.lr_schedule import WarmupPolynomialDecayLR
+from src.student_init import copy_teacher_layers
 from src.tinybert_for_gd_td import (BertTrainWithLossScaleCell, IntermediateDistillationLoss,
                                     PredictionDistillationLoss, SupervisedLoss, freeze, make_fit_dense,
                                     make_scale_update_cell)
-from src.student_init import copy_teacher_layers
 from src.tinybert_model import BertForSequenceClassification, BertModel, LogitsOnly
 
 # File names inside output_dir/PHASE; the teacher phase writes teacher_*.ckpt instead of student_*.
@@ -57,13 +57,13 @@ class Models:
     """The networks of one phase, and how to save what it trains.
 
     student: what is trained (BertModel in GD, else BertForSequenceClassification);
-    teacher: frozen, or None; fit_dense: projection for intermediate losses, or None;
-    loss: the Cell whose output is minimised; prefix: checkpoint name prefix of the student's params;
+    fit_dense: projection for intermediate losses, or None; loss: the Cell whose output is minimised
+    (it holds the frozen teacher, if any); prefix: checkpoint name prefix of the student's params;
     name: what the checkpoint files are called after ("teacher" when fine-tuning the teacher).
     """
 
-    def __init__(self, student, teacher, fit_dense, loss, prefix="", name="student"):
-        self.student, self.teacher, self.fit_dense, self.loss = student, teacher, fit_dense, loss
+    def __init__(self, student, fit_dense, loss, prefix="", name="student"):
+        self.student, self.fit_dense, self.loss = student, fit_dense, loss
         self.prefix, self.name = prefix, name
 
     def path(self, directory, pattern, step="{step}"):
@@ -119,17 +119,17 @@ def build_models(cfg, phase, logger):
         tensors = _init_student(cfg, student, "bert.", logger, teacher)
         _restore_fit_dense(fit_dense, tensors)
         loss = IntermediateDistillationLoss(student, teacher, fit_dense, cfg.distill)
-        return Models(student, teacher, fit_dense, loss, prefix="bert.")
+        return Models(student, fit_dense, loss, prefix="bert.")
     if phase == "teacher":
         teacher = BertForSequenceClassification(bert_config(cfg, "teacher"), num_labels)
         if cfg.teacher.checkpoint:
             _load_into(teacher, cfg.teacher.checkpoint, "teacher checkpoint", allow_missing=("dense_1.",))
-        return Models(teacher, None, None, SupervisedLoss(teacher, regression), name="teacher")
+        return Models(teacher, None, SupervisedLoss(teacher, regression), name="teacher")
     student = BertForSequenceClassification(s_config, num_labels)
     if phase == "eval":
         _require(cfg.student.checkpoint, "student.checkpoint", "the student to evaluate")
         _load_into(student, cfg.student.checkpoint, "student checkpoint")
-        return Models(student, None, None, None)
+        return Models(student, None, None)
     teacher = freeze(BertForSequenceClassification(t_config, num_labels))
     _require(cfg.teacher.checkpoint, "teacher.checkpoint", "the task-fine-tuned teacher")
     _load_into(teacher, cfg.teacher.checkpoint, "teacher checkpoint",
@@ -139,8 +139,8 @@ def build_models(cfg, phase, logger):
         fit_dense = make_fit_dense(s_config, t_config)
         _restore_fit_dense(fit_dense, tensors)
         loss = IntermediateDistillationLoss(student.bert, teacher.bert, fit_dense, cfg.distill)
-        return Models(student, teacher, fit_dense, loss)
-    return Models(student, teacher, None, PredictionDistillationLoss(student, teacher, cfg.distill, regression))
+        return Models(student, fit_dense, loss)
+    return Models(student, None, PredictionDistillationLoss(student, teacher, cfg.distill, regression))
 
 
 def _require(value, key, what):
@@ -268,7 +268,9 @@ def run_phase(cfg, phase):
     teacher_outputs = getattr(models.loss, "teacher_outputs", None)
     train_cell.set_train(True)
     start_step = step = _resume(train_cell, models, phase_dir, logger) if cfg.checkpoint.resume else 0
-    vocab_size = bert_config(cfg, "student").vocab_size
+    # Teacher and student read the same token ids: both vocabularies must hold them.
+    vocab_size = min(bert_config(cfg, role).vocab_size for role in (("teacher",) if phase == "teacher"
+                                                                    else ("teacher", "student")))
     logger.info("training %s: %d steps (%d epochs of %d steps), batch %d per device, %d trainable parameters",
                 phase, total_steps, phase_cfg.epochs, steps_per_epoch, phase_cfg.batch_size,
                 sum(int(np.prod(p.shape)) for p in params))
