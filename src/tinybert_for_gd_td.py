@@ -9,8 +9,6 @@ import mindspore as ms
 from mindspore import Parameter, Tensor, nn, ops
 from mindspore.common.initializer import TruncatedNormal
 from mindspore.communication import get_group_size
-from mindspore.context import ParallelMode
-from mindspore.parallel._utils import _get_parallel_mode
 
 from src.losses import get_loss
 from src.tinybert_model import BertLayer
@@ -30,6 +28,9 @@ def layer_mapping(num_student_layers, num_teacher_layers, explicit="uniform"):
                              "give an explicit list of [student_layer, teacher_layer] pairs instead")
         k = num_teacher_layers // num_student_layers
         return [(m, m * k) for m in range(num_student_layers + 1)]
+    if isinstance(explicit, str):
+        raise ValueError(f"distill.layer_mapping: {explicit!r} is neither 'uniform' nor a list of "
+                         "[student_layer, teacher_layer] pairs")
     pairs = [tuple(pair) for pair in explicit]
     for pair in pairs:
         if len(pair) != 2 or not (0 <= pair[0] <= num_student_layers and 0 <= pair[1] <= num_teacher_layers):
@@ -214,7 +215,8 @@ class BertTrainWithLossScaleCell(nn.Cell):
         self.scale_update_cell = scale_update_cell
         self.loss_scale = Parameter(Tensor(scale_update_cell.get_loss_scale(), ms.float32), name="loss_scale")
         self.clip_norm = clip_norm
-        self.distributed = _get_parallel_mode() in (ParallelMode.DATA_PARALLEL, ParallelMode.HYBRID_PARALLEL)
+        self.distributed = ms.get_auto_parallel_context("parallel_mode") in (ms.ParallelMode.DATA_PARALLEL,
+                                                                             ms.ParallelMode.HYBRID_PARALLEL)
         if self.distributed:
             # Averages gradients across ranks once (the zoo divides by the device count a second time).
             self.grad_reducer = nn.DistributedGradReducer(self.weights, mean=True, degree=get_group_size())

@@ -38,6 +38,8 @@ def test_explicit_mapping_and_errors():
         layer_mapping(4, 6)
     with pytest.raises(ValueError, match=r"pair \[3, 1\]"):
         layer_mapping(2, 4, [[3, 1]])
+    with pytest.raises(ValueError, match="'uniformm' is neither 'uniform' nor a list"):
+        layer_mapping(2, 4, "uniformm")
 
 
 def _intermediate_cell(student_config, teacher_config):
