@@ -48,8 +48,7 @@ def init_context(cfg):
         rank, group_size = get_rank(), get_group_size()
         ms.set_auto_parallel_context(parallel_mode=ms.ParallelMode.DATA_PARALLEL, gradients_mean=True,
                                      device_num=group_size)
-    ms.set_seed(cfg.seed)
-    ms.dataset.config.set_seed(cfg.seed)
+    ms.set_seed(cfg.seed)  # the data order's seed goes to create_dataset
     return rank, group_size
 
 
@@ -173,7 +172,7 @@ class Evaluator:
         self.network = LogitsOnly(classifier)
         self.dataset = create_dataset(cfg.data.eval_path, cfg.data.format, cfg.eval.batch_size, cfg.seq_length,
                                       with_labels=True, shuffle=False, drop_remainder=False,
-                                      schema_file=cfg.data.schema_file)
+                                      schema_file=cfg.data.schema_file, seed=cfg.seed)
         self.metric = cfg.task.metric
         self.best_path = best_path
         self.best = None
@@ -257,7 +256,7 @@ def run_phase(cfg, phase):
     phase_cfg = getattr(cfg, "teacher_finetune" if phase == "teacher" else phase)
     dataset = create_dataset(cfg.data.train_path, cfg.data.format, phase_cfg.batch_size, cfg.seq_length,
                              with_labels=phase != "gd", shuffle=cfg.data.shuffle, num_shards=group_size,
-                             shard_id=rank, drop_remainder=True, schema_file=cfg.data.schema_file)
+                             shard_id=rank, drop_remainder=True, schema_file=cfg.data.schema_file, seed=cfg.seed)
     steps_per_epoch = dataset.get_dataset_size()
     total_steps = steps_per_epoch * phase_cfg.epochs
     if phase_cfg.max_steps:
