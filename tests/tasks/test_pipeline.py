@@ -204,3 +204,27 @@ def test_bad_input_is_one_clear_line(work, change, message):
     assert len(errors) == 1 and message in errors[0], result.stderr[-2000:]
     assert "Traceback" not in result.stderr
     assert not (work / "bad/gd/student_final.ckpt").exists()
+
+
+def test_gd_reads_tfrecord_with_schema(work):
+    with RecordsWriter(work / "tf" / "gd.tfrecord", "tfrecord", SEQ, num_shards=2) as writer:
+        writer.write(_rows(np.random.default_rng(3), 40, labels=False))
+    result = run(["run_general_distill.py", *common(work, out="tf_out"), "--data.format=tfrecord",
+                  f"--data.train_path={work / 'tf'}", f"--data.schema_file={work / 'tf' / 'gd.schema.json'}",
+                  f"--teacher.checkpoint={work / 'teacher.ckpt'}", "--gd.batch_size=8", "--gd.epochs=1"], work)
+    assert "training gd: 5 steps (1 epochs of 5 steps)" in result.stdout
+    assert (work / "tf_out/gd/student_final.ckpt").is_file()
+
+
+def test_teacher_fine_tuning_feeds_task_distillation(work):
+    """--phase=teacher from a pretrained encoder, then its best checkpoint is a td1 teacher."""
+    result = run(["run_task_distill.py", *common(work, out="ft"), "--phase=teacher",
+                  f"--teacher.checkpoint={work / 'teacher.ckpt'}", f"--data.train_path={work / 'train.mindrecord'}",
+                  f"--data.eval_path={work / 'dev.mindrecord'}", "--teacher_finetune.batch_size=16",
+                  "--teacher_finetune.learning_rate=1e-3", "--teacher_finetune.epochs=2"], work)
+    assert "The best acc is" in result.stdout and "teacher_best.ckpt" in result.stdout
+    tensors, _ = split_metadata(load_checkpoint(work / "ft/teacher/teacher_best.ckpt"))
+    assert tensors["dense_1.weight"].shape == (2, TEACHER["hidden_size"])
+    run(["run_task_distill.py", *common(work, out="ft"), "--phase=td1", "--td1.max_steps=2",
+         f"--teacher.checkpoint={work / 'ft/teacher/teacher_best.ckpt'}", f"--data.train_path={work / 'train.mindrecord'}"],
+        work)
