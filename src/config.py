@@ -55,8 +55,8 @@ def _coerce(key, value, default):
     """Value converted to the default's type, or a ValueError naming the key."""
     if key in LIST_OR_STRING and isinstance(value, (list, str)):
         return value
-    if isinstance(default, bool) or default is None:
-        ok = isinstance(value, type(default)) if default is not None else True
+    if isinstance(default, bool):
+        ok = isinstance(value, bool)
     elif isinstance(default, float):
         if isinstance(value, str):  # YAML 1.1 reads 5e-5 (no dot) as a string
             try:
