@@ -10,6 +10,7 @@
 # Environment: SST2_ROWS (first rows of SST-2 train used, default 16000), TASKS (default "sst2 mrpc"),
 # REPEATS (timed passes over the dev set per model in the speed check, default 3).
 # Wall time of each stage: OUT_DIR/times.tsv; speed and parameter counts: OUT_DIR/TASK/speed.txt.
+# Finished stages are marked in OUT_DIR/done/: rerunning on the same OUT_DIR resumes (rm -r it to start over).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export GLOG_v=3  # MindSpore's own warnings off
@@ -30,15 +31,19 @@ PRETRAINED=$OUT/teacher_pretrained
 VOCAB=$PRETRAINED/vocab.txt
 TEACHER_MODEL=--teacher.model=$PRETRAINED/config.json
 
-# stage NAME COMMAND...: runs it, appends "NAME<TAB>seconds" to OUT/times.tsv
+# stage NAME COMMAND...: runs it, appends "NAME<TAB>seconds" to OUT/times.tsv and marks it done in
+# OUT/done/, so that running the script again on the same OUT_DIR resumes after the last finished stage.
 stage() {
-  local name=$1 start=$SECONDS; shift
+  local name=$1 start=$SECONDS marker=$OUT/done/${1// /_}; shift
+  if [[ -f $marker ]]; then echo "== $name: done in an earlier run ($marker), skipped"; return; fi
   echo "== $name: $*"
   "$@"
   printf '%s\t%d\n' "$name" $((SECONDS - start)) | tee -a "$OUT/times.tsv"
+  touch "$marker"
 }
 
-: > "$OUT/times.tsv"
+mkdir -p "$OUT/done"
+echo "# run started $(date -u '+%F %T') UTC" >> "$OUT/times.tsv"
 stage "import teacher" python -m src.hf_convert import --hf_dir "$MINILM" --output_dir "$PRETRAINED"
 
 # General distillation, once for both tasks: pretrained (not fine-tuned) teacher, random student.
