@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import mindspore as ms
-from mindspore import nn
 from mindspore.communication import get_group_size, get_rank, init
 from mindspore.ops.communication import all_reduce
 
@@ -19,7 +18,7 @@ from src.checkpoint import (STATE_PREFIX, assign_parameters, load_checkpoint, na
 from src.config import bert_config, save_config
 from src.dataset import create_dataset
 from src.logger import get_logger
-from src.lr_schedule import WarmupPolynomialDecayLR
+from src.optimizer import build_optimizer
 from src.student_init import copy_teacher_layers
 from src.tinybert_for_gd_td import (BertTrainWithLossScaleCell, IntermediateDistillationLoss,
                                     PredictionDistillationLoss, SupervisedLoss, freeze, make_fit_dense,
@@ -151,18 +150,6 @@ def _restore_fit_dense(fit_dense, tensors):
     """Keep GD's projection for task phase 1 (the zoo discards it and starts phase 1 from scratch)."""
     if any(name.startswith("fit_dense.") for name in tensors):
         assign_parameters(named_parameters(fit_dense, "fit_dense."), tensors, "fit_dense in student checkpoint")
-
-
-def build_optimizer(params, phase_cfg, total_steps):
-    """AdamWeightDecay; biases and LayerNorm parameters are not decayed."""
-    schedule = WarmupPolynomialDecayLR(phase_cfg.learning_rate, phase_cfg.end_learning_rate,
-                                       phase_cfg.warmup_ratio * total_steps, total_steps, phase_cfg.power)
-    no_decay = ("bias", "beta", "gamma", "layernorm")
-    decay = [p for p in params if not any(key in p.name.lower() for key in no_decay)]
-    rest = [p for p in params if any(key in p.name.lower() for key in no_decay)]
-    groups = [{"params": decay, "weight_decay": phase_cfg.weight_decay},
-              {"params": rest, "weight_decay": 0.0}]
-    return nn.AdamWeightDecay(groups, learning_rate=schedule, eps=phase_cfg.eps)
 
 
 class Evaluator:
