@@ -55,7 +55,7 @@ def main(argv):
                           with_labels=True, shuffle=False, drop_remainder=False, schema_file=cfg.data.schema_file)
     batches, labels = [], []
     for input_ids, input_mask, segment_ids, label_ids in data.create_tuple_iterator(num_epochs=1):
-        batches.append((input_ids, segment_ids, input_mask))
+        batches.append((input_ids, input_mask, segment_ids))
         labels.append(label_ids.asnumpy())
     labels = np.concatenate(labels)
     models = {"teacher": load_classifier(cfg, "teacher", cfg.teacher.checkpoint),

@@ -21,8 +21,8 @@ class EncoderOutputs(nn.Cell):
         super().__init__(auto_prefix=False)
         self.encoder = encoder
 
-    def construct(self, input_ids, token_type_ids, attention_mask):
-        sequence_output, pooled_output, _, _ = self.encoder(input_ids, token_type_ids, attention_mask)
+    def construct(self, input_ids, attention_mask, token_type_ids):
+        sequence_output, pooled_output, _, _ = self.encoder(input_ids, attention_mask, token_type_ids)
         return sequence_output, pooled_output
 
 
@@ -51,7 +51,7 @@ def _example_inputs(batch_size, seq_length, vocab_size, seed=0):
     token_type_ids[:, seq_length // 2:] = 1
     attention_mask = np.ones_like(input_ids)
     attention_mask[0, seq_length - seq_length // 4:] = 0
-    return input_ids, token_type_ids, attention_mask
+    return input_ids, attention_mask, token_type_ids
 
 
 def _run_exported(path, file_format, inputs):

@@ -60,7 +60,7 @@ class _TeacherEmbeddings(nn.Cell):
         self.bert = bert
 
     def construct(self, input_ids, input_mask, segment_ids):
-        return self.bert.embed(input_ids, segment_ids, input_mask)
+        return self.bert.embed(input_ids, input_mask, segment_ids)
 
 
 class _TeacherHead(nn.Cell):
@@ -150,7 +150,7 @@ class IntermediateDistillationLoss(nn.Cell):
 
     def construct(self, teacher_outputs, input_ids, input_mask, segment_ids, *unused):
         teacher_hidden, teacher_scores = teacher_outputs
-        _, _, student_hidden, student_scores = self.student(input_ids, segment_ids, input_mask)
+        _, _, student_hidden, student_scores = self.student(input_ids, input_mask, segment_ids)
         attention_loss = 0.0
         for i, (s, _) in enumerate(self.attention_pairs):
             attention_loss += self.attention_loss(student_scores[s - 1], teacher_scores[i], input_mask)
@@ -178,7 +178,7 @@ class PredictionDistillationLoss(nn.Cell):
         self.hard_label_weight = distill_config.hard_label_weight
 
     def construct(self, teacher_logits, input_ids, input_mask, segment_ids, label_ids):
-        student_logits = self.student(input_ids, segment_ids, input_mask)[0]
+        student_logits = self.student(input_ids, input_mask, segment_ids)[0]
         loss = self.soft_loss(student_logits, teacher_logits, self.temperature)
         if self.hard_label_weight > 0:
             loss += self.hard_label_weight * self.hard_loss(student_logits, label_ids)
@@ -194,7 +194,7 @@ class SupervisedLoss(nn.Cell):
         self.loss = get_loss("hard_mse" if regression else "hard_cross_entropy", "task")
 
     def construct(self, input_ids, input_mask, segment_ids, label_ids):
-        return self.loss(self.model(input_ids, segment_ids, input_mask)[0], label_ids)
+        return self.loss(self.model(input_ids, input_mask, segment_ids)[0], label_ids)
 
 
 class BertTrainWithLossScaleCell(nn.Cell):

@@ -220,7 +220,8 @@ class BertEncoder(nn.Cell):
 class BertModel(nn.Cell):
     """BERT encoder with pooler.
 
-    Inputs: input_ids, token_type_ids, attention_mask, each (B, T) int32; mask 1 = real token.
+    Inputs, in this order everywhere in the project (Hugging Face's): input_ids, attention_mask,
+    token_type_ids, each (B, T) int32; mask 1 = real token.
     Returns a tuple, in this order:
       sequence_output (B, T, H); pooled_output (B, H);
       hidden_states: L+1 tensors (B, T, H), the embeddings first;
@@ -237,7 +238,7 @@ class BertModel(nn.Cell):
         # Pooler: the [CLS] token's state through a tanh layer, trained on next-sentence prediction.
         self.dense = _dense(config, config.hidden_size, config.hidden_size)
 
-    def embed(self, input_ids, token_type_ids, attention_mask):
+    def embed(self, input_ids, attention_mask, token_type_ids):
         """Embedding output (B, T, H) and the additive attention-mask bias (B, 1, 1, T)."""
         # Masked keys get a large negative bias so softmax gives them ~0 weight.
         mask_bias = (1.0 - attention_mask.astype(ms.float32)).reshape(
@@ -248,8 +249,8 @@ class BertModel(nn.Cell):
     def pool(self, sequence_output):
         return ops.tanh(self.dense(sequence_output[:, 0])).astype(ms.float32)
 
-    def construct(self, input_ids, token_type_ids, attention_mask):
-        embeddings, mask_bias = self.embed(input_ids, token_type_ids, attention_mask)
+    def construct(self, input_ids, attention_mask, token_type_ids):
+        embeddings, mask_bias = self.embed(input_ids, attention_mask, token_type_ids)
         hidden_states, attention_scores = self.bert_encoder(embeddings, mask_bias)
         hidden_states = tuple(h.astype(ms.float32) for h in hidden_states)
         sequence_output = hidden_states[-1]
@@ -274,8 +275,8 @@ class BertForSequenceClassification(nn.Cell):
     def classify(self, pooled_output):
         return self.dense_1(self.dropout(pooled_output)).astype(ms.float32)
 
-    def construct(self, input_ids, token_type_ids, attention_mask):
-        _, pooled_output, hidden_states, attention_scores = self.bert(input_ids, token_type_ids, attention_mask)
+    def construct(self, input_ids, attention_mask, token_type_ids):
+        _, pooled_output, hidden_states, attention_scores = self.bert(input_ids, attention_mask, token_type_ids)
         return self.classify(pooled_output), hidden_states, attention_scores
 
 
@@ -286,8 +287,8 @@ class LogitsOnly(nn.Cell):
         super().__init__(auto_prefix=False)
         self.classifier = classifier
 
-    def construct(self, input_ids, token_type_ids, attention_mask):
-        return self.classifier(input_ids, token_type_ids, attention_mask)[0]
+    def construct(self, input_ids, attention_mask, token_type_ids):
+        return self.classifier(input_ids, attention_mask, token_type_ids)[0]
 
 
 def count_parameters(cell, prefix=""):

@@ -170,7 +170,7 @@ class Evaluator:
         self.network.set_train(False)
         logits, labels = [], []
         for input_ids, input_mask, segment_ids, label_ids in self.dataset.create_tuple_iterator(num_epochs=1):
-            logits.append(self.network(input_ids, segment_ids, input_mask).asnumpy())
+            logits.append(self.network(input_ids, input_mask, segment_ids).asnumpy())
             labels.append(label_ids.asnumpy())
         logits, labels = np.concatenate(logits), np.concatenate(labels)
         if logits.shape[-1] == 1:

@@ -90,7 +90,7 @@ def test_minilm_matches_transformers(minilm_dir, tmp_path):
                         for k in ("input_ids", "token_type_ids", "attention_mask"))
     assert (mask == 0).any() and (types == 1).any()
 
-    _, pooled, hidden_states, _ = ours(ms.Tensor(ids), ms.Tensor(types), ms.Tensor(mask))
+    _, pooled, hidden_states, _ = ours(ms.Tensor(ids), ms.Tensor(mask), ms.Tensor(types))
     reference = transformers.BertModel.from_pretrained(str(minilm_dir)).eval()
     with torch.no_grad():
         expected = reference(input_ids=torch.tensor(ids, dtype=torch.long),
@@ -116,7 +116,7 @@ def test_export_loads_in_transformers_and_imports_back(student_config, tmp_path,
     assert json.loads((hf_dir / "tokenizer_config.json").read_text())["do_lower_case"] is True
 
     ids, types, mask = _tiny_inputs(config)
-    outputs = ours(ms.Tensor(ids), ms.Tensor(types), ms.Tensor(mask))
+    outputs = ours(ms.Tensor(ids), ms.Tensor(mask), ms.Tensor(types))
     with torch.no_grad():
         expected = reference.eval()(input_ids=torch.tensor(ids, dtype=torch.long),
                                     token_type_ids=torch.tensor(types, dtype=torch.long),

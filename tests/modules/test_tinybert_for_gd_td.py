@@ -53,8 +53,8 @@ def test_intermediate_loss_equals_numpy_composition(student_config, teacher_conf
     cell, student, teacher, fit_dense = _intermediate_cell(student_config, teacher_config)
     ids, mask, segments, _ = _batch()
     got = cell(cell.teacher_outputs(ids, mask, segments), ids, mask, segments).asnumpy()
-    _, _, s_hidden, s_scores = [x for x in student(ids, segments, mask)]
-    _, _, t_hidden, t_scores = [x for x in teacher(ids, segments, mask)]
+    _, _, s_hidden, s_scores = [x for x in student(ids, mask, segments)]
+    _, _, t_hidden, t_scores = [x for x in teacher(ids, mask, segments)]
     m = mask.asnumpy().astype(np.float64)
     pairs = (m[:, :, None] * m[:, None, :])[:, None]
     w, b = fit_dense.weight.asnumpy(), fit_dense.bias.asnumpy()
@@ -74,8 +74,8 @@ def test_prediction_loss_equals_numpy(student_config, teacher_config):
     cell = PredictionDistillationLoss(student, teacher, DISTILL)
     ids, mask, segments, labels = _batch()
     got = cell(cell.teacher_outputs(ids, mask, segments), ids, mask, segments, labels).asnumpy()
-    s = student(ids, segments, mask)[0].asnumpy().astype(np.float64)
-    t = teacher(ids, segments, mask)[0].asnumpy().astype(np.float64)
+    s = student(ids, mask, segments)[0].asnumpy().astype(np.float64)
+    t = teacher(ids, mask, segments)[0].asnumpy().astype(np.float64)
 
     def log_softmax(x):
         x = x - x.max(-1, keepdims=True)
@@ -148,7 +148,7 @@ def test_teacher_outputs_equal_the_whole_teacher(teacher_config):
     ids, mask, segments, _ = _batch()
     hidden, scores = TeacherOutputs(teacher.bert, [0, 2, 4], [2, 4])(ids, mask, segments)
     logits = TeacherOutputs(teacher)(ids, mask, segments)
-    ref_logits, ref_hidden, ref_scores = teacher(ids, segments, mask)
+    ref_logits, ref_hidden, ref_scores = teacher(ids, mask, segments)
     for got, layer in zip(hidden, [0, 2, 4]):
         np.testing.assert_allclose(got.asnumpy(), ref_hidden[layer].asnumpy(), atol=1e-5)
     for got, layer in zip(scores, [2, 4]):

@@ -22,7 +22,7 @@ def test_outputs_and_shapes(student_config):
     model = BertModel(student_config.for_inference())
     model.set_train(False)
     ids, types, mask = _inputs(99, [SEQ] * BATCH)
-    sequence, pooled, hidden, scores = model(ms.Tensor(ids), ms.Tensor(types), ms.Tensor(mask))
+    sequence, pooled, hidden, scores = model(ms.Tensor(ids), ms.Tensor(mask), ms.Tensor(types))
     assert sequence.shape == (BATCH, SEQ, 32) and pooled.shape == (BATCH, 32)
     assert len(hidden) == 3 and all(h.shape == (BATCH, SEQ, 32) for h in hidden)
     assert len(scores) == 2 and all(s.shape == (BATCH, 4, SEQ, SEQ) for s in scores)
@@ -36,8 +36,8 @@ def test_padding_does_not_change_real_tokens(student_config):
     ids, types, mask = _inputs(99, [4, 4])
     other = ids.copy()
     other[:, 4:] = 7
-    first = model(ms.Tensor(ids), ms.Tensor(types), ms.Tensor(mask))[0].asnumpy()
-    second = model(ms.Tensor(other), ms.Tensor(types), ms.Tensor(mask))[0].asnumpy()
+    first = model(ms.Tensor(ids), ms.Tensor(mask), ms.Tensor(types))[0].asnumpy()
+    second = model(ms.Tensor(other), ms.Tensor(mask), ms.Tensor(types))[0].asnumpy()
     np.testing.assert_allclose(first[:, :4], second[:, :4], atol=1e-5)
     assert not np.allclose(first[:, 4:], second[:, 4:])
 
@@ -46,8 +46,8 @@ def test_classifier_logits_and_dropout_is_not_relu(student_config):
     model = BertForSequenceClassification(student_config, num_labels=3)
     model.set_train(False)
     ids, types, mask = _inputs(99, [SEQ] * BATCH)
-    logits = model(ms.Tensor(ids), ms.Tensor(types), ms.Tensor(mask))[0].asnumpy()
-    pooled = model.bert(ms.Tensor(ids), ms.Tensor(types), ms.Tensor(mask))[1].asnumpy()
+    logits = model(ms.Tensor(ids), ms.Tensor(mask), ms.Tensor(types))[0].asnumpy()
+    pooled = model.bert(ms.Tensor(ids), ms.Tensor(mask), ms.Tensor(types))[1].asnumpy()
     weight, bias = model.dense_1.weight.asnumpy(), model.dense_1.bias.asnumpy()
     assert (pooled < 0).any()  # a ReLU here (the zoo's bug) would change the logits below
     np.testing.assert_allclose(logits, pooled @ weight.T + bias, atol=1e-5)
@@ -59,8 +59,8 @@ def test_float16_compute_is_close_to_float32(student_config):
     for (_, p32), (_, p16) in zip(model32.parameters_and_names(), model16.parameters_and_names()):
         p16.set_data(p32.data)
     ids, types, mask = _inputs(99, [SEQ, 3])
-    out32 = model32(ms.Tensor(ids), ms.Tensor(types), ms.Tensor(mask))[0].asnumpy()
-    out16 = model16(ms.Tensor(ids), ms.Tensor(types), ms.Tensor(mask))[0].asnumpy()
+    out32 = model32(ms.Tensor(ids), ms.Tensor(mask), ms.Tensor(types))[0].asnumpy()
+    out16 = model16(ms.Tensor(ids), ms.Tensor(mask), ms.Tensor(types))[0].asnumpy()
     assert out16.dtype == np.float32
     np.testing.assert_allclose(out16, out32, atol=5e-2)
 

@@ -142,7 +142,7 @@ def test_export_reloads_with_the_cells_outputs(pipeline, work, file_format):
     network = LogitsOnly(model)
     network.set_train(False)
     rows = _rows(np.random.default_rng(5), 1, labels=False)
-    inputs = [rows["input_ids"], rows["segment_ids"], rows["input_mask"]]
+    inputs = [rows["input_ids"], rows["input_mask"], rows["segment_ids"]]
     expected = network(*[ms.Tensor(x) for x in inputs]).asnumpy()
     if file_format == "MINDIR":
         got = ms.nn.GraphCell(ms.load(str(work / "student.mindir")))(*[ms.Tensor(x) for x in inputs]).asnumpy()
