@@ -2,10 +2,19 @@
 
 Every file is checked before training starts (columns present, sequence length as configured),
 so a wrong path or stale conversion fails in one line instead of deep inside the data pipeline.
-Columns come out as input_ids, input_mask, segment_ids (int32, (B, seq_length)) and, with labels,
-label_ids ((B,), int32 for classification, float32 for regression).
+Columns come out under the model's (Hugging Face's) names, in its input order: input_ids,
+attention_mask, token_type_ids (int32, (B, T)); with labels, label_ids ((B,), int32 for
+classification, float32 for regression; (B, T) for per-token labels); on request example_id
+((B,), int64). The records keep the model zoo's names (input_mask, segment_ids); this module is
+the one place that maps them.
+
+T is seq_length with `padding='max_length'`. With 'longest' each batch is cut to its longest
+example, with 'buckets' to the next of a few lengths: only columns that are padding in every row
+of the batch are removed, so masked models give the same outputs, and the few bucket lengths
+bound the number of graphs GRAPH_MODE compiles (one per input shape).
 """
 import json
+import math
 import re
 from pathlib import Path
 
@@ -16,6 +25,10 @@ import mindspore.dataset.transforms as transforms
 
 from src.records_writer import FORMATS, ID_COLUMNS, LABEL_COLUMN
 
+# Record column (zoo name) -> model input (Hugging Face name), in the model's input order.
+MODEL_INPUTS = dict(zip(ID_COLUMNS, ("input_ids", "attention_mask", "token_type_ids")))
+EXAMPLE_ID_COLUMN = "example_id"
+PADDING = ("max_length", "longest", "buckets")
 _FILE_PATTERNS = {"mindrecord": re.compile(r".*\.mindrecord\d*"), "tfrecord": re.compile(r".*\.tfrecord")}
 
 
@@ -84,8 +97,9 @@ def _check_files(files, data_format, columns, seq_length):
     for file, row in rows.items():
         for name in columns:
             if name not in row:
-                fix = ("convert labelled data with src.glue_to_records" if name == LABEL_COLUMN
-                       else "convert the text with src.corpus_to_records or src.glue_to_records")
+                fix = {LABEL_COLUMN: "convert labelled data with src.glue_to_records",
+                       EXAMPLE_ID_COLUMN: "convert the data again with src.glue_to_records, which writes example ids"
+                       }.get(name, "convert the text with src.corpus_to_records or src.glue_to_records")
                 raise ValueError(f"record file {file} has no column {name!r} (it has {', '.join(row)}): {fix}")
         stored = row[ID_COLUMNS[0]].shape[-1]
         if stored != seq_length:
@@ -95,20 +109,32 @@ def _check_files(files, data_format, columns, seq_length):
     return next(iter(rows.values()))
 
 
-def _check_schema(schema_file, columns, seq_length):
-    """Raises if a TFRecord schema json lacks a required column or declares another length."""
+def _read_schema(schema_file):
+    """The columns a TFRecord schema json declares; raises if the file is missing or not such a json."""
     path = Path(schema_file)
     if not path.is_file():
         raise FileNotFoundError(f"schema file {path} does not exist: pass the .schema.json written "
                                 f"beside the TFRecord files, or leave it empty")
-    declared = json.loads(path.read_text()).get("columns", {})
+    try:
+        schema = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        schema = None
+    if not isinstance(schema, dict) or not isinstance(schema.get("columns"), dict):
+        raise ValueError(f"schema file {path} is not a MindSpore schema json (an object with a \"columns\" "
+                         f"mapping): pass the .schema.json written beside the TFRecord files, or leave it empty")
+    return schema["columns"]
+
+
+def _check_schema(schema_file, columns, seq_length):
+    """Raises if a TFRecord schema json lacks a required column or declares another length."""
+    declared = _read_schema(schema_file)
     for name in columns:
         if name not in declared:
-            raise ValueError(f"schema file {path} has no column {name!r}: add it, or leave the schema "
+            raise ValueError(f"schema file {schema_file} has no column {name!r}: add it, or leave the schema "
                              f"empty to read the columns from the records")
         shape = declared[name].get("shape")
         if name in ID_COLUMNS and shape and shape[-1] != seq_length:
-            raise ValueError(f"schema file {path} declares {name} of length {shape[-1]} but seq_length is "
+            raise ValueError(f"schema file {schema_file} declares {name} of length {shape[-1]} but seq_length is "
                              f"{seq_length}: set seq_length to {shape[-1]} or convert again")
 
 
@@ -117,22 +143,79 @@ def count_examples(path, data_format, schema_file=""):
     files = record_files(path, data_format)
     if data_format == "mindrecord":
         return ds.MindDataset(_source(path, files, data_format), shuffle=False).get_dataset_size()
+    if schema_file:
+        _read_schema(schema_file)
     return ds.TFRecordDataset(files, schema=schema_file or None, shuffle=False).get_dataset_size()
 
 
-def _flatten(labels):
-    """(B, 1) labels, as a TFRecord schema with rank 1 declares them, to (B,)."""
-    return labels.reshape(-1)
+def padding_lengths(padding, buckets, seq_length):
+    """The lengths batches are padded to, checked: what `data.padding` and `data.buckets` mean.
+
+    Args:
+        padding (str): 'max_length' (every batch to seq_length, as the records store it),
+            'longest' (each batch to its longest example) or 'buckets' (to the shortest bucket that
+            holds its longest example).
+        buckets (list[int]): ascending bucket lengths, each at most seq_length; seq_length is
+            always the last bucket. Empty: seq_length/4, /2, 3/4 and seq_length, rounded up.
+            Used with 'buckets' only.
+        seq_length (int): the length the records store.
+
+    Returns:
+        tuple[int] | None: the allowed lengths, ascending and ending with seq_length; None for
+        'longest' (any length up to seq_length).
+
+    Raises:
+        ValueError: an unknown padding, or buckets that are not ascending positive lengths up to
+            seq_length; the message names the setting.
+    """
+    if padding not in PADDING:
+        raise ValueError(f"data.padding: {padding!r} is not one of {', '.join(PADDING)}")
+    if padding == "max_length":
+        return (seq_length,)
+    if padding == "longest":
+        return None
+    if not buckets:
+        return tuple(sorted({math.ceil(seq_length * quarter / 4) for quarter in range(1, 5)}))
+    if not all(isinstance(b, int) and not isinstance(b, bool) and b > 0 for b in buckets):
+        raise ValueError(f"data.buckets: {list(buckets)} must be positive whole lengths, like [32, 64, 96]")
+    if any(a >= b for a, b in zip(buckets, buckets[1:])):
+        raise ValueError(f"data.buckets: {list(buckets)} must be in ascending order without repeats, "
+                         f"like {sorted(set(buckets))}")
+    if buckets[-1] > seq_length:
+        raise ValueError(f"data.buckets: {buckets[-1]} exceeds seq_length {seq_length}: use buckets up to "
+                         f"seq_length (seq_length itself is always the last bucket)")
+    return tuple(buckets) + ((seq_length,) if buckets[-1] < seq_length else ())
+
+
+def _flatten(values):
+    """(B, 1) labels or example ids, as a TFRecord schema with rank 1 declares them, to (B,)."""
+    return values.reshape(-1)
+
+
+def _cut_padding(lengths):
+    """Batch map cutting (B, seq_length) columns to the batch's longest example, or the next of `lengths`.
+
+    Only trailing positions that are padding in every row (attention_mask 0) are removed, so every
+    real token stays where it was. The mask is the second column (the model's input order).
+    """
+    def cut(*columns):
+        used = np.flatnonzero(columns[1].any(axis=0))
+        longest = int(used[-1]) + 1 if used.size else 1
+        width = longest if lengths is None else lengths[np.searchsorted(lengths, longest)]
+        return tuple(column[:, :width] for column in columns)
+    return cut
 
 
 def create_dataset(path, data_format, batch_size, seq_length, with_labels, shuffle=True, num_shards=1,
-                   shard_id=0, drop_remainder=True, schema_file="", seed=0):
+                   shard_id=0, drop_remainder=True, schema_file="", seed=0, padding="max_length", buckets=(),
+                   with_example_ids=False):
     """Batched dataset of BERT inputs (and labels) from MindRecord or TFRecord files.
 
     Sharding gives each of `num_shards` ranks an equal number of rows, disjoint and together
     complete when the row count divides by `num_shards`; otherwise MindSpore repeats up to
     num_shards - 1 rows so every rank runs the same number of steps. Shuffling is global and
-    reshuffles every epoch, at any shard count, for both formats.
+    reshuffles every epoch, at any shard count, for both formats. Padding is cut after batching,
+    so the rows, their order and their batches are the same with every `padding`.
 
     Args:
         path (str): a record file, or a folder of them (see `record_files`); a MindRecord file
@@ -150,15 +233,31 @@ def create_dataset(path, data_format, batch_size, seq_length, with_labels, shuff
             Default: "".
         seed (int): dataset seed, set globally so every rank draws the same shuffle and the
             shards stay disjoint. Default: 0.
+        padding (str): 'max_length', 'longest' or 'buckets' (see `padding_lengths`).
+            Default: 'max_length'.
+        buckets (list[int]): bucket lengths for padding='buckets' (see `padding_lengths`).
+            Default: () (quarters of seq_length).
+        with_example_ids (bool): also return example_id, the id the converter wrote with each
+            row (src.glue_to_records: its row in the source file), to match predictions back to
+            the examples. Default: False.
 
     Returns:
-        mindspore.dataset.Dataset with columns input_ids, input_mask, segment_ids (int32,
-        (B, seq_length)) and, with labels, label_ids ((B,), int32 or float32 for regression).
+        mindspore.dataset.Dataset with columns input_ids, attention_mask, token_type_ids (int32,
+        (B, T), T <= seq_length as `padding` says); with labels, label_ids ((B,), int32 or float32
+        for regression; (B, T) for per-token labels, cut with the ids); with example ids,
+        example_id ((B,), int64).
+
+    Raises:
+        FileNotFoundError: the path or schema file does not exist.
+        ValueError: a file lacks a column or has another sequence length, a bad shard id, or a
+            bad padding setting (see `padding_lengths`).
     """
     files = record_files(path, data_format)
     if not 0 <= shard_id < num_shards:
         raise ValueError(f"shard_id {shard_id} is outside 0..{num_shards - 1}: pass the rank of this device")
-    columns = list(ID_COLUMNS) + ([LABEL_COLUMN] if with_labels else [])
+    lengths = padding_lengths(padding, buckets, seq_length)
+    columns = list(ID_COLUMNS) + ([LABEL_COLUMN] if with_labels else []) + \
+        ([EXAMPLE_ID_COLUMN] if with_example_ids else [])
     first_row = _check_files(files, data_format, columns, seq_length)
     ds.config.set_seed(seed)
     if data_format == "mindrecord":
@@ -172,12 +271,23 @@ def create_dataset(path, data_format, batch_size, seq_length, with_labels, shuff
         data = ds.TFRecordDataset(files, schema=schema_file or None, columns_list=columns,
                                   shuffle=ds.Shuffle.GLOBAL if shuffle else False, num_shards=num_shards,
                                   shard_id=shard_id, shard_equal_rows=num_shards > 1)
-    for name in ID_COLUMNS:
+    data = data.rename(list(MODEL_INPUTS), list(MODEL_INPUTS.values()))
+    inputs = list(MODEL_INPUTS.values())
+    for name in inputs:
         data = data.map(transforms.TypeCast(ms.int32), input_columns=name)
+    per_row = []  # columns with one value per row, (B, 1) from a TFRecord schema of rank 1
+    per_token = list(inputs)  # columns that padding cuts
     if with_labels:
         label_type = ms.float32 if np.issubdtype(first_row[LABEL_COLUMN].dtype, np.floating) else ms.int32
         data = data.map(transforms.TypeCast(label_type), input_columns=LABEL_COLUMN)
+        # Per-token labels (token classification) hold one value per position; the others one.
+        (per_token if first_row[LABEL_COLUMN].size > 1 else per_row).append(LABEL_COLUMN)
+    if with_example_ids:
+        data = data.map(transforms.TypeCast(ms.int64), input_columns=EXAMPLE_ID_COLUMN)
+        per_row.append(EXAMPLE_ID_COLUMN)
     data = data.batch(batch_size, drop_remainder=drop_remainder)
-    if with_labels:
-        data = data.map(_flatten, input_columns=LABEL_COLUMN)
-    return data.project(columns)
+    for name in per_row:
+        data = data.map(_flatten, input_columns=name)
+    if lengths != (seq_length,):
+        data = data.map(_cut_padding(lengths), input_columns=per_token, output_columns=per_token)
+    return data.project(inputs + columns[len(ID_COLUMNS):])

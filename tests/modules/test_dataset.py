@@ -1,11 +1,16 @@
-"""create_dataset: column order and types, sharding, shuffling, evaluation coverage, clear errors."""
+"""create_dataset: column order and types, sharding, shuffling, evaluation coverage, padding cut to the
+batch, clear errors."""
 import json
 
 import numpy as np
+import mindspore as ms
 import pytest
+from mindspore.mindrecord import FileWriter
 
+from src import losses
 from src.dataset import count_examples, create_dataset
-from src.records_writer import RecordsWriter
+from src.records_writer import RecordsWriter, serialize_examples, tfrecord_frame
+from src.tinybert_model import BertForSequenceClassification, BertModel
 
 SEQ = 7
 FORMATS = ["mindrecord", "tfrecord"]
@@ -33,11 +38,11 @@ def row_numbers(data, epochs=1):
 def test_columns_order_types_and_shapes(tmp_path, data_format):
     write_records(tmp_path, data_format, 13)
     data = create_dataset(str(tmp_path), data_format, batch_size=4, seq_length=SEQ, with_labels=True)
-    assert data.get_col_names() == ["input_ids", "input_mask", "segment_ids", "label_ids"]
+    assert data.get_col_names() == ["input_ids", "attention_mask", "token_type_ids", "label_ids"]
     batch = next(data.create_tuple_iterator(num_epochs=1, output_numpy=True))
     assert [(a.dtype, a.shape) for a in batch] == [(np.int32, (4, SEQ))] * 3 + [(np.int32, (4,))]
     no_labels = create_dataset(str(tmp_path), data_format, batch_size=4, seq_length=SEQ, with_labels=False)
-    assert no_labels.get_col_names() == ["input_ids", "input_mask", "segment_ids"]
+    assert no_labels.get_col_names() == ["input_ids", "attention_mask", "token_type_ids"]
 
 
 @pytest.mark.parametrize("data_format", FORMATS)
@@ -198,3 +203,183 @@ def test_only_empty_tfrecord_files(tmp_path):
     (tmp_path / "x.tfrecord").write_bytes(b"")
     with pytest.raises(ValueError, match="the tfrecord files of .* hold no records: convert the data again"):
         count_examples(str(tmp_path), "tfrecord")
+
+
+# Dynamic padding. Rows of these lengths, batched by 4 in order, have longest examples 5, 11, 16 and 3:
+# buckets [4, 8, 12] (16 added as seq_length) cut the batches to 8, 12, 16 and 4.
+LONG_SEQ = 16
+LENGTHS = [2, 5, 3, 4, 11, 7, 2, 9, 16, 1, 8, 12, 3, 2]
+BUCKETS = [4, 8, 12]
+WIDTHS = {"longest": [5, 11, 16, 3], "buckets": [8, 12, 16, 4]}
+IGNORE = -100  # Hugging Face's label for positions a token-classification loss skips
+
+
+def varied_columns(lengths=LENGTHS, seq_length=LONG_SEQ, labels="class", seed=0):
+    """Rows of the given real lengths: input_ids[:, 0] is the row number, a second segment in the
+    second half, every padding position 0 (per-token labels IGNORE); example_id is the row number."""
+    rng = np.random.default_rng(seed)
+    count = len(lengths)
+    mask = (np.arange(seq_length) < np.array(lengths)[:, None]).astype(np.int32)
+    ids = rng.integers(5, 99, (count, seq_length)).astype(np.int32) * mask
+    ids[:, 0] = np.arange(count)
+    types = ((np.arange(seq_length) >= np.array(lengths)[:, None] // 2) * mask).astype(np.int32)
+    columns = {"input_ids": ids, "input_mask": mask, "segment_ids": types}
+    if labels == "class":
+        columns["label_ids"] = (np.arange(count) % 3).astype(np.int32)
+    elif labels == "token":
+        columns["label_ids"] = np.where(mask == 1, rng.integers(0, 5, (count, seq_length)), IGNORE).astype(np.int32)
+    columns["example_id"] = np.arange(count, dtype=np.int64)
+    return columns
+
+
+def write_columns(folder, data_format, columns):
+    """Records with any columns, per-token labels and example ids included, as the converters write them:
+    MindRecord with int32 sequences and scalars, TFRecord with int64 features and no schema."""
+    path = folder / f"varied.{data_format}"
+    rows = len(columns["input_ids"])
+    if data_format == "mindrecord":
+        writer = FileWriter(str(path), shard_num=1)
+        writer.add_schema({name: {"type": "int64" if values.dtype == np.int64 else "int32",
+                                  **({"shape": [-1]} if values.ndim == 2 else {})}
+                           for name, values in columns.items()}, "varied")
+        writer.write_raw_data([{name: values[i] if values.ndim == 2 else values[i].item()
+                                for name, values in columns.items()} for i in range(rows)])
+        writer.commit()
+    else:
+        path.write_bytes(b"".join(tfrecord_frame(example) for example in serialize_examples(columns)))
+    return path
+
+
+def batches(folder, data_format, padding, with_labels=True, buckets=BUCKETS, **kwargs):
+    kwargs = {"shuffle": False, "drop_remainder": False, **kwargs}
+    data = create_dataset(str(folder), data_format, batch_size=4, seq_length=LONG_SEQ, with_labels=with_labels,
+                          padding=padding, buckets=buckets, with_example_ids=True, **kwargs)
+    return list(data.create_dict_iterator(num_epochs=1, output_numpy=True))
+
+
+@pytest.mark.parametrize("data_format", FORMATS)
+@pytest.mark.parametrize("labels", [None, "class", "token"])
+def test_padding_cuts_only_padding(tmp_path, data_format, labels):
+    columns = varied_columns(labels=labels)
+    write_columns(tmp_path, data_format, columns)
+    full = batches(tmp_path, data_format, "max_length", with_labels=labels is not None)
+    assert [b["input_ids"].shape for b in full] == [(4, LONG_SEQ)] * 3 + [(2, LONG_SEQ)]
+    sequence_columns = ["input_ids", "attention_mask", "token_type_ids"] + (["label_ids"] if labels == "token" else [])
+    for padding, widths in WIDTHS.items():
+        cut = batches(tmp_path, data_format, padding, with_labels=labels is not None)
+        assert [b["input_ids"].shape[1] for b in cut] == widths
+        for whole, part, width in zip(full, cut, widths):
+            assert list(part) == list(whole)  # same columns in the same order
+            for name in whole:
+                assert part[name].dtype == whole[name].dtype
+                if name in sequence_columns:
+                    np.testing.assert_array_equal(part[name], whole[name][:, :width])
+                    assert not whole["attention_mask"][:, width:].any()  # what was cut is padding only
+                else:
+                    np.testing.assert_array_equal(part[name], whole[name])
+            np.testing.assert_array_equal(part["example_id"], part["input_ids"][:, 0])
+    assert full[0]["example_id"].dtype == np.int64
+
+
+@pytest.mark.parametrize("data_format", FORMATS)
+def test_padding_keeps_the_shuffled_sharded_epochs(tmp_path, data_format):
+    write_columns(tmp_path, data_format, varied_columns(LENGTHS * 2))
+    for rank in range(2):
+        def epochs(padding):
+            data = create_dataset(str(tmp_path), data_format, batch_size=3, seq_length=LONG_SEQ, with_labels=True,
+                                  num_shards=2, shard_id=rank, padding=padding, buckets=BUCKETS, seed=3)
+            iterator = data.create_tuple_iterator(num_epochs=2, output_numpy=True)
+            return [[batch for batch in iterator] for _ in range(2)]
+
+        full = epochs("max_length")
+        assert [b[0][:, 0].tolist() for b in full[0]] != [b[0][:, 0].tolist() for b in full[1]]  # reshuffled
+        for padding in WIDTHS:
+            for full_epoch, cut_epoch in zip(full, epochs(padding)):
+                assert len(cut_epoch) == len(full_epoch) == 4
+                for whole, part in zip(full_epoch, cut_epoch):
+                    width, longest = part[0].shape[1], np.flatnonzero(whole[1].any(axis=0))[-1] + 1
+                    assert width == longest if padding == "longest" else width == min(
+                        b for b in BUCKETS + [LONG_SEQ] if b >= longest)
+                    for got, expected in zip(part[:3], whole[:3]):
+                        np.testing.assert_array_equal(got, expected[:, :width])
+                    np.testing.assert_array_equal(part[3], whole[3])
+
+
+def test_model_outputs_and_losses_equal_full_padding(tmp_path, student_config, teacher_config):
+    """Masking makes a cut batch give the logits and distillation losses of the fully padded one."""
+    ms.set_seed(0)
+    write_columns(tmp_path, "mindrecord", varied_columns())
+    student = BertForSequenceClassification(student_config, 3)
+    teacher = BertModel(teacher_config)
+    fit_dense = ms.nn.Dense(student_config.hidden_size, teacher_config.hidden_size)
+    any_shape = ms.Tensor(shape=[None, None], dtype=ms.int32)
+    for cell in (student, teacher):
+        cell.set_train(False)
+        # One graph for every (B, T): GRAPH_MODE would compile one per shape, about 2 s each here.
+        cell.set_inputs(any_shape, any_shape, any_shape)
+
+    def outputs(batch):
+        inputs = [ms.Tensor(batch[name]) for name in ("input_ids", "attention_mask", "token_type_ids")]
+        logits, student_hidden, student_scores = student(*inputs)
+        _, _, teacher_hidden, teacher_scores = teacher(*inputs)
+        mask = inputs[1]
+        return {"logits": logits.asnumpy(),
+                "attention_mse": losses.attention_mse(student_scores[-1], teacher_scores[-1], mask).asnumpy(),
+                "hidden_mse": losses.hidden_mse(fit_dense(student_hidden[-1]), teacher_hidden[-1], mask).asnumpy(),
+                "sequence_output": student_hidden[-1].asnumpy()}
+
+    full = [outputs(b) for b in batches(tmp_path, "mindrecord", "max_length")]
+    assert len({float(f["attention_mse"]) for f in full}) == len(full)  # the batches differ
+    for padding in WIDTHS:
+        cut = batches(tmp_path, "mindrecord", padding)
+        for whole, part, batch in zip(full, map(outputs, cut), cut):
+            real = batch["attention_mask"].astype(bool)
+            np.testing.assert_allclose(part["sequence_output"][real], whole["sequence_output"][:, :real.shape[1]][real],
+                                       rtol=1e-5, atol=1e-5)
+            for name in ("logits", "attention_mse", "hidden_mse"):
+                np.testing.assert_allclose(part[name], whole[name], rtol=1e-5, atol=1e-6, err_msg=name)
+
+
+@pytest.mark.parametrize("buckets, message", [
+    ([8, 32], r"data.buckets: 32 exceeds seq_length 16: use buckets up to seq_length"),
+    ([8, 4], r"data.buckets: \[8, 4\] must be in ascending order without repeats, like \[4, 8\]"),
+    ([4, 4], r"data.buckets: \[4, 4\] must be in ascending order without repeats, like \[4\]"),
+    ([0, 8], r"data.buckets: \[0, 8\] must be positive whole lengths"),
+])
+def test_bad_buckets(tmp_path, buckets, message):
+    write_columns(tmp_path, "mindrecord", varied_columns())
+    with pytest.raises(ValueError, match=message) as error:
+        batches(tmp_path, "mindrecord", "buckets", buckets=buckets)
+    assert "\n" not in str(error.value)
+
+
+def test_unknown_padding(tmp_path):
+    write_columns(tmp_path, "mindrecord", varied_columns())
+    with pytest.raises(ValueError, match="data.padding: 'dynamic' is not one of max_length, longest, buckets"):
+        batches(tmp_path, "mindrecord", "dynamic")
+
+
+def test_default_buckets_are_quarters_of_seq_length(tmp_path):
+    write_columns(tmp_path, "mindrecord", varied_columns())
+    assert [b["input_ids"].shape[1] for b in batches(tmp_path, "mindrecord", "buckets", buckets=[])] == [8, 12, 16, 4]
+
+
+@pytest.mark.parametrize("data_format", FORMATS)
+def test_missing_example_id_column(tmp_path, data_format):
+    path = write_records(tmp_path, data_format, 4)
+    with pytest.raises(ValueError, match=rf"record file .*{path.name} has no column 'example_id' .*: convert the "
+                                         "data again with src.glue_to_records, which writes example ids"):
+        create_dataset(str(path), data_format, 4, SEQ, with_labels=True, with_example_ids=True)
+
+
+@pytest.mark.parametrize("content", [b"columns: {input_ids: int64}\n", b"\xff\xfe\x00binary", b"[1, 2]"])
+def test_schema_that_is_not_a_schema_json(tmp_path, content):
+    write_records(tmp_path, "tfrecord", 4)
+    schema = tmp_path / "schema.yaml"
+    schema.write_bytes(content)
+    message = (r"schema file .*schema.yaml is not a MindSpore schema json \(an object with a \"columns\" mapping\): "
+               r"pass the .schema.json written beside the TFRecord files, or leave it empty")
+    with pytest.raises(ValueError, match=message):
+        create_dataset(str(tmp_path), "tfrecord", 4, SEQ, with_labels=False, schema_file=str(schema))
+    with pytest.raises(ValueError, match=message):
+        count_examples(str(tmp_path), "tfrecord", schema_file=str(schema))
