@@ -25,4 +25,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    run_cli(main)
+    run_cli(main, usage=__doc__, config_keys="td")

@@ -9,7 +9,7 @@ the next line would overflow it. There is no next-sentence task, so B always fol
 
 Usage:
   python -m src.corpus_to_records --input_files a.txt b.txt --vocab_file vocab.txt \
-      --output_dir data/gd --seq_length 128 --num_shards 4 --format mindrecord --do_lower_case true
+      --output_dir data/gd --seq_length 128 --num_shards 4 --format mindrecord [--do_lower_case true]
 """
 import argparse
 import logging
@@ -20,6 +20,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from src.cli import run_cli
 from src.records_writer import ID_COLUMNS, RecordsWriter, add_output_args
 from src.tokenization import WordPieceTokenizer, add_tokenizer_args
 
@@ -121,18 +122,20 @@ def convert(input_files, tokenizer, output_dir, seq_length, num_shards=1, data_f
     rng = random.Random(seed)
     start = time.perf_counter()
     total_lines = sum(map(_count_lines, paths))
-    sequences = tokens = 0
+    sequences = tokens = unknown = text_tokens = 0
     with tqdm(total=total_lines, unit=" lines", file=sys.stderr, mininterval=1.0) as progress, \
             RecordsWriter(Path(output_dir) / f"{OUTPUT_NAME}.{data_format}", data_format, seq_length,
                           num_shards=num_shards) as writer:
         pending = []
 
         def flush():
-            nonlocal sequences, tokens
+            nonlocal sequences, tokens, unknown, text_tokens
             arrays = tokenizer.build_inputs([a for a, _ in pending], [b or None for _, b in pending], seq_length)
             writer.write(dict(zip(ID_COLUMNS, arrays)))
             sequences += len(pending)
             tokens += int(arrays[1].sum())
+            counts = tokenizer.count_unknown(arrays[0], arrays[1])
+            unknown, text_tokens = unknown + counts[0], text_tokens + counts[1]
             pending.clear()
 
         for document in _documents(paths, tokenizer, progress):
@@ -143,10 +146,13 @@ def convert(input_files, tokenizer, output_dir, seq_length, num_shards=1, data_f
             flush()
         if not sequences:
             raise ValueError(f"no text in {', '.join(map(str, paths))}: give one sentence or paragraph a line")
+    warning = tokenizer.unknown_warning(unknown, text_tokens)
+    if warning:
+        logging.warning(warning)
     seconds = time.perf_counter() - start
     padding = 100.0 * (1 - tokens / (sequences * seq_length))
     return (f"wrote {sequences} sequences ({tokens} tokens, {padding:.1f}% padding) to {num_shards} files "
-            f"in {seconds:.1f} s ({total_lines / seconds:.0f} lines/s)")
+            f"in {seconds:.1f} s ({total_lines / seconds:.0f} lines/s); {tokenizer.casing}")
 
 
 def main(argv=None):
@@ -161,14 +167,10 @@ def main(argv=None):
                         help="chance of a shorter target length, as in BERT pre-training (default 0.1)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
-    try:
-        tokenizer = WordPieceTokenizer(args.vocab_file, args.do_lower_case)
-        summary = convert(args.input_files, tokenizer, args.output_dir, args.seq_length, args.num_shards,
-                          args.format, args.seed, args.short_seq_prob)
-    except (OSError, ValueError) as err:
-        raise SystemExit(f"corpus_to_records: error: {err}") from None
-    print(summary)
+    tokenizer = WordPieceTokenizer(args.vocab_file, args.do_lower_case)
+    print(convert(args.input_files, tokenizer, args.output_dir, args.seq_length, args.num_shards, args.format,
+                  args.seed, args.short_seq_prob))
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

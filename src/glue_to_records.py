@@ -10,6 +10,11 @@ Usage:
       --output_file out/sst2_dev.mindrecord --vocab_file vocab.txt --seq_length 128 [--format tfrecord]
   python -m src.glue_to_records --task generic --input_file reviews.jsonl --text_a review \
       --label stars --labels 1,2,3,4,5 --output_file out/reviews.mindrecord --vocab_file vocab.txt
+  python -m src.glue_to_records --task generic --no_header --input_file pairs.tsv --text_a 0 --text_b 1 \
+      --label 2 --labels 0,1 --output_file out/pairs.mindrecord --vocab_file vocab.txt
+
+Every record carries `example_id`, the example's 0-based row in the input file (header and blank
+lines not counted), so predictions can be matched back to the rows.
 """
 import argparse
 import collections
@@ -23,7 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
-from src.records_writer import ID_COLUMNS, LABEL_COLUMN, RecordsWriter, add_output_args
+from src.cli import run_cli
+from src.records_writer import EXAMPLE_ID_COLUMN, ID_COLUMNS, LABEL_COLUMN, RecordsWriter, add_output_args
 from src.tokenization import WordPieceTokenizer, add_tokenizer_args
 
 ROWS_PER_WRITE = 4096  # examples tokenized and written at once
@@ -87,7 +93,8 @@ def _check_header(path, header, columns):
     for column in columns:
         if isinstance(column, str) and column not in header:
             raise ValueError(f"{path}: column {column!r} is not in the header ({', '.join(header)}): "
-                             f"pass the file of this task, or the right column name")
+                             f"pass the file of this task, or the right column name (a file without a header: "
+                             f"--no_header and column numbers)")
 
 
 def _tsv_rows(path, columns, has_header):
@@ -118,17 +125,20 @@ def _tsv_rows(path, columns, has_header):
                 yield line_no, dict(zip(header, fields))
 
 
-def _csv_rows(path, columns):
-    """Comma-separated rows with standard quoting, by header name."""
+def _csv_rows(path, columns, has_header):
+    """Comma-separated rows with standard quoting, by header name if it has one, else by index."""
     with open(path, encoding="utf-8-sig", errors="surrogateescape", newline="") as f:
         reader = csv.reader(f)
-        header = next(reader, [])
-        _check_header(path, header, columns)
+        header = next(reader, []) if has_header else None
+        if has_header:
+            _check_header(path, header, columns)
         for fields in reader:
             if not fields:
                 continue
             if any("\udc80" <= c <= "\udcff" for field in fields for c in field):  # surrogateescape'd bytes
                 yield reader.line_num, BadRow("bytes that are not UTF-8")
+            elif header is None:
+                yield reader.line_num, fields
             elif len(fields) != len(header):
                 yield reader.line_num, BadRow(f"{len(fields)} columns where the header has {len(header)}")
             else:
@@ -156,8 +166,10 @@ def read_rows(path, columns, has_header=True):
     names (or, without a header, indices) to values. Raises if the header lacks one of `columns`."""
     suffix = Path(path).suffix.lower()
     if suffix == ".csv":
-        return _csv_rows(path, columns)
+        return _csv_rows(path, columns, has_header)
     if suffix == ".jsonl":
+        if not has_header:
+            raise ValueError(f"{path}: JSONL rows are read by field name: drop --no_header and name the fields")
         return _jsonl_rows(path)
     return _tsv_rows(path, columns, has_header)
 
@@ -205,17 +217,25 @@ def convert(input_file, spec, tokenizer, output_file, seq_length, data_format="m
         raise FileNotFoundError(f"input file {input_file} does not exist")
     start = time.perf_counter()
     label_dtype = np.float32 if spec.labels is None else np.int32
-    labels, skipped, pending = [], 0, []
-    with RecordsWriter(output_file, data_format, seq_length, label_dtype, num_shards) as writer:
+    labels, skipped, pending, example_ids = [], 0, [], []
+    unknown = total = 0
+    with RecordsWriter(output_file, data_format, seq_length, label_dtype, num_shards,
+                       with_example_ids=True) as writer:
         def flush():
+            nonlocal unknown, total
             texts_b = None if spec.text_b is None else [b for _, b, _ in pending]
             arrays = tokenizer.encode_batch([a for a, _, _ in pending], texts_b, seq_length)
             columns = dict(zip(ID_COLUMNS, arrays))
             columns[LABEL_COLUMN] = np.array([label for _, _, label in pending], dtype=label_dtype)
+            columns[EXAMPLE_ID_COLUMN] = np.array(example_ids, dtype=np.int64)
             writer.write(columns)
+            counts = tokenizer.count_unknown(arrays[0], arrays[1])
+            unknown, total = unknown + counts[0], total + counts[1]
             pending.clear()
+            example_ids.clear()
 
-        for line_no, row in read_rows(input_file, (spec.text_a, spec.text_b, spec.label), spec.has_header):
+        rows = read_rows(input_file, (spec.text_a, spec.text_b, spec.label), spec.has_header)
+        for example_id, (line_no, row) in enumerate(rows):
             try:
                 if isinstance(row, BadRow):
                     raise row
@@ -227,6 +247,7 @@ def convert(input_file, spec, tokenizer, output_file, seq_length, data_format="m
                 skipped += 1
                 continue
             pending.append(example)
+            example_ids.append(example_id)
             labels.append(example[2])
             if len(pending) == ROWS_PER_WRITE:
                 flush()
@@ -234,14 +255,18 @@ def convert(input_file, spec, tokenizer, output_file, seq_length, data_format="m
             flush()
         if not labels:
             raise ValueError(f"no examples in {input_file}: check the file and --task")
+    warning = tokenizer.unknown_warning(unknown, total)
+    if warning:
+        logging.warning("%s: %s", input_file, warning)
     seconds = time.perf_counter() - start
     return (f"wrote {len(labels)} examples ({skipped} bad rows skipped; {_label_summary(labels, spec)}) "
-            f"to {len(writer.final_paths)} files in {seconds:.1f} s")
+            f"to {len(writer.final_paths)} files in {seconds:.1f} s; {tokenizer.casing}")
 
 
 def _task_spec(parser, args):
     """The GLUE task's spec, or one built from the column options of `--task generic`."""
-    generic_options = {"--text_a": args.text_a, "--text_b": args.text_b, "--label": args.label, "--labels": args.labels}
+    generic_options = {"--text_a": args.text_a, "--text_b": args.text_b, "--label": args.label, "--labels": args.labels,
+                       "--no_header": args.no_header or None}
     if args.task != "generic":
         given = [name for name, value in generic_options.items() if value is not None]
         if given:
@@ -249,8 +274,15 @@ def _task_spec(parser, args):
         return TASKS[args.task]
     if args.text_a is None or args.label is None:
         parser.error("--task generic needs --text_a and --label (and --labels for classification)")
+    columns = [args.text_a, args.text_b, args.label]
+    if args.no_header:
+        for name, column in zip(("--text_a", "--text_b", "--label"), columns):
+            if column is not None and not column.isdigit():
+                parser.error(f"with --no_header, {name} is a column number counted from 0, got {column!r}")
+        columns = [None if column is None else int(column) for column in columns]
     labels = None if args.labels is None else tuple(label.strip() for label in args.labels.split(","))
-    return TaskSpec(args.text_a, args.text_b, args.label, labels, "accuracy" if labels else "pearson")
+    return TaskSpec(columns[0], columns[1], columns[2], labels, "accuracy" if labels else "pearson",
+                    has_header=not args.no_header)
 
 
 def main(argv=None):
@@ -262,21 +294,19 @@ def main(argv=None):
     add_output_args(parser)
     parser.add_argument("--skip_bad_rows", action="store_true",
                         help="skip and count rows that cannot be read, instead of stopping at the first")
-    parser.add_argument("--text_a", help="generic: column of the first text")
+    parser.add_argument("--text_a", help="generic: column of the first text (a name, or a number with --no_header)")
     parser.add_argument("--text_b", help="generic: column of the second text, for sentence pairs")
     parser.add_argument("--label", help="generic: label column")
+    parser.add_argument("--no_header", action="store_true",
+                        help="generic: the TSV/CSV file has no header line; columns are numbers counted from 0")
     parser.add_argument("--labels", help="generic: comma-separated label values in class order; omit for regression")
     args = parser.parse_args(argv)
     spec = _task_spec(parser, args)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
-    try:
-        tokenizer = WordPieceTokenizer(args.vocab_file, args.do_lower_case)
-        summary = convert(args.input_file, spec, tokenizer, args.output_file, args.seq_length, args.format,
-                          args.num_shards, args.skip_bad_rows)
-    except (OSError, ValueError) as err:
-        raise SystemExit(f"glue_to_records: error: {err}") from None
-    print(summary)
+    tokenizer = WordPieceTokenizer(args.vocab_file, args.do_lower_case)
+    print(convert(args.input_file, spec, tokenizer, args.output_file, args.seq_length, args.format,
+                  args.num_shards, args.skip_bad_rows))
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

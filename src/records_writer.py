@@ -20,6 +20,7 @@ from mindspore.mindrecord import FileWriter
 FORMATS = ("mindrecord", "tfrecord")
 ID_COLUMNS = ("input_ids", "input_mask", "segment_ids")
 LABEL_COLUMN = "label_ids"
+EXAMPLE_ID_COLUMN = "example_id"  # int64: the example's 0-based row in its source file, to match predictions to rows
 
 
 def add_output_args(parser):
@@ -123,9 +124,10 @@ class RecordsWriter:
         label_dtype (numpy dtype | None): None for general-distillation records, an integer
             dtype for classification labels, a float dtype for regression labels. Default: None.
         num_shards (int): number of output files; rows are spread evenly over them. Default: 1.
+        with_example_ids (bool): rows also carry `example_id` (int64). Default: False.
     """
 
-    def __init__(self, output_path, data_format, seq_length, label_dtype=None, num_shards=1):
+    def __init__(self, output_path, data_format, seq_length, label_dtype=None, num_shards=1, with_example_ids=False):
         if data_format not in FORMATS:
             raise ValueError(f"format {data_format!r} is not one of {', '.join(FORMATS)}")
         if num_shards < 1:
@@ -134,7 +136,8 @@ class RecordsWriter:
         self.final_paths = shard_paths(output_path, data_format, num_shards)
         self.data_format = data_format
         self.seq_length = seq_length
-        self.columns = ID_COLUMNS if label_dtype is None else ID_COLUMNS + (LABEL_COLUMN,)
+        self.columns = ID_COLUMNS + ((LABEL_COLUMN,) if label_dtype is not None else ()) + \
+            ((EXAMPLE_ID_COLUMN,) if with_example_ids else ())
         self.label_is_float = label_dtype is not None and np.issubdtype(label_dtype, np.floating)
         self.rows = 0
         output_path.parent.mkdir(parents=True, exist_ok=True)
@@ -159,16 +162,20 @@ class RecordsWriter:
         schema = {name: {"type": "int32", "shape": [-1]} for name in ID_COLUMNS}
         if LABEL_COLUMN in self.columns:
             schema[LABEL_COLUMN] = {"type": "float32" if self.label_is_float else "int32"}
+        if EXAMPLE_ID_COLUMN in self.columns:
+            schema[EXAMPLE_ID_COLUMN] = {"type": "int64"}
         return schema
 
     def _tfrecord_schema(self):
         columns = {name: {"type": "int64", "rank": 1, "shape": [self.seq_length]} for name in ID_COLUMNS}
         if LABEL_COLUMN in self.columns:
             columns[LABEL_COLUMN] = {"type": "float32" if self.label_is_float else "int64", "rank": 0}
+        if EXAMPLE_ID_COLUMN in self.columns:
+            columns[EXAMPLE_ID_COLUMN] = {"type": "int64", "rank": 0}
         return json.dumps({"datasetType": "TF", "columns": columns}, indent=2) + "\n"
 
     def write(self, columns):
-        """Appends rows: `columns` maps each column name to an array (N, seq_length), labels (N,)."""
+        """Appends rows: `columns` maps each column name to an array (N, seq_length), labels and example ids (N,)."""
         if set(columns) != set(self.columns):
             raise ValueError(f"records need columns {', '.join(self.columns)}, got {', '.join(columns)}")
         arrays = {name: np.asarray(columns[name], dtype=np.int32) for name in ID_COLUMNS}
@@ -181,11 +188,13 @@ class RecordsWriter:
         if LABEL_COLUMN in self.columns:
             arrays[LABEL_COLUMN] = np.asarray(columns[LABEL_COLUMN],
                                               dtype=np.float32 if self.label_is_float else np.int64)
+        if EXAMPLE_ID_COLUMN in self.columns:
+            arrays[EXAMPLE_ID_COLUMN] = np.asarray(columns[EXAMPLE_ID_COLUMN], dtype=np.int64)
         if self.data_format == "mindrecord":
             rows = [{name: arrays[name][i] for name in ID_COLUMNS} for i in range(count)]
-            if LABEL_COLUMN in self.columns:
-                for row, label in zip(rows, arrays[LABEL_COLUMN].tolist()):  # MindRecord wants Python scalars
-                    row[LABEL_COLUMN] = label
+            for name in self.columns[len(ID_COLUMNS):]:
+                for row, value in zip(rows, arrays[name].tolist()):  # MindRecord wants Python scalars
+                    row[name] = value
             self._writer.write_raw_data(rows)
         else:
             for i, example in enumerate(serialize_examples(arrays)):

@@ -5,12 +5,20 @@ batched); this module adds what BERT's inputs need on top: [CLS]/[SEP], Google B
 longest-first pair truncation, padding, the attention mask and segment ids.
 """
 import argparse
+import json
 from pathlib import Path
 
 import numpy as np
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
 
 SPECIAL_TOKENS = ("[CLS]", "[SEP]", "[PAD]", "[UNK]")
+# Hugging Face's tokenizer settings file; `hf_convert import` keeps it beside the vocabulary, so the
+# casing the model was trained with travels with it.
+TOKENIZER_CONFIG = "tokenizer_config.json"
+# A vocabulary is cased when at least this share of its word entries has a capital letter:
+# bert-base-cased has about 20 %, uncased ones none (a stray entry or two must not flip the verdict).
+CASED_SHARE = 0.01
+UNK_WARNING_SHARE = 0.05  # [UNK] share of the written tokens above which the converters warn
 
 
 def str2bool(value):
@@ -24,8 +32,9 @@ def str2bool(value):
 def add_tokenizer_args(parser):
     """The vocabulary, casing and length options shared by the record converters."""
     parser.add_argument("--vocab_file", required=True, help="WordPiece vocab.txt of the teacher")
-    parser.add_argument("--do_lower_case", type=str2bool, default=True,
-                        help="true for uncased vocabularies (default true)")
+    parser.add_argument("--do_lower_case", type=str2bool, default=None,
+                        help=f"true for uncased vocabularies (default: do_lower_case of the {TOKENIZER_CONFIG} "
+                             "beside the vocab, else judged from the vocab's letters)")
     parser.add_argument("--seq_length", type=int, default=128, help="tokens per sequence (default 128)")
 
 
@@ -42,6 +51,70 @@ def load_vocab(vocab_file):
     if missing:
         raise ValueError(f"vocab file {path} lacks {', '.join(missing)}: use a BERT WordPiece vocab.txt")
     return vocab
+
+
+def cased_entries(vocab):
+    """The word entries of `vocab` (tokens, ## stripped, [SPECIAL] tokens left out) that have a capital."""
+    words = (token.removeprefix("##") for token in vocab if not (token.startswith("[") and token.endswith("]")))
+    return [word for word in words if word != word.lower()]
+
+
+def vocab_is_cased(vocab):
+    """Whether a WordPiece vocabulary (an iterable of tokens) was built from cased text."""
+    vocab = list(vocab)
+    return len(cased_entries(vocab)) >= max(1, CASED_SHARE * len(vocab))
+
+
+def read_tokenizer_config(vocab_file):
+    """The Hugging Face tokenizer_config.json beside `vocab_file` as a dict; {} when there is none."""
+    path = Path(vocab_file).with_name(TOKENIZER_CONFIG)
+    if not path.is_file():
+        return {}
+    try:
+        values = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path} is not valid JSON ({err.msg} at line {err.lineno}): it should be the tokenizer "
+                         "settings of the model (a JSON object such as {\"do_lower_case\": true}), or remove it") from None
+    if not isinstance(values, dict) or not isinstance(values.get("do_lower_case", False), bool):
+        raise ValueError(f"{path} should be a JSON object whose do_lower_case is true or false")
+    return values
+
+
+def resolve_casing(vocab_file, vocab, do_lower_case=None):
+    """Whether to lower-case, checked against the vocabulary's letters.
+
+    Args:
+        vocab_file (str or Path): the vocab.txt, to find the tokenizer_config.json beside it.
+        vocab (iterable of str): its tokens.
+        do_lower_case (bool or None): an explicit choice; None takes `do_lower_case` from the
+            tokenizer_config.json beside the vocab, else judges it from the vocabulary.
+    Returns:
+        tuple (bool, str): the casing and where it came from, for messages.
+    Raises:
+        ValueError: the casing contradicts the vocabulary (a cased vocabulary with lower-casing, or an
+            uncased one without): most capitalised words would silently become [UNK].
+    """
+    vocab = list(vocab)
+    cased, is_cased = cased_entries(vocab), vocab_is_cased(vocab)
+    settings = read_tokenizer_config(vocab_file)
+    if do_lower_case is not None:
+        source = "from --do_lower_case"
+    elif "do_lower_case" in settings:
+        do_lower_case = settings["do_lower_case"]
+        source = f"from {Path(vocab_file).with_name(TOKENIZER_CONFIG)}"
+    else:
+        return not is_cased, f"judged from the letters of {vocab_file}"
+    if do_lower_case == is_cased:
+        what = ("a cased vocabulary, but the text would be lower-cased" if is_cased
+                else "an uncased vocabulary, but the text would keep its capitals")
+        examples = f", e.g. {', '.join(cased[:3])}" if cased else ""
+        fix = f"--do_lower_case {str(not is_cased).lower()}"
+        if source != "from --do_lower_case":
+            fix += f" (and correct {TOKENIZER_CONFIG})"
+        raise ValueError(f"{vocab_file} is {what} (do_lower_case {str(do_lower_case).lower()} {source}; "
+                         f"{len(cased)} of its {len(vocab)} entries have capitals{examples}), so words would "
+                         f"silently become [UNK]: pass {fix}")
+    return do_lower_case, source
 
 
 def truncate_seq_pair(tokens_a, tokens_b, max_length):
@@ -61,18 +134,36 @@ class WordPieceTokenizer:
 
     Args:
         vocab_file (str): WordPiece vocab.txt with [CLS], [SEP], [PAD] and [UNK].
-        do_lower_case (bool): lower-case and strip accents, for uncased models. Default: True.
+        do_lower_case (bool or None): lower-case and strip accents, for uncased models; None (default)
+            reads it from the tokenizer_config.json beside the vocab, else from the vocabulary's
+            letters. A casing that contradicts the vocabulary raises ValueError (see `resolve_casing`).
     """
 
-    def __init__(self, vocab_file, do_lower_case=True):
+    def __init__(self, vocab_file, do_lower_case=None):
         vocab = load_vocab(vocab_file)
+        self.do_lower_case, source = resolve_casing(vocab_file, vocab, do_lower_case)
+        self.casing = f"do_lower_case {str(self.do_lower_case).lower()} {source}"  # for summaries
         self.vocab_size = len(vocab)
         self.cls_id, self.sep_id, self.pad_id = vocab["[CLS]"], vocab["[SEP]"], vocab["[PAD]"]
+        self.unk_id = vocab["[UNK]"]
         self._tokenizer = Tokenizer(models.WordPiece(vocab, unk_token="[UNK]", max_input_chars_per_word=100))
         # strip_accents=None follows `lowercase`, as BERT's BasicTokenizer does.
         self._tokenizer.normalizer = normalizers.BertNormalizer(
-            clean_text=True, handle_chinese_chars=True, strip_accents=None, lowercase=do_lower_case)
+            clean_text=True, handle_chinese_chars=True, strip_accents=None, lowercase=self.do_lower_case)
         self._tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+
+    def count_unknown(self, input_ids, input_mask):
+        """(number of [UNK] tokens, number of text tokens) in int arrays (N, seq_length) as
+        `build_inputs` returns them; [CLS], [SEP] and padding are not text."""
+        real = (input_mask == 1) & (input_ids != self.cls_id) & (input_ids != self.sep_id)
+        return int((real & (input_ids == self.unk_id)).sum()), int(real.sum())
+
+    def unknown_warning(self, unknown, total):
+        """A warning when more than UNK_WARNING_SHARE of `total` text tokens are [UNK], else None."""
+        if total == 0 or unknown <= UNK_WARNING_SHARE * total:
+            return None
+        return (f"{100.0 * unknown / total:.1f}% of the tokens are [UNK]: is --vocab_file the model's vocabulary, "
+                f"and is the casing right (do_lower_case {str(self.do_lower_case).lower()})?")
 
     def token_ids(self, texts):
         """WordPiece ids of each text, without special tokens (list of lists)."""

@@ -14,7 +14,7 @@ from src.tokenization import WordPieceTokenizer
 
 ROOT = Path(__file__).resolve().parents[2]
 SUMMARY = re.compile(r"wrote (\d+) sequences \((\d+) tokens, ([\d.]+)% padding\) to (\d+) files "
-                     r"in [\d.]+ s \(\d+ lines/s\)")
+                     r"in [\d.]+ s \(\d+ lines/s\); do_lower_case true from .*tokenizer_config.json")
 
 
 @pytest.fixture
@@ -105,13 +105,24 @@ def test_empty_input_is_an_error_and_writes_nothing(tmp_path, tokenizer):
     assert list((tmp_path / "out").iterdir()) == []
 
 
+def test_cased_vocabulary_keeps_names(tmp_path):
+    vocab = "[PAD] [UNK] [CLS] [SEP] [MASK] The Paris France Marie visited in May . the".split()
+    (tmp_path / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    (tmp_path / "corpus.txt").write_text("Marie visited France in May .\n")
+    summary = convert([tmp_path / "corpus.txt"], WordPieceTokenizer(str(tmp_path / "vocab.txt")), tmp_path / "out",
+                      seq_length=9)
+    assert summary.endswith(f"do_lower_case false judged from the letters of {tmp_path / 'vocab.txt'}")
+    input_ids, _, _ = read_rows(tmp_path / "out", 9)
+    assert [vocab[i] for i in input_ids[0]] == "[CLS] Marie visited France in May . [SEP] [PAD]".split()
+
+
 def test_cli_reports_a_missing_input_in_one_line(tmp_path, minilm_dir):
     result = subprocess.run(
         [sys.executable, "-m", "src.corpus_to_records", "--input_files", str(tmp_path / "missing.txt"),
          "--vocab_file", str(minilm_dir / "vocab.txt"), "--output_dir", str(tmp_path / "out"),
          "--format", "tfrecord", "--do_lower_case", "true"],
         cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert result.returncode != 0
+    assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
-        f"corpus_to_records: error: input file {tmp_path / 'missing.txt'} does not exist"]
+        f"error: input file {tmp_path / 'missing.txt'} does not exist"]
     assert not (tmp_path / "out").exists() or list((tmp_path / "out").iterdir()) == []

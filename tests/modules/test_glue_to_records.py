@@ -5,11 +5,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import mindspore as ms
 import numpy as np
 import pytest
 
-from src.dataset import create_dataset
-from src.glue_to_records import TASKS, convert, main
+from src.glue_to_records import TASKS, TaskSpec, convert, main
+from src.records_writer import schema_path
 from src.tokenization import WordPieceTokenizer
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -22,10 +23,16 @@ def tokenizer(minilm_dir):
 
 
 def read_back(path, data_format="mindrecord"):
-    data = create_dataset(str(path), data_format, batch_size=256, seq_length=SEQ, with_labels=True, shuffle=False,
-                          drop_remainder=False)
-    batches = list(data.create_dict_iterator(num_epochs=1, output_numpy=True))
-    return {name: np.concatenate([b[name] for b in batches]) for name in batches[0]}
+    """Every column of the records file `path` (or the records in the folder `path`) as the converter wrote it."""
+    path = Path(path)
+    if path.is_dir():  # MindDataset reads every shard of a file's group
+        path = min(p for p in path.glob(f"*.{data_format}*") if p.suffix != ".db")
+    if data_format == "mindrecord":
+        data = ms.dataset.MindDataset(str(path), shuffle=False)
+    else:
+        data = ms.dataset.TFRecordDataset(str(path), schema=str(schema_path(path)), shuffle=False)
+    rows = list(data.create_dict_iterator(num_epochs=1, output_numpy=True))
+    return {name: np.stack([row[name] for row in rows]) for name in rows[0]}
 
 
 def counts_in(summary):
@@ -180,7 +187,7 @@ def test_generic_jsonl_pairs_and_regression(tmp_path, vocab_file, tokenizer):
 
 
 def test_generic_jsonl_missing_field(tmp_path, vocab_file):
-    with pytest.raises(SystemExit, match=r"glue_to_records: error: .*x.jsonl:2: no column 'text'"):
+    with pytest.raises(ValueError, match=r"x.jsonl:2: no column 'text'"):
         run_generic(tmp_path, vocab_file, "x.jsonl", '{"text": "ok", "y": "1"}\n{"txt": "typo", "y": "0"}\n',
                     "--text_a", "text", "--label", "y", "--labels", "0,1")
 
@@ -193,8 +200,94 @@ def test_cli_bad_row_fails_in_one_line_and_leaves_nothing(tmp_path, minilm_dir):
         [sys.executable, "-m", "src.glue_to_records", "--task", "sst2", "--input_file", str(source),
          "--output_file", str(output), "--vocab_file", str(minilm_dir / "vocab.txt"), "--seq_length", "32"],
         cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert result.returncode != 0
+    assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
-        f"glue_to_records: error: {source}:3: unknown label 'negative' (expected one of 0, 1): "
+        f"error: {source}:3: unknown label 'negative' (expected one of 0, 1): "
         "fix the row or pass --skip_bad_rows"]
     assert list(output.parent.iterdir()) == []
+
+
+@pytest.mark.parametrize("data_format", ["mindrecord", "tfrecord"])
+def test_example_id_is_the_row_in_the_source_file(tmp_path, tokenizer, data_format):
+    source = tmp_path / "dev.tsv"
+    source.write_text("sentence\tlabel\nfirst\t1\n\nsecond\tbad\nthird\t0\n")
+    output = tmp_path / f"dev.{data_format}"
+    convert(source, TASKS["sst2"], tokenizer, output, SEQ, data_format=data_format, skip_bad_rows=True)
+    rows = read_back(output, data_format)
+    assert rows["example_id"].dtype == np.int64 and rows["example_id"].tolist() == [0, 2]
+    assert rows["label_ids"].tolist() == [1, 0]
+    np.testing.assert_array_equal(rows["input_ids"][1], tokenizer.encode("third", seq_length=SEQ)[0])
+
+
+@pytest.mark.parametrize("name, content", [
+    ("pairs.tsv", "Is it hot?\tIt is warm.\tyes\nWhy?\tBecause.\tno\n"),
+    ("pairs.csv", '"Is it hot?","It is warm.",yes\nWhy?,Because.,no\n'),
+])
+def test_generic_file_without_header(tmp_path, vocab_file, tokenizer, name, content):
+    rows = run_generic(tmp_path, vocab_file, name, content, "--no_header", "--text_a", "0", "--text_b", "1",
+                       "--label", "2", "--labels", "no,yes")
+    assert rows["label_ids"].tolist() == [1, 0]  # the first line is an example, not a header
+    expected = tokenizer.encode("Is it hot?", "It is warm.", seq_length=SEQ)
+    np.testing.assert_array_equal(rows["input_ids"][0], expected[0])
+    np.testing.assert_array_equal(rows["segment_ids"][0], expected[2])
+
+
+def run_cli(*args):
+    return subprocess.run([sys.executable, "-m", "src.glue_to_records", *map(str, args)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_no_header_needs_column_numbers(tmp_path, vocab_file):
+    result = run_cli("--task", "generic", "--no_header", "--input_file", tmp_path / "x.tsv", "--output_file",
+                     tmp_path / "x.mindrecord", "--vocab_file", vocab_file, "--text_a", "review", "--label", "2")
+    assert result.returncode == 2
+    assert "error: with --no_header, --text_a is a column number counted from 0, got 'review'" in result.stderr
+
+
+def test_column_numbers_on_a_file_with_a_header_point_to_no_header(tmp_path, vocab_file, tokenizer):
+    source = tmp_path / "x.tsv"
+    source.write_text("good movie\t1\n")
+    with pytest.raises(ValueError, match=r"column '0' is not in the header \(good movie, 1\): .*--no_header and "
+                                         r"column numbers"):
+        convert(source, TaskSpec("0", None, "1", ("0", "1"), "accuracy"), tokenizer, tmp_path / "x.mindrecord", SEQ)
+
+
+RECIPE_VOCAB = "[PAD] [UNK] [CLS] [SEP] [MASK] The Paris France Marie visited in May . the".split()
+
+
+@pytest.fixture
+def cased_vocab(tmp_path):
+    path = tmp_path / "cased" / "vocab.txt"
+    path.parent.mkdir()
+    path.write_text("\n".join(RECIPE_VOCAB) + "\n")
+    return path
+
+
+def test_cased_vocabulary_keeps_names(tmp_path, cased_vocab):
+    source = tmp_path / "dev.tsv"
+    source.write_text("sentence\tlabel\nMarie visited France in May .\t1\n")
+    output = tmp_path / "out" / "dev.mindrecord"
+    result = run_cli("--task", "sst2", "--input_file", source, "--output_file", output, "--vocab_file", cased_vocab,
+                     "--seq_length", 9)
+    assert result.returncode == 0, result.stderr
+    assert f"do_lower_case false judged from the letters of {cased_vocab}" in result.stdout
+    ids = read_back(output)["input_ids"][0]
+    assert [RECIPE_VOCAB[i] for i in ids] == "[CLS] Marie visited France in May . [SEP] [PAD]".split()
+
+    (cased_vocab.parent / "tokenizer_config.json").write_text('{"do_lower_case": true}')
+    result = run_cli("--task", "sst2", "--input_file", source, "--output_file", output, "--vocab_file", cased_vocab,
+                     "--seq_length", 9)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1
+    assert result.stderr.startswith(f"error: {cased_vocab} is a cased vocabulary, but the text would be lower-cased")
+    assert result.stderr.rstrip().endswith("pass --do_lower_case false (and correct tokenizer_config.json)")
+    assert output.exists()  # the earlier file is left as it was, nothing half-written beside it
+    assert sorted(p.name for p in output.parent.iterdir()) == ["dev.mindrecord", "dev.mindrecord.db"]
+
+
+def test_many_unknown_tokens_are_warned_about(tmp_path, cased_vocab):
+    source = tmp_path / "dev.tsv"
+    source.write_text("sentence\tlabel\nMarie visited Rome in June .\t1\n")
+    result = run_cli("--task", "sst2", "--input_file", source, "--output_file", tmp_path / "dev.mindrecord",
+                     "--vocab_file", cased_vocab, "--seq_length", 9)
+    assert result.returncode == 0
+    assert f"WARNING: {source}: 33.3% of the tokens are [UNK]: is --vocab_file the model's vocabulary" in result.stderr

@@ -2,6 +2,7 @@
 import json
 import struct
 
+import mindspore as ms
 import numpy as np
 import pytest
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
@@ -142,13 +143,39 @@ def test_round_trip_through_create_dataset(tmp_path, data_format, labels):
     write(tmp_path / f"data.{data_format}", data_format, columns, num_shards=2)
     data = create_dataset(str(tmp_path), data_format, batch_size=5, seq_length=SEQ, with_labels=labels is not None,
                           shuffle=False, drop_remainder=False)
-    batches = list(data.create_dict_iterator(num_epochs=1, output_numpy=True))
-    got = {name: np.concatenate([batch[name] for batch in batches]) for name in columns}
+    batches = list(data.create_tuple_iterator(num_epochs=1, output_numpy=True))  # the reader renames, keeps order
+    got = {name: np.concatenate([batch[i] for batch in batches]) for i, name in enumerate(columns)}
     order = np.argsort(got["input_ids"][:, 0] * 100000 + got["input_ids"][:, 1])  # shards interleave rows
     expected_order = np.argsort(columns["input_ids"][:, 0] * 100000 + columns["input_ids"][:, 1])
     for name, values in columns.items():
         assert got[name].dtype == (np.float32 if labels == "float" and name == "label_ids" else np.int32)
         np.testing.assert_array_equal(got[name][order], values[expected_order])
+
+
+@pytest.mark.parametrize("data_format", ["mindrecord", "tfrecord"])
+def test_example_ids_are_stored_as_int64(tmp_path, data_format):
+    columns = make_columns(5, "int")
+    columns["example_id"] = np.array([0, 3, 4, 2**40, 7], dtype=np.int64)  # beyond int32
+    path = tmp_path / f"data.{data_format}"
+    with RecordsWriter(path, data_format, SEQ, np.int32, with_example_ids=True) as writer:
+        writer.write(columns)
+    if data_format == "mindrecord":
+        data = ms.dataset.MindDataset(str(path), shuffle=False)
+    else:
+        assert json.loads(schema_path(path).read_text())["columns"]["example_id"] == {"type": "int64", "rank": 0}
+        data = ms.dataset.TFRecordDataset(str(path), schema=str(schema_path(path)), shuffle=False)
+    rows = list(data.create_dict_iterator(num_epochs=1, output_numpy=True))
+    ids = np.array([row["example_id"] for row in rows])
+    assert ids.dtype == np.int64 and ids.tolist() == columns["example_id"].tolist()
+    assert [int(row["label_ids"]) for row in rows] == columns["label_ids"].tolist()
+
+
+def test_example_ids_must_be_given_when_declared(tmp_path):
+    with pytest.raises(ValueError, match="records need columns input_ids, input_mask, segment_ids, example_id, got "
+                                         "input_ids, input_mask, segment_ids"):
+        with RecordsWriter(tmp_path / "x.mindrecord", "mindrecord", SEQ, with_example_ids=True) as writer:
+            writer.write(make_columns(2))
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_error_inside_the_block_leaves_nothing(tmp_path):

@@ -1,4 +1,6 @@
 """WordPiece encoding against Hugging Face's BERT tokenizer on the real MiniLM vocabulary."""
+from pathlib import Path
+
 import numpy as np
 import pytest
 from tokenizers import BertWordPieceTokenizer
@@ -60,12 +62,82 @@ def test_real_glue_pairs_match_hugging_face(tokenizer, hf_tokenizer, shared_data
     np.testing.assert_array_equal(segment_ids, reference["token_type_ids"])
 
 
-def test_cased_vocabulary_keeps_case_and_accents(vocab_file):
-    cased = WordPieceTokenizer(vocab_file, do_lower_case=False)
-    assert cased.token_ids(["Café"]) != WordPieceTokenizer(vocab_file).token_ids(["Café"])
-    reference = BertWordPieceTokenizer(vocab_file, lowercase=False)
+@pytest.fixture
+def cased_vocab_file(vocab_file, tmp_path):
+    """The MiniLM vocabulary plus capitalised words (a cased vocabulary), no tokenizer_config.json."""
+    tokens = Path(vocab_file).read_text(encoding="utf-8").splitlines()
+    capitalised = [t.capitalize() for t in tokens[2000:3000] if t.isalpha()]
+    path = tmp_path / "cased" / "vocab.txt"
+    path.parent.mkdir()
+    path.write_text("\n".join(tokens + capitalised + ["Café", "Tokyo", "Zürich", "Line"]) + "\n", encoding="utf-8")
+    return str(path)
+
+
+def test_cased_vocabulary_keeps_case_and_accents(cased_vocab_file):
+    cased = WordPieceTokenizer(cased_vocab_file)  # casing judged from the vocabulary
+    assert cased.do_lower_case is False and "judged from the letters" in cased.casing
+    reference = BertWordPieceTokenizer(cased_vocab_file, lowercase=False)
     for sentence in SENTENCES:
         assert cased.token_ids([sentence])[0] == reference.encode(sentence, add_special_tokens=False).ids
+    uncased_reference = BertWordPieceTokenizer(cased_vocab_file, lowercase=True)
+    assert cased.token_ids(["Café"])[0] != uncased_reference.encode("Café", add_special_tokens=False).ids
+
+
+# The issue's recipe: a cased vocabulary in which lower-casing turns names into [UNK].
+RECIPE_VOCAB = "[PAD] [UNK] [CLS] [SEP] [MASK] The Paris France Marie visited in May . the".split()
+
+
+def write_vocab(folder, tokens, tokenizer_config=None):
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "vocab.txt").write_text("\n".join(tokens) + "\n", encoding="utf-8")
+    if tokenizer_config is not None:
+        (folder / "tokenizer_config.json").write_text(tokenizer_config, encoding="utf-8")
+    return str(folder / "vocab.txt")
+
+
+def test_recipe_vocabulary_keeps_names(tmp_path):
+    tokenizer = WordPieceTokenizer(write_vocab(tmp_path, RECIPE_VOCAB))
+    input_ids, _, _ = tokenizer.encode("Marie visited France in May .", seq_length=9)
+    assert [RECIPE_VOCAB[i] for i in input_ids] == "[CLS] Marie visited France in May . [SEP] [PAD]".split()
+
+
+@pytest.mark.parametrize("tokens, setting, flag, message", [
+    (RECIPE_VOCAB, None, True, r"is a cased vocabulary, but the text would be lower-cased \(do_lower_case true from "
+     r"--do_lower_case; 5 of its 14 entries have capitals, e.g. The, Paris, France\), so words would silently "
+     r"become \[UNK\]: pass --do_lower_case false$"),
+    (RECIPE_VOCAB, '{"do_lower_case": true}', None, r"do_lower_case true from .*tokenizer_config.json; .*pass "
+     r"--do_lower_case false \(and correct tokenizer_config.json\)$"),
+    (RECIPE_VOCAB[:5] + "the paris france marie visited in may .".split(), None, False, r"is an uncased vocabulary, but the text would keep its "
+     r"capitals \(do_lower_case false from --do_lower_case; 0 of its 13 entries have capitals\), .*pass "
+     r"--do_lower_case true$"),
+])
+def test_casing_that_contradicts_the_vocabulary_is_an_error(tmp_path, tokens, setting, flag, message):
+    with pytest.raises(ValueError, match=message):
+        WordPieceTokenizer(write_vocab(tmp_path, tokens, setting), flag)
+
+
+def test_tokenizer_config_beside_the_vocab_decides_and_the_flag_overrides(tmp_path, vocab_file):
+    tokens = Path(vocab_file).read_text(encoding="utf-8").splitlines()
+    mixed = tokens + ["Paris"]  # one capitalised entry among 30k: still an uncased vocabulary
+    assert WordPieceTokenizer(write_vocab(tmp_path / "a", mixed)).do_lower_case is True
+    from_settings = WordPieceTokenizer(write_vocab(tmp_path / "b", mixed, '{"do_lower_case": true}'))
+    assert from_settings.do_lower_case is True and str(tmp_path / "b" / "tokenizer_config.json") in from_settings.casing
+    cased = WordPieceTokenizer(write_vocab(tmp_path / "c", RECIPE_VOCAB, '{"do_lower_case": true}'), False)
+    assert cased.do_lower_case is False and cased.casing == "do_lower_case false from --do_lower_case"
+
+
+def test_tokenizer_config_that_is_not_json(tmp_path):
+    with pytest.raises(ValueError, match=r"tokenizer_config.json is not valid JSON \(Expecting value at line 1\): it "
+                                         r"should be the tokenizer settings of the model"):
+        WordPieceTokenizer(write_vocab(tmp_path, RECIPE_VOCAB, "do_lower_case: yes"))
+
+
+def test_unknown_share_warning(tmp_path):
+    tokenizer = WordPieceTokenizer(write_vocab(tmp_path, RECIPE_VOCAB))
+    ids, mask, _ = tokenizer.encode_batch(["Marie visited Rome in May .", "The Paris ."], seq_length=12)
+    assert tokenizer.count_unknown(ids, mask) == (1, 9)
+    assert tokenizer.unknown_warning(1, 9).startswith("11.1% of the tokens are [UNK]: is --vocab_file")
+    assert tokenizer.unknown_warning(1, 20) is None
 
 
 @pytest.mark.parametrize("len_a, len_b, room, kept", [

@@ -1,0 +1,160 @@
+"""Command-line entry points: one `error:` line and an exit code for every user-facing failure, real --help."""
+import errno
+import json
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import mindspore as ms
+import numpy as np
+import pytest
+import yaml
+
+from src.checkpoint import named_parameters, save_checkpoint
+from src.cli import MAIN_KEYS, describe_error, run_cli
+from src.config import DEFAULT_CONFIG
+from src.records_writer import RecordsWriter
+from src.tinybert_model import BertConfig, BertModel
+
+ROOT = Path(__file__).resolve().parents[2]
+TINY = dict(vocab_size=99, hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=24,
+            max_position_embeddings=32)
+
+
+def run(*args, env=None):
+    return subprocess.run([sys.executable, *map(str, args)], cwd=ROOT, capture_output=True, text=True, timeout=180,
+                          env={**os.environ, "GLOG_v": "3", **(env or {})})
+
+
+def exit_of(main, capsys):
+    """(exit code, stderr) of run_cli(main)."""
+    with pytest.raises(SystemExit) as stop:
+        run_cli(main, [])
+    return stop.value.code, capsys.readouterr().err
+
+
+@pytest.fixture
+def mount_point(tmp_path):
+    """A fresh folder to mount a tmpfs on (needs root: the test is skipped otherwise)."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    point = tmp_path / f"mnt-{uuid.uuid4().hex[:6]}"
+    point.mkdir()
+    yield point
+    subprocess.run(["umount", str(point)], check=False, capture_output=True)
+
+
+def mount_tmpfs(point, options):
+    result = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(point)], capture_output=True)
+    if result.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {result.stderr.decode().strip()}")
+
+
+@pytest.mark.parametrize("script, keys", [("run_general_distill.py", "gd"), ("run_task_distill.py", "td"),
+                                          ("export.py", "export")])
+@pytest.mark.parametrize("flag", ["--help", "-h"])
+def test_help_lists_the_main_keys_with_their_defaults(script, keys, flag):
+    result = run(script, "--output_dir=/x", flag)
+    assert result.returncode == 0 and result.stderr == ""
+    assert result.stdout.splitlines()[0] == (ROOT / script).read_text().split('"""')[1].splitlines()[0]
+    defaults = yaml.safe_load(DEFAULT_CONFIG.read_text())
+    for key in MAIN_KEYS[keys]:
+        value = defaults
+        for part in key.split("."):
+            value = value[part]
+        line = next(line for line in result.stdout.splitlines() if line.strip().startswith(f"--{key}="))
+        assert yaml.safe_load(line.split("=", 1)[1].split("  ")[0]) == value, line
+    assert f"Every key, documented: {DEFAULT_CONFIG}" in result.stdout
+
+
+def test_value_errors_stay_one_line_with_code_2(capsys):
+    def main(_):
+        raise ValueError("gd.batch_size: must be positive, got 0")
+    assert exit_of(main, capsys) == (2, "error: gd.batch_size: must be positive, got 0\n")
+
+
+@pytest.mark.parametrize("error, message", [
+    (PermissionError(errno.EACCES, "Permission denied", "/data/out/gd/config.yaml"),
+     "permission denied on /data/out/gd/config.yaml: choose a folder you can write to (e.g. --output_dir=...), "
+     "or fix its permissions"),
+    (OSError(errno.ENOSPC, "No space left on device"),
+     "no space left on the device: free some space or choose an output folder on another disk"),
+    (OSError(errno.ENOSPC, "No space left on device", "/mnt/x/a.tmp", None, "/mnt/x/a"),
+     "no space left on the device writing /mnt/x/a.tmp -> /mnt/x/a: free some space or choose an output folder "
+     "on another disk"),
+    (OSError(errno.EROFS, "Read-only file system", "/ro/out"),
+     "/ro/out is on a read-only file system: choose a writable output folder"),
+    (FileNotFoundError(errno.ENOENT, "No such file or directory", "/no/such/vocab.txt"),
+     "/no/such/vocab.txt does not exist: check the path"),
+    (MemoryError(), "out of memory: lower the batch size or seq_length, or use a machine with more memory"),
+])
+def test_os_errors_name_the_path_and_the_fix(error, message):
+    assert describe_error(error)[0] == message
+
+
+def test_mindspore_runtime_error_loses_its_cpp_stack():
+    error = RuntimeError("The pointer[kernel] is null.\n\n----------------------------------------------------\n"
+                         "- C++ Call Stack: (For framework developers)\n--------------------------------------"
+                         "--------------\nmindspore/ccsrc/x.cc:12 Launch\n")
+    assert describe_error(error) == ("The pointer[kernel] is null. (MindSpore; TINYBERT_DEBUG=1 shows the "
+                                     "traceback)", 1)
+
+
+def test_a_bug_keeps_its_traceback(capsys):
+    def main(_):
+        raise KeyError("a bug")
+    with pytest.raises(KeyError):
+        run_cli(main, [])
+
+
+def test_debug_variable_shows_the_traceback(monkeypatch):
+    monkeypatch.setenv("TINYBERT_DEBUG", "1")
+
+    def main(_):
+        raise ValueError("bad value")
+    with pytest.raises(ValueError, match="bad value"):
+        run_cli(main, [])
+
+
+def test_invalid_json_names_the_file(tmp_path):
+    student = tmp_path / "student.json"
+    student.write_text("hidden_size: 32\n")
+    result = run("run_task_distill.py", "--phase=eval", f"--student.model={student}", f"--output_dir={tmp_path}")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.splitlines()[-1] == (
+        f"error: {student} is not valid JSON (Expecting value at line 1 column 1): give the JSON file the option "
+        "asks for")
+
+
+def test_unavailable_device_is_one_line():
+    if ms.hal.is_available("GPU"):
+        pytest.skip("this MindSpore build has a GPU")
+    result = run("run_general_distill.py", "--device_target=GPU", "--output_dir=/tmp/tinybert-never-written")
+    assert result.returncode != 0 and "Traceback" not in result.stderr and "C++" not in result.stderr
+    assert result.stderr.splitlines()[-1] == (
+        "error: device_target GPU is not available in this MindSpore build (it has CPU): run with "
+        "--device_target=CPU, or install MindSpore built for GPU")
+
+
+@pytest.fixture
+def gd_inputs(tmp_path):
+    """A tiny teacher checkpoint, config and GD records: a run that fails only on its output folder."""
+    (tmp_path / "model.json").write_text(json.dumps(TINY))
+    ms.set_seed(0)
+    save_checkpoint(tmp_path / "teacher.ckpt", named_parameters(BertModel(BertConfig(**TINY)), "bert."))
+    ids = np.random.default_rng(0).integers(5, 99, (8, 16)).astype(np.int32)
+    with RecordsWriter(tmp_path / "gd.mindrecord", "mindrecord", 16) as writer:
+        writer.write({"input_ids": ids, "input_mask": np.ones_like(ids), "segment_ids": np.zeros_like(ids)})
+    return [f"--teacher.model={tmp_path / 'model.json'}", f"--student.model={tmp_path / 'model.json'}",
+            f"--teacher.checkpoint={tmp_path / 'teacher.ckpt'}", f"--data.train_path={tmp_path / 'gd.mindrecord'}",
+            "--seq_length=16", "--gd.batch_size=4", "--gd.epochs=1"]
+
+
+def test_read_only_output_folder_is_one_line(gd_inputs, mount_point):
+    mount_tmpfs(mount_point, "ro,size=1m")
+    result = run("run_general_distill.py", *gd_inputs, f"--output_dir={mount_point / 'out'}")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.splitlines()[-1] == (f"error: {mount_point / 'out'} is on a read-only file system: "
+                                              "choose a writable output folder")
