@@ -6,7 +6,7 @@ distilled student back to the Hugging Face ecosystem. Both directions read the o
 Usage:
   python -m src.hf_convert import --hf_dir DIR --output_dir OUT
   python -m src.hf_convert export --checkpoint CKPT --config CONFIG_JSON_OR_PRESET --vocab_file VOCAB \
-      --output_dir OUT [--num_labels N]
+      --output_dir OUT [--num_labels N] [--architecture BertForTokenClassification]
 """
 import argparse
 import json
@@ -25,7 +25,8 @@ from src.checkpoint import STATE_PREFIX, assign_parameters, load_checkpoint, nam
 from src.cli import run_cli
 from src.config import default_presets, resolve_model
 from src.logger import get_logger
-from src.tinybert_model import BertConfig, BertForSequenceClassification, BertModel
+from src.tinybert_model import BertConfig, BertForQuestionAnswering, BertForSequenceClassification, \
+    BertForTokenClassification, BertModel
 
 # One row per tensor: (Hugging Face name without its `bert.` prefix, our name). "{n}" is the layer
 # number. Import reads the rows left to right, export right to left.
@@ -65,18 +66,29 @@ NAME_TABLE = (
     ("pooler.dense.bias", "bert.dense.bias"),
     ("classifier.weight", "dense_1.weight"),
     ("classifier.bias", "dense_1.bias"),
+    ("qa_outputs.weight", "dense1.weight"),
+    ("qa_outputs.bias", "dense1.bias"),
 )
 HF, OURS = 0, 1
 _PATTERNS = tuple(tuple(re.compile(re.escape(name).replace(r"\{n\}", r"(?P<n>\d+)")) for name in row)
                   for row in NAME_TABLE)
 
-POOLER, CLASSIFIER = "bert.dense.", "dense_1."
+POOLER, CLASSIFIER, QA_HEAD = "bert.dense.", "dense_1.", "dense1."
+# HF architecture with a task head -> (our model of it, built from config and num_labels; our name prefix of
+# its head). Sequence and token classifiers share the head's names: config.json or the checkpoint's
+# `architecture` entry tells them apart.
+HEAD_MODELS = {
+    "BertForSequenceClassification": (BertForSequenceClassification, CLASSIFIER),
+    "BertForTokenClassification": (BertForTokenClassification, CLASSIFIER),
+    "BertForQuestionAnswering": (lambda config, _: BertForQuestionAnswering(config), QA_HEAD),
+}
+NO_POOLER = ("BertForTokenClassification", "BertForQuestionAnswering")  # HF builds these without a pooler
 # Position and token-type id buffers some HF versions saved with the weights: not parameters.
 HF_BUFFERS = ("embeddings.position_ids", "embeddings.token_type_ids")
 HF_HEADS = "cls."  # masked-LM and next-sentence heads: distillation does not use them
 # Architectures whose weights are a BERT encoder plus, at most, a sequence classifier or MLM/NSP heads.
 HF_ARCHITECTURES = ("BertModel", "BertForSequenceClassification", "BertForPreTraining", "BertForMaskedLM",
-                    "BertForNextSentencePrediction")
+                    "BertForNextSentencePrediction", "BertForTokenClassification", "BertForQuestionAnswering")
 SKIPPED_ON_EXPORT = ("fit_dense.", STATE_PREFIX)  # distillation projection, optimizer state
 HF_ACTIVATIONS = {"gelu_tanh": "gelu_new"}  # our hidden_act -> HF's; the others share names
 # What a converted directory holds: only a directory with nothing else in it may be replaced.
@@ -158,15 +170,29 @@ def _hf_to_ours(weights, source):
     return renamed, heads
 
 
-def _load_into_model(config, weights, num_labels, source, optional, hf_source):
-    """Our classifier (num_labels) or bare encoder holding `weights`, checked name by name and shape by shape.
+def _head_architecture(weights, declared, source):
+    """The HF architecture of weights with our names: the one whose head they hold, `declared`
+    (from config.json or the checkpoint) choosing between heads of the same names; BertModel when
+    they hold no head. Raises ValueError when `declared` is a head model whose head is absent."""
+    held = [name for name, (_, head) in HEAD_MODELS.items() if head + "weight" in weights]
+    if declared in HEAD_MODELS and declared not in held:
+        raise ValueError(f"{source} is declared a {declared} but holds "
+                         f"{f'the head of a {held[0]}' if held else 'no task head'}: declare the model its head "
+                         f"belongs to")
+    return declared if declared in held else held[0] if held else "BertModel"
+
+
+def _load_into_model(config, weights, architecture, source, optional, hf_source):
+    """Our model of `architecture` (an HEAD_MODELS key, or BertModel for the bare encoder) holding
+    `weights`, checked name by name and shape by shape.
 
     optional: name prefixes that may be absent and keep their random initialisation.
     hf_source: whether errors should name tensors as the HF files do, not as we do.
     Returns ({our name: Parameter}, names left as initialised).
     """
-    if num_labels:
-        params = named_parameters(BertForSequenceClassification(config, num_labels))
+    if architecture in HEAD_MODELS:
+        build, head = HEAD_MODELS[architecture]
+        params = named_parameters(build(config, weights[head + "weight"].shape[0]))
     else:
         params = named_parameters(BertModel(config), "bert.")
     as_source = (lambda name: rename(name, OURS, HF)) if hf_source else (lambda name: name)
@@ -227,12 +253,15 @@ def import_hf(hf_dir, output_dir):
     logger = get_logger()
     if heads:
         logger.info("ignored %d masked-LM/next-sentence head tensors (cls.*) of %s", heads, hf_dir)
-    num_labels = weights[CLASSIFIER + "weight"].shape[0] if CLASSIFIER + "weight" in weights else None
-    params, left = _load_into_model(config, weights, num_labels, hf_dir, optional=(POOLER,), hf_source=True)
+    declared = json.loads((hf_dir / "config.json").read_text(encoding="utf-8")).get("architectures") or [None]
+    architecture = _head_architecture(weights, declared[0], hf_dir)
+    num_labels = weights[HEAD_MODELS[architecture][1] + "weight"].shape[0] if architecture in HEAD_MODELS else None
+    params, left = _load_into_model(config, weights, architecture, hf_dir, optional=(POOLER,), hf_source=True)
     if left:
         logger.info("%s has no pooler: the pooler keeps its random initialisation", hf_dir)
     with _atomic_directory(output_dir) as tmp:
-        save_checkpoint(tmp / "model.ckpt", params, {"num_labels": num_labels} if num_labels else None)
+        save_checkpoint(tmp / "model.ckpt", params,
+                        {"num_labels": num_labels, "architecture": architecture} if num_labels else None)
         (tmp / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n", encoding="utf-8")
         shutil.copyfile(hf_dir / "vocab.txt", tmp / "vocab.txt")
     return {"config": config, "num_labels": num_labels, "num_tensors": len(params)}
@@ -243,20 +272,20 @@ def _is_uncased(vocab):
     return not any(token != token.lower() for token in vocab if not (token.startswith("[") and token.endswith("]")))
 
 
-def _hf_config(config, num_labels):
+def _hf_config(config, num_labels, architecture):
     values = {k: v for k, v in config.to_dict().items() if k != "compute_type"}
-    values.update(model_type="bert", position_embedding_type="absolute",
-                  architectures=["BertForSequenceClassification" if num_labels else "BertModel"],
+    values.update(model_type="bert", position_embedding_type="absolute", architectures=[architecture],
                   hidden_act=HF_ACTIVATIONS.get(config.hidden_act, config.hidden_act))
-    if num_labels:
+    if num_labels and architecture != "BertForQuestionAnswering":
         values.update(id2label={str(i): f"LABEL_{i}" for i in range(num_labels)},
                       label2id={f"LABEL_{i}": i for i in range(num_labels)})
     return values
 
 
-def export_hf(checkpoint, config_json, vocab_file, output_dir, num_labels=None):
-    """Our checkpoint -> a Hugging Face directory that transformers' BertModel (no classifier in the
-    checkpoint) or BertForSequenceClassification (with one) loads with no missing or unexpected weights.
+def export_hf(checkpoint, config_json, vocab_file, output_dir, num_labels=None, architecture=None):
+    """Our checkpoint -> a Hugging Face directory that transformers' BertModel (no head in the
+    checkpoint) or the model of its head (BertForSequenceClassification, BertForTokenClassification,
+    BertForQuestionAnswering) loads with no missing or unexpected weights.
 
     Args:
         checkpoint (str or Path): our .ckpt; fit_dense.* and state.* entries are skipped.
@@ -264,6 +293,8 @@ def export_hf(checkpoint, config_json, vocab_file, output_dir, num_labels=None):
         vocab_file (str or Path): the vocabulary the model was trained with.
         output_dir (str or Path): created, or replaced if it holds only a converted model.
         num_labels (int, default None): if given, the checkpoint's classifier must have this many outputs.
+        architecture (str, default None): a HEAD_MODELS key; None takes the checkpoint's `architecture`
+            entry, else the head's names (a `dense_1` classifier is BertForSequenceClassification).
     Returns:
         dict: {"architecture": str, "num_labels": int or None, "num_tensors": int}.
     """
@@ -272,21 +303,24 @@ def export_hf(checkpoint, config_json, vocab_file, output_dir, num_labels=None):
     if len(vocab) > config.vocab_size:
         raise ValueError(f"{vocab_file} has {len(vocab)} tokens but {config_json} only {config.vocab_size} "
                          "embeddings: is it the vocabulary this model was trained with?")
-    tensors, _ = split_metadata(load_checkpoint(checkpoint))
+    tensors, metadata = split_metadata(load_checkpoint(checkpoint))
     weights = {name: value.asnumpy() for name, value in tensors.items() if not name.startswith(SKIPPED_ON_EXPORT)}
-    found_labels = weights[CLASSIFIER + "weight"].shape[0] if CLASSIFIER + "weight" in weights else None
+    architecture = _head_architecture(weights, architecture or metadata.get("architecture"), checkpoint)
+    found_labels = weights[HEAD_MODELS[architecture][1] + "weight"].shape[0] if architecture in HEAD_MODELS else None
     if num_labels is not None and num_labels != found_labels:
         raise ValueError(f"--num_labels {num_labels} but {checkpoint} has "
                          f"{f'a {found_labels}-label classifier' if found_labels else 'no classifier'}")
-    params, _ = _load_into_model(config, weights, found_labels, checkpoint, optional=(), hf_source=False)
+    params, _ = _load_into_model(config, weights, architecture, checkpoint, optional=(), hf_source=False)
     # HF keeps the encoder under `bert.` only when a head sits beside it.
     prefix = "bert." if found_labels else ""
     hf_weights = {}
     for name, param in params.items():
+        if architecture in NO_POOLER and name.startswith(POOLER):
+            continue
         hf_name = rename(name, OURS, HF)
-        hf_weights[hf_name if hf_name.startswith("classifier.") else prefix + hf_name] = \
+        hf_weights[hf_name if hf_name.startswith(("classifier.", "qa_outputs.")) else prefix + hf_name] = \
             np.ascontiguousarray(param.asnumpy(), dtype=np.float32)
-    hf_config = _hf_config(config, found_labels)
+    hf_config = _hf_config(config, found_labels, architecture)
     tokenizer_config = {"tokenizer_class": "BertTokenizer", "do_lower_case": _is_uncased(vocab),
                         "model_max_length": config.max_position_embeddings}
     get_logger().info("tokenizer do_lower_case = %s, judged from the letters in %s",
@@ -312,13 +346,16 @@ def main(argv=None):
     to_hf.add_argument("--vocab_file", required=True)
     to_hf.add_argument("--output_dir", required=True)
     to_hf.add_argument("--num_labels", type=int, default=None, help="check the classifier has this many outputs")
+    to_hf.add_argument("--architecture", choices=list(HEAD_MODELS), default=None,
+                       help="the Hugging Face model to write (default: the checkpoint's, else from its head)")
     args = parser.parse_args(argv)
     if args.command == "import":
         result = import_hf(args.hf_dir, args.output_dir)
         print(f"imported {result['num_tensors']} tensors from {args.hf_dir} into {args.output_dir}"
               f" (num_labels {result['num_labels']})")
     else:
-        result = export_hf(args.checkpoint, args.config, args.vocab_file, args.output_dir, args.num_labels)
+        result = export_hf(args.checkpoint, args.config, args.vocab_file, args.output_dir, args.num_labels,
+                           args.architecture)
         print(f"exported {result['num_tensors']} tensors from {args.checkpoint} into {args.output_dir}"
               f" as {result['architecture']}")
 

@@ -125,9 +125,14 @@ class RecordsWriter:
             dtype for classification labels, a float dtype for regression labels. Default: None.
         num_shards (int): number of output files; rows are spread evenly over them. Default: 1.
         with_example_ids (bool): rows also carry `example_id` (int64). Default: False.
+        extra_columns (dict[str, tuple[numpy dtype, bool]] | None): further integer or float
+            columns, name -> (dtype, per_token): per_token True for one value per position
+            (N, seq_length), as NER's per-token `label_ids`; False for one per row (N,), as QA's
+            answer positions. Default: None.
     """
 
-    def __init__(self, output_path, data_format, seq_length, label_dtype=None, num_shards=1, with_example_ids=False):
+    def __init__(self, output_path, data_format, seq_length, label_dtype=None, num_shards=1, with_example_ids=False,
+                 extra_columns=None):
         if data_format not in FORMATS:
             raise ValueError(f"format {data_format!r} is not one of {', '.join(FORMATS)}")
         if num_shards < 1:
@@ -136,9 +141,18 @@ class RecordsWriter:
         self.final_paths = shard_paths(output_path, data_format, num_shards)
         self.data_format = data_format
         self.seq_length = seq_length
-        self.columns = ID_COLUMNS + ((LABEL_COLUMN,) if label_dtype is not None else ()) + \
-            ((EXAMPLE_ID_COLUMN,) if with_example_ids else ())
-        self.label_is_float = label_dtype is not None and np.issubdtype(label_dtype, np.floating)
+        # The columns after the ids: name -> (dtype, one value per position rather than per row).
+        self.value_columns = {}
+        if label_dtype is not None:
+            self.value_columns[LABEL_COLUMN] = (np.float32 if np.issubdtype(label_dtype, np.floating) else np.int32,
+                                                False)
+        if with_example_ids:
+            self.value_columns[EXAMPLE_ID_COLUMN] = (np.int64, False)
+        for name, (dtype, per_token) in (extra_columns or {}).items():
+            if name in ID_COLUMNS or name in self.value_columns:
+                raise ValueError(f"extra column {name!r} repeats a column the records already have")
+            self.value_columns[name] = (np.float32 if np.issubdtype(dtype, np.floating) else np.int32, per_token)
+        self.columns = ID_COLUMNS + tuple(self.value_columns)
         self.rows = 0
         output_path.parent.mkdir(parents=True, exist_ok=True)
         self._tmp_dir = Path(tempfile.mkdtemp(prefix=".records-", dir=output_path.parent))
@@ -160,22 +174,20 @@ class RecordsWriter:
 
     def _mindrecord_schema(self):
         schema = {name: {"type": "int32", "shape": [-1]} for name in ID_COLUMNS}
-        if LABEL_COLUMN in self.columns:
-            schema[LABEL_COLUMN] = {"type": "float32" if self.label_is_float else "int32"}
-        if EXAMPLE_ID_COLUMN in self.columns:
-            schema[EXAMPLE_ID_COLUMN] = {"type": "int64"}
+        for name, (dtype, per_token) in self.value_columns.items():
+            schema[name] = {"type": np.dtype(dtype).name, **({"shape": [-1]} if per_token else {})}
         return schema
 
     def _tfrecord_schema(self):
         columns = {name: {"type": "int64", "rank": 1, "shape": [self.seq_length]} for name in ID_COLUMNS}
-        if LABEL_COLUMN in self.columns:
-            columns[LABEL_COLUMN] = {"type": "float32" if self.label_is_float else "int64", "rank": 0}
-        if EXAMPLE_ID_COLUMN in self.columns:
-            columns[EXAMPLE_ID_COLUMN] = {"type": "int64", "rank": 0}
+        for name, (dtype, per_token) in self.value_columns.items():
+            columns[name] = {"type": "float32" if dtype == np.float32 else "int64", "rank": int(per_token),
+                             **({"shape": [self.seq_length]} if per_token else {})}
         return json.dumps({"datasetType": "TF", "columns": columns}, indent=2) + "\n"
 
     def write(self, columns):
-        """Appends rows: `columns` maps each column name to an array (N, seq_length), labels and example ids (N,)."""
+        """Appends rows: `columns` maps each column name to an array (N, seq_length), or (N,) for a column with
+        one value per row (labels, example ids)."""
         if set(columns) != set(self.columns):
             raise ValueError(f"records need columns {', '.join(self.columns)}, got {', '.join(columns)}")
         arrays = {name: np.asarray(columns[name], dtype=np.int32) for name in ID_COLUMNS}
@@ -185,15 +197,16 @@ class RecordsWriter:
         count = len(arrays[ID_COLUMNS[0]])
         if count == 0:
             return
-        if LABEL_COLUMN in self.columns:
-            arrays[LABEL_COLUMN] = np.asarray(columns[LABEL_COLUMN],
-                                              dtype=np.float32 if self.label_is_float else np.int64)
-        if EXAMPLE_ID_COLUMN in self.columns:
-            arrays[EXAMPLE_ID_COLUMN] = np.asarray(columns[EXAMPLE_ID_COLUMN], dtype=np.int64)
+        for name, (dtype, per_token) in self.value_columns.items():
+            arrays[name] = np.asarray(columns[name], dtype=dtype)
+            expected = (count, self.seq_length) if per_token else (count,)
+            if arrays[name].shape != expected:
+                raise ValueError(f"column {name} has shape {arrays[name].shape}, expected {expected}")
         if self.data_format == "mindrecord":
             rows = [{name: arrays[name][i] for name in ID_COLUMNS} for i in range(count)]
-            for name in self.columns[len(ID_COLUMNS):]:
-                for row, value in zip(rows, arrays[name].tolist()):  # MindRecord wants Python scalars
+            for name, (_, per_token) in self.value_columns.items():
+                # MindRecord wants Python scalars, and numpy arrays for per-position columns.
+                for row, value in zip(rows, arrays[name] if per_token else arrays[name].tolist()):
                     row[name] = value
             self._writer.write_raw_data(rows)
         else:

@@ -294,3 +294,43 @@ class LogitsOnly(nn.Cell):
 def count_parameters(cell, prefix=""):
     """Number of scalar parameters whose name starts with `prefix`."""
     return int(sum(np.prod(p.shape) for name, p in cell.parameters_and_names() if name.startswith(prefix)))
+
+
+class BertForTokenClassification(nn.Cell):
+    """BertModel + dropout + linear head at every position: NER and other tagging tasks.
+
+    Inputs as BertModel. Returns (logits (B, T, num_labels), hidden_states, attention_scores).
+    The head is `dense_1`, as in the zoo's BertNER checkpoints; the pooler is kept but unused.
+    """
+
+    def __init__(self, config, num_labels, classifier_dropout=None):
+        super().__init__()
+        self.num_labels = num_labels
+        self.bert = BertModel(config)
+        dropout = config.hidden_dropout_prob if classifier_dropout is None else classifier_dropout
+        self.dropout = nn.Dropout(p=dropout)
+        self.dense_1 = _dense(config, config.hidden_size, num_labels)
+
+    def construct(self, input_ids, attention_mask, token_type_ids):
+        sequence_output, _, hidden_states, attention_scores = self.bert(input_ids, attention_mask, token_type_ids)
+        logits = self.dense_1(self.dropout(sequence_output)).astype(ms.float32)  # (B, T, num_labels)
+        return logits, hidden_states, attention_scores
+
+
+class BertForQuestionAnswering(nn.Cell):
+    """BertModel + a linear layer to two scores per position: extractive QA (SQuAD).
+
+    Inputs as BertModel. Returns (start_logits (B, T), end_logits (B, T), hidden_states,
+    attention_scores). The head is `dense1`, as in the zoo's BertSquad checkpoints, with no
+    dropout, as there and in BERT's SQuAD head; the pooler is kept but unused.
+    """
+
+    def __init__(self, config):
+        super().__init__()
+        self.bert = BertModel(config)
+        self.dense1 = _dense(config, config.hidden_size, 2)
+
+    def construct(self, input_ids, attention_mask, token_type_ids):
+        sequence_output, _, hidden_states, attention_scores = self.bert(input_ids, attention_mask, token_type_ids)
+        logits = self.dense1(sequence_output).astype(ms.float32)  # (B, T, 2): start, end
+        return logits[:, :, 0], logits[:, :, 1], hidden_states, attention_scores

@@ -200,7 +200,7 @@ def test_import_names_what_is_wrong(student_config, tmp_path, edit, message):
 @pytest.mark.parametrize("change, message", [
     ({"position_embedding_type": "relative_key"}, "position_embedding_type 'relative_key' is not supported"),
     ({"is_decoder": True}, "is_decoder = true is not supported"),
-    ({"architectures": ["BertForTokenClassification"]}, "architecture BertForTokenClassification is not supported"),
+    ({"architectures": ["BertForMultipleChoice"]}, "architecture BertForMultipleChoice is not supported"),
     ({"model_type": "roberta"}, "model_type 'roberta' is not supported"),
     ({"hidden_act": "silu"}, "hidden_act 'silu' is not one of"),
 ])
