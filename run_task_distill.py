@@ -6,22 +6,19 @@ teacher on the task first).
 
 python run_task_distill.py --config_path=src/task_configs/sst2.yaml --phase=td [--key=value ...]
 """
-from pathlib import Path
-
 from src.cli import run_cli
 from src.config import load_config
-from src.trainer import FINAL_CHECKPOINT, run_phase
+from src.phases import phases_of
+from src.trainer import final_checkpoint, run_phase
 
 
 def main(argv):
     cfg = load_config(argv)
-    if cfg.phase != "td":
-        run_phase(cfg, cfg.phase)
-        return
-    run_phase(cfg, "td1")
-    # Phase 2 starts from phase 1's final checkpoint, named explicitly, not the newest file.
-    phase1 = Path(cfg.output_dir) / "td1" / FINAL_CHECKPOINT.format(model="student")
-    run_phase(load_config([*argv, f"--student.checkpoint={phase1}", "--student.init=checkpoint"]), "td2")
+    previous = ""
+    for name in phases_of(cfg.phase):
+        # A chained phase starts from its predecessor's final checkpoint, named explicitly, not the newest file.
+        run_phase(cfg, name, student_checkpoint=str(final_checkpoint(cfg, previous)) if previous else "")
+        previous = name
 
 
 if __name__ == "__main__":

@@ -1,13 +1,18 @@
-"""Saving and loading checkpoints: atomic writes, rotation, strict loading, one renaming table.
+"""The checkpoint layout, in one place: file names, name prefixes, metadata, atomic writes, loading.
 
 Parameters are stored under their names relative to the model that owns them
 (`bert.bert_encoder.layers.0...`, `dense_1.weight`, `fit_dense.weight`), never under the names
 they get inside a distillation cell, so one checkpoint loads into every place that needs it.
+Checkpoints carry their model: `model_config` (the BertConfig as JSON), `num_labels`,
+`label_names` (JSON list), `task`, `seq_length`, so evaluation, export and Hugging Face export need
+only the file.
 """
+import json
 import os
 import re
 from pathlib import Path
 
+import numpy as np
 import mindspore as ms
 
 # Checkpoints from other MindSpore BERT code, renamed to ours. Applied in order, first match wins
@@ -19,7 +24,21 @@ NAME_RULES = (
     (re.compile(r"^(bert_embedding|bert_encoder|dense\.)"), r"bert.\1"),  # bare BertModel
 )
 
+# Name prefixes. The zoo's BERT names its encoder `bert.` inside a classifier and its head `dense_1.`.
+ENCODER_PREFIX = "bert."
+HEAD_PREFIX = "dense_1."
+SHARED_PROJECTION_PREFIX = "fit_dense."  # TinyBERT's W_h: trained in GD, kept for task phase 1
 STATE_PREFIX = "state."  # optimizer and loss-scale state kept for resuming, not model weights
+
+# File names inside OUTPUT_DIR/PHASE; the teacher phase writes teacher_*.ckpt instead of student_*.
+STEP_CHECKPOINT = "{model}_step_{step}.ckpt"
+FINAL_CHECKPOINT = "{model}_final.ckpt"
+BEST_CHECKPOINT = "{model}_best.ckpt"
+PARTIAL_SUFFIX = ".partial"  # hidden temporary files: ".NAME.partial.ckpt", never a step checkpoint
+
+# Metadata keys stored beside the tensors.
+MODEL_CONFIG, NUM_LABELS, LABEL_NAMES, TASK, SEQ_LENGTH = "model_config", "num_labels", "label_names", "task", \
+    "seq_length"
 
 
 def canonical_name(name):
@@ -33,17 +52,52 @@ def named_parameters(cell, prefix=""):
     return {prefix + name: param for name, param in cell.parameters_and_names()}
 
 
-def save_checkpoint(path, parameters, metadata=None):
-    """Write {name: Parameter or Tensor} to `path` atomically: a temporary file, then a rename.
+def model_metadata(config, num_labels=0, label_names=(), task="", seq_length=0):
+    """The metadata that lets a checkpoint rebuild its model (see `load_model`)."""
+    return {MODEL_CONFIG: json.dumps(config.to_dict()), NUM_LABELS: int(num_labels),
+            LABEL_NAMES: json.dumps(list(label_names)), TASK: task, SEQ_LENGTH: int(seq_length)}
 
-    metadata: dict of str/int/float (step, phase, metric...) stored beside the tensors.
+
+def _partial_files(directory, stem="*"):
+    return list(Path(directory).glob(f".{stem}{PARTIAL_SUFFIX}*"))
+
+
+def remove_partial_files(directory):
+    """Delete temporary files a killed or failed save left in `directory` (ours and MindSpore's)."""
+    for leftover in _partial_files(directory) if Path(directory).is_dir() else []:
+        leftover.unlink()
+
+
+def save_checkpoint(path, parameters, metadata=None):
+    """Write {name: Parameter or Tensor} to `path` atomically: a hidden temporary file, then a rename.
+
+    metadata: dict of str/int/float (step, phase, metric, `model_metadata(...)`) stored beside the tensors.
+    Raises FloatingPointError, writing nothing, when a weight is not finite (a diverged run must not
+    leave a model that looks usable); on any write error (disk full) the temporary file is removed.
     """
     path = Path(path)
+    broken = [name for name, value in parameters.items()
+              if not name.startswith(STATE_PREFIX) and not np.isfinite(value.asnumpy()).all()]
+    if broken:
+        raise FloatingPointError(f"weights became NaN or infinite ({', '.join(broken[:3])}); {path} not "
+                                 "written: lower the learning rate or enable loss scaling")
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.stem + ".tmp.ckpt")  # mindspore appends .ckpt to any other name
+    tmp = path.with_name(f".{path.stem}{PARTIAL_SUFFIX}.ckpt")  # mindspore appends .ckpt to any other name
     entries = [{"name": name, "data": value} for name, value in parameters.items()]
-    ms.save_checkpoint(entries, str(tmp), append_dict=dict(metadata or {}))
-    os.replace(tmp, path)
+    try:
+        ms.save_checkpoint(entries, str(tmp), append_dict=dict(metadata or {}))
+        os.replace(tmp, path)
+    except BaseException:
+        for leftover in _partial_files(path.parent, path.stem):
+            leftover.unlink()
+        raise
+
+
+def step_checkpoints(directory, model="student"):
+    """[(step, path)] of the complete step checkpoints in `directory`, oldest first."""
+    regex = re.compile("^" + re.escape(STEP_CHECKPOINT.format(model=model, step="{step}"))
+                       .replace(r"\{step\}", r"(\d+)") + "$")
+    return sorted((int(m.group(1)), p) for p in Path(directory).glob("*") if (m := regex.match(p.name)))
 
 
 def load_checkpoint(path):
@@ -83,6 +137,10 @@ def assign_parameters(targets, source, what, allow_missing=()):
                   for n, p in targets.items() if n in source and tuple(source[n].shape) != tuple(p.shape)]
     if mismatched:
         raise ValueError(f"{what} does not match the model config: {'; '.join(mismatched[:4])}")
+    broken = [n for n in targets if n in source and not np.isfinite(source[n].asnumpy()).all()]
+    if broken:
+        raise ValueError(f"{what} holds NaN or infinite values in {', '.join(broken[:3])}: it comes from a "
+                         "diverged run; use an earlier checkpoint")
     left = []
     for name, param in targets.items():
         if name in source:
@@ -92,10 +150,31 @@ def assign_parameters(targets, source, what, allow_missing=()):
     return left
 
 
-def rotate_checkpoints(directory, pattern, keep):
-    """Delete all but the `keep` highest-step files matching `pattern` (with a {step} field)."""
-    regex = re.compile("^" + re.escape(pattern).replace(r"\{step\}", r"(\d+)") + "$")
-    found = sorted((int(m.group(1)), p) for p in Path(directory).glob("*")
-                   if (m := regex.match(p.name)))
-    for _, stale in found[:-keep] if keep > 0 else []:
+def rotate_checkpoints(directory, model, keep):
+    """Delete all but the `keep` highest-step checkpoints of `model` in `directory`."""
+    for _, stale in step_checkpoints(directory, model)[:-keep] if keep > 0 else []:
         stale.unlink()
+
+
+def load_model(path, for_inference=True):
+    """(model, metadata) rebuilt from a checkpoint that carries its model config.
+
+    A checkpoint with a task head gives a BertForSequenceClassification, one without a BertModel
+    (general distillation). Raises ValueError for a checkpoint written without `model_config`
+    (before checkpoints carried their model): pass the model config explicitly then.
+    """
+    from src.tinybert_model import BertConfig, BertForSequenceClassification, BertModel
+    tensors, metadata = split_metadata(load_checkpoint(path))
+    if MODEL_CONFIG not in metadata:
+        raise ValueError(f"checkpoint {path} does not record its model config: give the model "
+                         "(--student.model=PRESET_OR_CONFIG_JSON)")
+    config = BertConfig.from_dict(json.loads(metadata[MODEL_CONFIG]))
+    config = config.for_inference() if for_inference else config
+    if HEAD_PREFIX + "weight" in tensors:
+        model = BertForSequenceClassification(config, tensors[HEAD_PREFIX + "weight"].shape[0])
+        assign_parameters(named_parameters(model), tensors, f"checkpoint {path}")
+    else:
+        model = BertModel(config)
+        assign_parameters(named_parameters(model, ENCODER_PREFIX), tensors, f"checkpoint {path}")
+    model.set_train(False)
+    return model, metadata

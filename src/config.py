@@ -17,16 +17,38 @@ TASK_CONFIGS = ROOT / "src" / "task_configs"
 CHOICES = {
     "device_target": ("CPU", "GPU", "Ascend"),
     "compute_type": ("auto", "float32", "float16"),
-    "phase": ("teacher", "td", "td1", "td2", "eval"),
     "data.format": ("mindrecord", "tfrecord"),
     "student.init": ("auto", "random", "checkpoint", "teacher_layers"),
     "export.file_format": ("MINDIR", "ONNX", "AIR"),
     "task.metric": ("accuracy", "f1", "macro_f1", "mcc", "pearson", "spearman"),
 }
+
+
+def _registry_choices():
+    """Keys whose allowed values are the names in a registry: read from the registries themselves."""
+    from src.distill.matches import PRESETS
+    from src.distill.schedules import TEMPERATURE_SCHEDULES, WEIGHT_SCHEDULES
+    from src.phases import CHAINS, PHASES
+    return {"phase": tuple(p for p in PHASES if p != "gd") + tuple(CHAINS),
+            "distill.preset": tuple(PRESETS),
+            "distill.kd_weight_schedule": tuple(WEIGHT_SCHEDULES),
+            "distill.hard_label_weight_schedule": tuple(WEIGHT_SCHEDULES),
+            "distill.temperature_schedule": tuple(TEMPERATURE_SCHEDULES)}
+
+
+def _check_losses(distill):
+    """Loss names are checked against their kind's registry now, not inside graph compilation."""
+    from src.distill.matches import parse_matches
+    from src.losses import get_loss
+    for key, kind in (("attention_loss", "feature"), ("hidden_loss", "feature"),
+                      ("prediction_loss", "prediction"), ("label_loss", "label")):
+        get_loss(kind, distill[key], f"distill.{key}")
+    parse_matches(distill["intermediate_matches"])
 POSITIVE = ("seq_length", "epochs", "batch_size", "learning_rate", "eps", "clip_norm", "temperature",
             "num_labels", "init_value", "factor", "window", "save_steps", "max_num", "log_steps")
 NON_NEGATIVE = ("end_learning_rate", "weight_decay", "warmup_ratio", "max_steps", "every_steps",
-                "attention_weight", "hidden_weight", "hard_label_weight", "power")
+                "attention_weight", "hidden_weight", "hard_label_weight", "power", "kd_weight",
+                "temperature_beta", "temperature_gamma")
 ZERO_MEANS_ANY = ("export.batch_size",)
 # Keys whose value may be a list although the default is a string.
 LIST_OR_STRING = ("distill.layer_mapping",)
@@ -127,15 +149,16 @@ def parse_overrides(argv):
     return config_path, overrides
 
 
-def _validate(values, prefix=""):
+def _validate(values, prefix="", choices=None):
+    choices = choices or {**CHOICES, **_registry_choices()}
     for key, value in values.items():
         name = prefix + key
         if isinstance(value, dict):
             if key not in OPEN_SECTIONS:
-                _validate(value, name + ".")
+                _validate(value, name + ".", choices)
             continue
-        if name in CHOICES and value not in CHOICES[name]:
-            raise ValueError(f"{name}: {value!r} is not one of {', '.join(CHOICES[name])}")
+        if name in choices and value not in choices[name]:
+            raise ValueError(f"{name}: {value!r} is not one of {', '.join(choices[name])}")
         if key in POSITIVE and value <= 0 and not (name in ZERO_MEANS_ANY and value == 0):
             raise ValueError(f"{name}: must be positive, got {value!r}")
         if key in NON_NEGATIVE and value < 0:
@@ -166,6 +189,7 @@ def load_config(argv=(), defaults_path=DEFAULT_CONFIG):
     values = _merge(_merge(_read_yaml(defaults_path), task_values), overrides)
     _apply_task(values["task"], explicit={**task_values.get("task", {}), **overrides.get("task", {})})
     _validate(values)
+    _check_losses(values["distill"])
     if values["compute_type"] == "auto":
         values["compute_type"] = "float32" if values["device_target"] == "CPU" else "float16"
     return Config(values)
@@ -193,8 +217,25 @@ def bert_config(cfg, role):
     return config.replace(compute_type=cfg.compute_type)
 
 
+def config_changes(cfg, defaults_path=DEFAULT_CONFIG):
+    """YAML of the resolved values that differ from the defaults (what this run chose)."""
+    def diff(values, defaults):
+        changed = {}
+        for key, value in values.items():
+            if isinstance(value, dict) and isinstance(defaults.get(key), dict):
+                nested = diff(value, defaults[key])
+                if nested:
+                    changed[key] = nested
+            elif defaults.get(key, object()) != value:
+                changed[key] = value
+        return changed
+    return yaml.safe_dump(diff(cfg.to_dict(), _read_yaml(defaults_path)), sort_keys=False) or "{}\n"
+
+
 def save_config(cfg, path):
     """The resolved config beside the checkpoints, so a run can be repeated exactly."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(repr(cfg), encoding="utf-8")
+    tmp = path.with_name(f".{path.name}.partial")
+    tmp.write_text(repr(cfg), encoding="utf-8")
+    tmp.replace(path)

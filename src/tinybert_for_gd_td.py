@@ -1,200 +1,149 @@
-"""Distillation losses as Cells (general distillation, task phases 1 and 2) and the training cell.
+"""The distillation loss Cell and the loss-scaled training step.
 
-TinyBERT (Jiao et al. 2019) distils in two places:
-  intermediate layers (general distillation and task phase 1): attention scores of mapped layers,
-      and hidden states (embeddings included) projected from student width to teacher width;
-  prediction layer (task phase 2): soft cross-entropy of student against teacher logits.
+One loss Cell serves every phase (TextBrewer's total loss):
+    total = kd_weight * prediction_loss(student logits, teacher logits, temperature)
+          + hard_label_weight * label_loss(student logits, gold labels)
+          + sum over matches of weight_i * feature_loss_i(student feature_i, teacher feature_i)
+A phase switches terms on (src/phases.py): general distillation and TinyBERT's task phase 1 use the
+matches (Jiao et al. 2019: attention and hidden states of mapped layers), phase 2 the prediction
+and label terms, teacher fine-tuning the label term alone.
 """
 import mindspore as ms
 from mindspore import Parameter, Tensor, nn, ops
 from mindspore.common.initializer import TruncatedNormal
 from mindspore.communication import get_group_size
 
+from src.distill.features import RELATIONS, feature_from, feature_source, relation_projection
+from src.distill.matches import SHARED_PROJECTION
+from src.distill.schedules import TEMPERATURE_SCHEDULES
 from src.losses import get_loss
-from src.tinybert_model import BertLayer
 
 
-def layer_mapping(num_student_layers, num_teacher_layers, explicit="uniform"):
-    """Pairs (student_layer, teacher_layer) for the intermediate losses.
-
-    Layer 0 is the embedding output (hidden-state loss only); layer i >= 1 is the output of encoder
-    layer i, whose attention scores are matched too. "uniform" pairs student layer m with teacher
-    layer m * k, k = N_T / N_S, as the paper does; an explicit list gives any other pairing.
-    """
-    if explicit == "uniform":
-        if num_teacher_layers % num_student_layers:
-            raise ValueError(f"distill.layer_mapping: uniform mapping needs the teacher's {num_teacher_layers} "
-                             f"layers to be a multiple of the student's {num_student_layers}; "
-                             "give an explicit list of [student_layer, teacher_layer] pairs instead")
-        k = num_teacher_layers // num_student_layers
-        return [(m, m * k) for m in range(num_student_layers + 1)]
-    if isinstance(explicit, str):
-        raise ValueError(f"distill.layer_mapping: {explicit!r} is neither 'uniform' nor a list of "
-                         "[student_layer, teacher_layer] pairs")
-    pairs = [tuple(pair) for pair in explicit]
-    for pair in pairs:
-        if len(pair) != 2 or not (0 <= pair[0] <= num_student_layers and 0 <= pair[1] <= num_teacher_layers):
-            raise ValueError(f"distill.layer_mapping: pair {list(pair)} must be [student_layer, teacher_layer] "
-                             f"with student_layer in 0..{num_student_layers} and "
-                             f"teacher_layer in 0..{num_teacher_layers} (0 = embeddings)")
-    return pairs
+def make_projection(in_width, out_width, initializer_range):
+    """A learnt linear map from student to teacher width (TinyBERT's W_h, TextBrewer's proj)."""
+    return nn.Dense(in_width, out_width, weight_init=TruncatedNormal(initializer_range))
 
 
-def make_fit_dense(student_config, teacher_config):
-    """Projection from student to teacher width, trained in GD and kept for task phase 1."""
-    return nn.Dense(student_config.hidden_size, teacher_config.hidden_size,
-                    weight_init=TruncatedNormal(student_config.initializer_range))
+def projection_names(matches):
+    """Checkpoint name of each match's projection: fit_dense (shared), proj_<i> (own), or None."""
+    return tuple(match.proj if match.proj in (None, SHARED_PROJECTION) else f"proj_{i}"
+                 for i, match in enumerate(matches))
 
 
-def freeze(teacher):
-    """The teacher is never trained: no gradients, and built without dropout (config.for_inference)."""
-    for param in teacher.get_parameters():
-        param.requires_grad = False
-    teacher.set_train(False)
-    return teacher
+def make_projections(matches, student_config, teacher_config):
+    """{name: Dense} of the projections the matches use, in first-use order."""
+    projections = {}
+    for match, name in zip(matches, projection_names(matches)):
+        if name is not None and name not in projections:
+            projections[name] = make_projection(student_config.hidden_size, teacher_config.hidden_size,
+                                                student_config.initializer_range)
+    return projections
 
 
-class _TeacherEmbeddings(nn.Cell):
-    def __init__(self, bert):
-        super().__init__(auto_prefix=False)
-        self.bert = bert
+class _FeatureLoss(nn.Cell):
+    """weight x loss(student feature, teacher feature, attention_mask) for one match."""
 
-    def construct(self, input_ids, input_mask, segment_ids):
-        return self.bert.embed(input_ids, input_mask, segment_ids)
-
-
-class _TeacherHead(nn.Cell):
-    """Pooler and classifier: sequence output -> logits."""
-
-    def __init__(self, classifier):
-        super().__init__(auto_prefix=False)
-        self.classifier = classifier
-
-    def construct(self, sequence_output):
-        return self.classifier.classify(self.classifier.bert.pool(sequence_output))
-
-
-class TeacherOutputs:
-    """The frozen teacher, run before each training step through one compiled layer graph.
-
-    On the CPU backend a graph keeps its own memory for every intermediate tensor, and transposes
-    stop that memory being reused within the graph (measured: BERT-base forward at batch 32,
-    seq 128 holds 3.4 GB as one graph). So the teacher runs layer by layer through a single
-    `BertLayer` graph into which each layer's weights are copied in turn: one layer's activations
-    at a time (0.6 GB measured), identical outputs, and nothing kept for the student's backward.
-    Returns only what the loss compares: the mapped hidden states and attention scores, or, with
-    no layers named, the classifier's logits.
-    """
-
-    def __init__(self, teacher, hidden_layers=(), attention_layers=()):
-        bert = teacher.bert if hasattr(teacher, "classify") else teacher
-        self.hidden_layers = tuple(hidden_layers)
-        self.attention_layers = tuple(attention_layers)
-        self.embeddings = _TeacherEmbeddings(bert)
-        self.layer_graph = BertLayer(bert.config)
-        self.layer_graph_params = list(self.layer_graph.get_parameters())
-        layers = list(bert.bert_encoder.layers)
-        if self.hidden_layers or self.attention_layers:
-            layers = layers[:max(self.hidden_layers + self.attention_layers)]
-        self.layer_params = [list(layer.get_parameters()) for layer in layers]
-        self.head = None if self.hidden_layers or self.attention_layers else _TeacherHead(teacher)
-        for cell in (self.embeddings, self.layer_graph, self.head):
-            if cell is not None:
-                cell.set_train(False)
-
-    def __call__(self, input_ids, input_mask, segment_ids):
-        hidden, mask_bias = self.embeddings(input_ids, input_mask, segment_ids)
-        kept_hidden, kept_scores = {0: hidden}, {}
-        for number, params in enumerate(self.layer_params, start=1):
-            for target, source in zip(self.layer_graph_params, params):
-                target.set_data(source.data)
-            hidden, scores = self.layer_graph(hidden, mask_bias)
-            if number in self.hidden_layers:
-                kept_hidden[number] = hidden
-            if number in self.attention_layers:
-                kept_scores[number] = scores
-        if self.head is not None:
-            return self.head(hidden)
-        # mutable: a tuple of tensors passed to a graph is otherwise a constant, recompiled each step
-        return ms.mutable((tuple(kept_hidden[t] for t in self.hidden_layers),
-                           tuple(kept_scores[t] for t in self.attention_layers)))
-
-
-class IntermediateDistillationLoss(nn.Cell):
-    """Attention-score and hidden-state losses between mapped layers (GD and task phase 1).
-
-    student, teacher: BertModel instances (for task distillation, the classifiers' `.bert`).
-    Inputs: the teacher's outputs (from `self.teacher_outputs`), then input_ids, input_mask,
-    segment_ids (B, T); further columns (labels) are ignored.
-    """
-
-    def __init__(self, student, teacher, fit_dense, distill_config):
+    def __init__(self, match):
         super().__init__()
-        s_config, t_config = student.config, teacher.config
-        self.student = student
-        self.fit_dense = fit_dense
-        pairs = layer_mapping(s_config.num_hidden_layers, t_config.num_hidden_layers,
-                              distill_config.layer_mapping)
-        self.hidden_pairs = tuple(pairs)
-        self.attention_pairs = tuple((s, t) for s, t in pairs if s > 0 and t > 0)
-        if self.attention_pairs and s_config.num_attention_heads != t_config.num_attention_heads:
-            raise ValueError(f"attention-score distillation needs equal head counts: student has "
-                             f"{s_config.num_attention_heads}, teacher {t_config.num_attention_heads}; "
-                             "set distill.attention_weight=0 or change the student config")
-        self.teacher_outputs = TeacherOutputs(teacher, [t for _, t in self.hidden_pairs],
-                                              [t for _, t in self.attention_pairs])
-        self.attention_loss = get_loss(distill_config.attention_loss, "distill.attention_loss")
-        self.hidden_loss = get_loss(distill_config.hidden_loss, "distill.hidden_loss")
-        self.attention_weight = distill_config.attention_weight
-        self.hidden_weight = distill_config.hidden_weight
+        self.loss = get_loss("feature", match.loss, "match loss")
+        self.weight = match.weight
 
-    def construct(self, teacher_outputs, input_ids, input_mask, segment_ids, *unused):
-        teacher_hidden, teacher_scores = teacher_outputs
-        _, _, student_hidden, student_scores = self.student(input_ids, input_mask, segment_ids)
-        attention_loss = 0.0
-        for i, (s, _) in enumerate(self.attention_pairs):
-            attention_loss += self.attention_loss(student_scores[s - 1], teacher_scores[i], input_mask)
-        hidden_loss = 0.0
-        for i, (s, _) in enumerate(self.hidden_pairs):
-            hidden_loss += self.hidden_loss(self.fit_dense(student_hidden[s]), teacher_hidden[i], input_mask)
-        return self.attention_weight * attention_loss + self.hidden_weight * hidden_loss
+    def construct(self, student_feature, teacher_feature, attention_mask):
+        return self.weight * self.loss(student_feature, teacher_feature, attention_mask)
 
 
-class PredictionDistillationLoss(nn.Cell):
-    """Task phase 2: soft loss on logits at a temperature, plus an optional hard-label term.
+class DistillationLoss(nn.Cell):
+    """The total distillation loss of one phase, and its components.
 
-    student, teacher: BertForSequenceClassification.
-    Inputs: the teacher's logits (from `self.teacher_outputs`), input_ids, input_mask, segment_ids, label_ids.
+    Args:
+        student (nn.Cell): BertModel (no task head) or a model whose outputs are (logits,
+            hidden_states, attention_scores).
+        terms (tuple[str]): which of "matches", "prediction", "label" the phase uses.
+        distill: the `distill` config section (prediction_loss, label_loss, temperature schedule).
+        matches (tuple[Match]): intermediate matches (used when "matches" is in terms).
+        projections (dict[str, nn.Dense]): from `make_projections(matches, ...)`.
+        regression (bool): one output, MSE losses instead of the classification ones.
+
+    Inputs: teacher_outputs (tuple: a teacher feature per match, then the teacher's logits when
+    "prediction" is in terms), schedule (Tensor (3,): kd_weight, hard_label_weight, temperature in
+    force), input_ids, attention_mask, token_type_ids (B, T), then label_ids and any further columns.
+    Returns (total loss, components): components (n_matches + 2,) holds each weighted match loss,
+    then the weighted prediction and label terms (0 where a term is off).
     """
 
-    def __init__(self, student, teacher, distill_config, regression=False):
+    def __init__(self, student, terms, distill, matches=(), projections=None, regression=False):
         super().__init__()
         self.student = student
-        self.teacher_outputs = TeacherOutputs(teacher)
-        self.soft_loss = get_loss("logits_mse" if regression else distill_config.prediction_loss,
-                                  "distill.prediction_loss")
-        self.hard_loss = get_loss("hard_mse" if regression else "hard_cross_entropy", "distill.hard_label_weight")
-        self.temperature = distill_config.temperature
-        self.hard_label_weight = distill_config.hard_label_weight
+        self.has_head = hasattr(student, "classify")
+        encoder = student.bert if self.has_head else student
+        self.use_matches = "matches" in terms and len(matches) > 0
+        self.use_prediction = "prediction" in terms
+        self.use_label = "label" in terms
+        projections = projections or {}
+        names = list(projections)
+        self.projections = nn.CellList(list(projections.values()))
+        self.num_matches = len(matches) if self.use_matches else 0
+        # Per match, constants the graph unrolls over: feature, its source in each student layer,
+        # the projection's index (-1: none), relation heads.
+        self.match_plan = tuple(
+            (m.feature, tuple(feature_source(m.feature, layer) for layer in m.layer_S),
+             names.index(name) if name is not None else -1,
+             m.relation_heads or encoder.config.num_attention_heads)
+            for m, name in zip(matches, projection_names(matches)))[:self.num_matches]
+        self.relation_projections = nn.CellList([
+            relation_projection(encoder, m.feature, layer) if m.feature in RELATIONS else nn.Identity()
+            for m in matches[:self.num_matches] for layer in m.layer_S])
+        self.feature_losses = nn.CellList([_FeatureLoss(m) for m in matches[:self.num_matches]])
+        prediction = "logits_mse" if regression else distill.prediction_loss
+        self.prediction_loss = get_loss("prediction", prediction, "distill.prediction_loss")
+        self.label_loss = get_loss("label", "mse" if regression else distill.label_loss, "distill.label_loss")
+        self.temperature = TEMPERATURE_SCHEDULES[distill.temperature_schedule]
+        self.temperature_beta, self.temperature_gamma = distill.temperature_beta, distill.temperature_gamma
+        self.temperature_squared = distill.temperature_squared
 
-    def construct(self, teacher_logits, input_ids, input_mask, segment_ids, label_ids):
-        student_logits = self.student(input_ids, input_mask, segment_ids)[0]
-        loss = self.soft_loss(student_logits, teacher_logits, self.temperature)
-        if self.hard_label_weight > 0:
-            loss += self.hard_label_weight * self.hard_loss(student_logits, label_ids)
-        return loss
+    def _student_feature(self, plan, slot, hidden_states, attention_scores, mask_bias, layer_index):
+        feature, sources, projection, heads = plan
+        kind, index = sources[slot]
+        source = hidden_states[index] if kind == "hidden" else attention_scores[index]
+        value = feature_from(feature, source, mask_bias, self.relation_projections[layer_index], heads)
+        if projection >= 0:
+            value = self.projections[projection](value)
+        return value
 
-
-class SupervisedLoss(nn.Cell):
-    """Plain fine-tuning on gold labels: how the task teacher is trained before distillation."""
-
-    def __init__(self, model, regression=False):
-        super().__init__()
-        self.model = model
-        self.loss = get_loss("hard_mse" if regression else "hard_cross_entropy", "task")
-
-    def construct(self, input_ids, input_mask, segment_ids, label_ids):
-        return self.loss(self.model(input_ids, input_mask, segment_ids)[0], label_ids)
+    def construct(self, teacher_outputs, schedule, input_ids, attention_mask, token_type_ids, *columns):
+        outputs = self.student(input_ids, attention_mask, token_type_ids)
+        if self.has_head:
+            logits, hidden_states, attention_scores = outputs[0], outputs[1], outputs[2]
+        else:
+            logits, hidden_states, attention_scores = None, outputs[2], outputs[3]
+        mask_bias = (1.0 - attention_mask.astype(ms.float32)).reshape(attention_mask.shape[0], 1, 1, -1) * -10000.0
+        components = ()
+        layer_index = 0
+        for i in range(self.num_matches):
+            plan = self.match_plan[i]
+            if len(plan[1]) == 1:
+                student_feature = self._student_feature(plan, 0, hidden_states, attention_scores, mask_bias,
+                                                        layer_index)
+            else:
+                student_feature = (
+                    self._student_feature(plan, 0, hidden_states, attention_scores, mask_bias, layer_index),
+                    self._student_feature(plan, 1, hidden_states, attention_scores, mask_bias, layer_index + 1))
+            layer_index += len(plan[1])
+            components += (self.feature_losses[i](student_feature, teacher_outputs[i], attention_mask),)
+        zero = ops.zeros((), ms.float32)
+        prediction, label = zero, zero
+        if self.use_prediction:
+            teacher_logits = teacher_outputs[-1]
+            temperature = self.temperature(logits, teacher_logits, schedule[2], self.temperature_beta,
+                                           self.temperature_gamma)
+            prediction = self.prediction_loss(logits, teacher_logits, temperature, ops.ones_like(logits[..., 0]))
+            if self.temperature_squared:
+                prediction = prediction * ops.square(temperature).mean()
+            prediction = schedule[0] * prediction
+        if self.use_label:
+            label = schedule[1] * self.label_loss(logits, columns[0])
+        components = ops.stack(components + (prediction, label))
+        return components.sum(), components
 
 
 class BertTrainWithLossScaleCell(nn.Cell):
@@ -203,7 +152,7 @@ class BertTrainWithLossScaleCell(nn.Cell):
     MindSpore's TrainOneStepWithLossScaleCell reads NPU float-status registers and fails on CPU;
     this cell detects overflow with isfinite on the unscaled gradients, which every backend has.
     On overflow the step is skipped and the scale update cell lowers the scale.
-    Returns (loss, overflow, loss scale used for this step).
+    Inputs: those of the loss Cell. Returns (loss, components, overflow, loss scale used).
     """
 
     def __init__(self, network, optimizer, scale_update_cell, clip_norm):
@@ -223,9 +172,10 @@ class BertTrainWithLossScaleCell(nn.Cell):
             self.all_reduce = ops.AllReduce()
 
     def construct(self, *inputs):
-        loss = self.network(*inputs)
+        loss, components = self.network(*inputs)
         scale = self.loss_scale * 1.0  # a copy: the update below must not change what we return
-        grads = self.grad(self.network, self.weights)(*inputs, ops.fill(loss.dtype, loss.shape, scale))
+        sens = (ops.fill(loss.dtype, loss.shape, scale), ops.zeros_like(components))
+        grads = self.grad(self.network, self.weights)(*inputs, sens)
         if self.distributed:
             grads = self.grad_reducer(grads)
         grads = tuple(g / scale for g in grads)
@@ -237,7 +187,7 @@ class BertTrainWithLossScaleCell(nn.Cell):
         if not overflow:
             grads = ops.clip_by_global_norm(grads, self.clip_norm)
             loss = ops.depend(loss, self.optimizer(grads))
-        return loss, overflow, scale
+        return loss, components, overflow, scale
 
 
 def make_scale_update_cell(loss_scale_config):

@@ -1,0 +1,187 @@
+"""Teacher sources: what the training step is given as the teacher's side of every loss.
+
+A source is called with the batch's columns and returns a tuple of tensors, one teacher feature per
+intermediate match (a pair for pair losses), then the logits when the phase has a prediction loss.
+  LiveTeacher    runs the frozen teacher on the batch.
+  no_teacher     a placeholder, for supervised fine-tuning.
+  CachedTeacher  looks the logits up by the batch's example_id in a file computed once
+                 (`teacher_logits_cache`): a logits-only phase then runs no teacher at all.
+"""
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import mindspore as ms
+from mindspore import nn
+
+from src.distill.features import RELATIONS, feature_from, feature_source, relation_projection
+from src.tinybert_model import BertLayer
+
+
+def freeze(model):
+    """The teacher is never trained: no gradients, and built without dropout (config.for_inference)."""
+    for param in model.get_parameters():
+        param.requires_grad = False
+    model.set_train(False)
+    return model
+
+
+class _Embeddings(nn.Cell):
+    def __init__(self, bert):
+        super().__init__(auto_prefix=False)
+        self.bert = bert
+
+    def construct(self, input_ids, attention_mask, token_type_ids):
+        return self.bert.embed(input_ids, attention_mask, token_type_ids)
+
+
+class _Head(nn.Cell):
+    """Pooler and classifier: sequence output -> logits."""
+
+    def __init__(self, classifier):
+        super().__init__(auto_prefix=False)
+        self.classifier = classifier
+
+    def construct(self, sequence_output):
+        return self.classifier.classify(self.classifier.bert.pool(sequence_output))
+
+
+class _Feature(nn.Cell):
+    """One teacher feature from its source tensor (attention probabilities, [CLS], a relation)."""
+
+    def __init__(self, feature, projection, heads):
+        super().__init__(auto_prefix=False)
+        self.feature, self.projection, self.heads = feature, projection, heads
+
+    def construct(self, source, mask_bias):
+        return feature_from(self.feature, source, mask_bias, self.projection, self.heads)
+
+
+class LiveTeacher:
+    """The frozen teacher, run before each training step through one compiled layer graph.
+
+    On the CPU backend a graph keeps its own memory for every intermediate tensor, and transposes
+    stop that memory being reused within the graph (measured: BERT-base forward at batch 32,
+    seq 128 holds 3.4 GB as one graph). So the teacher runs layer by layer through a single
+    `BertLayer` graph into which each layer's weights are copied in turn: one layer's activations
+    at a time (0.6 GB measured), identical outputs, and nothing kept for the student's backward.
+
+    Args:
+        teacher: BertModel, or a classifier with `.bert` and `.classify` (needed for logits).
+        matches (tuple[Match]): the intermediate matches whose teacher features to return.
+        with_logits (bool): also return the classifier's logits, last.
+    """
+
+    def __init__(self, teacher, matches=(), with_logits=False):
+        bert = teacher.bert if hasattr(teacher, "classify") else teacher
+        self.matches = tuple(matches)
+        self.num_heads = bert.config.num_attention_heads
+        self.embeddings = _Embeddings(bert)
+        self.layer_graph = BertLayer(bert.config)
+        self.layer_graph_params = list(self.layer_graph.get_parameters())
+        self.head = _Head(teacher) if with_logits else None
+        self.sources = {feature_source(m.feature, layer) for m in self.matches for layer in m.layer_T}
+        last = bert.config.num_hidden_layers if with_logits else max(
+            [index + (kind == "scores") for kind, index in self.sources] or [0])
+        self.layer_params = [list(layer.get_parameters()) for layer in list(bert.bert_encoder.layers)[:last]]
+        self.feature_cells = {}
+        for match in self.matches:
+            for layer in match.layer_T:
+                if match.feature in ("cls", "attention_probs") or match.feature in RELATIONS:
+                    projection = relation_projection(bert, match.feature, layer) if match.feature in RELATIONS \
+                        else None
+                    heads = match.relation_heads or self.num_heads
+                    self.feature_cells[(match.feature, layer, heads)] = _Feature(match.feature, projection, heads)
+        for cell in (self.embeddings, self.layer_graph, self.head, *self.feature_cells.values()):
+            if cell is not None:
+                cell.set_train(False)
+
+    def _feature(self, match, layer, kept, mask_bias):
+        source = kept[feature_source(match.feature, layer)]
+        cell = self.feature_cells.get((match.feature, layer, match.relation_heads or self.num_heads))
+        return source if cell is None else cell(source, mask_bias)
+
+    def __call__(self, input_ids, attention_mask, token_type_ids, *unused):
+        hidden, mask_bias = self.embeddings(input_ids, attention_mask, token_type_ids)
+        kept = {("hidden", 0): hidden}
+        for number, params in enumerate(self.layer_params, start=1):
+            for target, source in zip(self.layer_graph_params, params):
+                target.set_data(source.data)
+            hidden, scores = self.layer_graph(hidden, mask_bias)
+            for key, value in ((("hidden", number), hidden), (("scores", number - 1), scores)):
+                if key in self.sources:
+                    kept[key] = value
+        outputs = []
+        for match in self.matches:
+            features = tuple(self._feature(match, layer, kept, mask_bias) for layer in match.layer_T)
+            outputs.append(features[0] if len(features) == 1 else features)
+        if self.head is not None:
+            outputs.append(self.head(hidden))
+        # mutable: a tuple of tensors passed to a graph is otherwise a constant, recompiled each step
+        return ms.mutable(tuple(outputs))
+
+
+def no_teacher(*columns):
+    """The source of a phase without a teacher (fine-tuning): an unused placeholder tensor."""
+    return ms.mutable((ms.Tensor(0.0, ms.float32),))
+
+
+class CachedTeacher:
+    """The teacher's logits looked up by example id: (N, C) float32 array, row i for example i."""
+
+    def __init__(self, logits):
+        self.logits = logits
+
+    def __call__(self, input_ids, attention_mask, token_type_ids, *columns):
+        example_id = columns[-1].asnumpy()
+        return ms.mutable((ms.Tensor(self.logits[example_id]),))
+
+
+def _file_digest(paths):
+    digest = hashlib.sha256()
+    for path in paths:
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def cache_key(teacher_checkpoint, record_files, model_config):
+    """Identity of a logits cache: the teacher's weights, the training records and the teacher shape."""
+    return hashlib.sha256(json.dumps({
+        "teacher": _file_digest([teacher_checkpoint]), "records": _file_digest(record_files),
+        "model": model_config}, sort_keys=True).encode()).hexdigest()
+
+
+def load_or_build_cache(cache_dir, key, batches, teacher, logger):
+    """Logits of `teacher` for every example of `batches`, from `cache_dir` if a cache with `key` is
+    there, else computed now and written there (atomically).
+
+    batches: iterable of (input_ids, attention_mask, token_type_ids, ..., example_id) tensors.
+    A cache in the folder with another key (other teacher weights or records) is reported as stale
+    and not used.
+    """
+    cache_dir = Path(cache_dir)
+    path = cache_dir / f"teacher_logits_{key[:24]}.npy"
+    if path.is_file():
+        logger.info("teacher logits from cache %s", path)
+        return np.load(path)
+    stale = sorted(p.name for p in cache_dir.glob("teacher_logits_*.npy")) if cache_dir.is_dir() else []
+    if stale:
+        logger.info("teacher logits cache %s is stale (teacher or records changed): not used", ", ".join(stale))
+    source = LiveTeacher(teacher, with_logits=True)
+    rows = {}
+    for batch in batches:
+        logits = source(*batch[:3])[-1].asnumpy()
+        for example_id, row in zip(batch[-1].asnumpy(), logits):
+            rows[int(example_id)] = row
+    if sorted(rows) != list(range(len(rows))):
+        raise ValueError("example_id values of the training records are not 0..N-1: convert the data again")
+    logits = np.stack([rows[i] for i in range(len(rows))]).astype(np.float32)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.stem + ".tmp.npy")
+    np.save(tmp, logits)
+    tmp.replace(path)
+    logger.info("teacher logits of %d examples cached in %s", len(logits), path)
+    return logits

@@ -1,0 +1,179 @@
+"""The phase table: one entry per phase saying what it builds, reads, trains and starts from.
+
+  gd       general distillation: bare student encoder vs the pretrained teacher, intermediate matches
+  td1      task distillation phase 1: student classifier vs the task teacher, intermediate matches
+  td2      task distillation phase 2: prediction (soft targets) and label terms; evaluates
+  teacher  supervised fine-tuning of the teacher on the task; evaluates
+  eval     a student checkpoint on the dev set
+`--phase=td` runs the chain td1 -> td2; each phase of a chain starts from its predecessor's final
+checkpoint. A new phase (pruning, say) is one more entry and, if it builds something new, one more
+branch in `build_models`.
+"""
+import dataclasses
+
+from src.checkpoint import (ENCODER_PREFIX, HEAD_PREFIX, assign_parameters, load_checkpoint, model_metadata,
+                            named_parameters, split_metadata)
+from src.config import bert_config
+from src.distill.matches import resolve_matches
+from src.distill.teacher import LiveTeacher, freeze, no_teacher
+from src.student_init import copy_teacher_layers
+from src.tinybert_for_gd_td import DistillationLoss, make_projections
+from src.tinybert_model import BertForSequenceClassification, BertModel
+
+
+@dataclasses.dataclass(frozen=True)
+class Phase:
+    """One row of the phase table.
+
+    name: output folder and log name; optimizer: config block of its training settings ("" = no
+    training); trains: "student" or "teacher" ("" = nothing); head: the trained model has a task
+    head (False: the bare encoder of general distillation); labels: reads label_ids; terms: loss
+    terms of `DistillationLoss`; teacher: loads a frozen teacher; evaluates: runs the dev set and
+    keeps the best checkpoint.
+    """
+    name: str
+    optimizer: str
+    trains: str
+    head: bool
+    labels: bool
+    terms: tuple
+    teacher: bool
+    evaluates: bool
+
+
+PHASES = {phase.name: phase for phase in (
+    Phase("gd", "gd", "student", head=False, labels=False, terms=("matches",), teacher=True, evaluates=False),
+    Phase("td1", "td1", "student", head=True, labels=False, terms=("matches",), teacher=True, evaluates=False),
+    Phase("td2", "td2", "student", head=True, labels=True, terms=("prediction", "label"), teacher=True,
+          evaluates=True),
+    Phase("teacher", "teacher_finetune", "teacher", head=True, labels=True, terms=("label",), teacher=False,
+          evaluates=True),
+    Phase("eval", "", "", head=True, labels=True, terms=(), teacher=False, evaluates=True),
+)}
+CHAINS = {"td": ("td1", "td2")}
+
+
+def phases_of(name):
+    """The phases `--phase=name` runs, in order."""
+    return CHAINS.get(name, (name,))
+
+
+class Models:
+    """What one phase built.
+
+    trained: the model trained or evaluated; name: what its checkpoint files are called after
+    ("student" or "teacher"); prefix: checkpoint name prefix of its parameters; loss: the
+    DistillationLoss (None for eval); teacher: the frozen teacher model, if the phase has one;
+    teacher_source: LiveTeacher on it; projections: {name: Dense} saved with the student;
+    metadata: what the checkpoints record about the model.
+    """
+
+    def __init__(self, trained, name, prefix, metadata, loss=None, teacher=None, teacher_source=None,
+                 projections=None, matches=()):
+        self.trained, self.name, self.prefix, self.metadata = trained, name, prefix, metadata
+        self.loss, self.teacher, self.teacher_source = loss, teacher, teacher_source
+        self.projections, self.matches = projections or {}, matches
+
+    def weights(self):
+        saved = named_parameters(self.trained, self.prefix)
+        for name, projection in self.projections.items():
+            saved.update(named_parameters(projection, f"{name}."))
+        return saved
+
+
+def _load_into(cell, path, what, prefix="", allow_missing=()):
+    tensors, _ = split_metadata(load_checkpoint(path))
+    left = assign_parameters(named_parameters(cell, prefix), tensors, f"{what} {path}", allow_missing)
+    return tensors, left
+
+
+def _require(value, key, what):
+    if not value:
+        raise ValueError(f"{key} is empty: give the path of {what} (--{key}=PATH)")
+
+
+def _init_student(cfg, student, prefix, checkpoint, teacher, logger, chained):
+    """Random, from a checkpoint (GD or phase-1 output), or from chosen teacher layers; returns the
+    checkpoint's tensors (projections are restored from them) or {}. A chained phase always starts
+    from its predecessor's checkpoint."""
+    init_mode = "checkpoint" if chained else cfg.student.init
+    if init_mode == "auto":
+        init_mode = "checkpoint" if checkpoint else "random"
+    if init_mode == "checkpoint":
+        _require(checkpoint, "student.checkpoint", "the student's initial weights")
+        tensors, left = _load_into(student, checkpoint, "student checkpoint", prefix, allow_missing=(HEAD_PREFIX,))
+        logger.info("student initialised from %s%s", checkpoint,
+                    f" (left as initialised: {', '.join(left)})" if left else "")
+        return tensors
+    if init_mode == "teacher_layers":
+        encoder = student.bert if hasattr(student, "bert") else student
+        chosen = copy_teacher_layers(encoder, teacher.bert if hasattr(teacher, "bert") else teacher,
+                                     cfg.student.teacher_layers)
+        logger.info("student initialised from teacher layers %s", chosen)
+        return {}
+    logger.info("student initialised at random")
+    return {}
+
+
+def task_label_names(cfg):
+    """Label names of the configured task: the GLUE task's, or class indices."""
+    from src.glue_to_records import TASKS  # the converters own the task table
+    spec = TASKS.get(cfg.task.name)
+    if spec is not None and spec.labels:
+        return [str(label) for label in spec.labels]
+    return [] if cfg.task.num_labels == 1 else [str(i) for i in range(cfg.task.num_labels)]
+
+
+def build_models(cfg, phase, logger, student_checkpoint=""):
+    """The models and loss of `phase`, with checkpoints loaded and shapes checked.
+
+    student_checkpoint: initial student weights when the phase runs in a chain (overrides
+    student.checkpoint). Raises ValueError / FileNotFoundError for missing or mismatched inputs.
+    """
+    num_labels = cfg.task.num_labels
+    regression = num_labels == 1
+    labels = task_label_names(cfg)
+    if phase.trains == "teacher":
+        teacher = BertForSequenceClassification(bert_config(cfg, "teacher"), num_labels)
+        if cfg.teacher.checkpoint:
+            _load_into(teacher, cfg.teacher.checkpoint, "teacher checkpoint", allow_missing=(HEAD_PREFIX,))
+        metadata = model_metadata(teacher.bert.config, num_labels, labels, cfg.task.name, cfg.seq_length)
+        loss = DistillationLoss(teacher, phase.terms, cfg.distill, regression=regression)
+        return Models(teacher, "teacher", "", metadata, loss=loss, teacher_source=no_teacher)
+
+    s_config = bert_config(cfg, "student")
+    checkpoint = student_checkpoint or cfg.student.checkpoint
+    if not phase.trains:  # evaluation
+        _require(checkpoint, "student.checkpoint", "the student to evaluate")
+        student = BertForSequenceClassification(s_config.for_inference(), num_labels)
+        _load_into(student, checkpoint, "student checkpoint")
+        return Models(student, "student", "", model_metadata(s_config, num_labels, labels, cfg.task.name,
+                                                               cfg.seq_length))
+
+    t_config = bert_config(cfg, "teacher").for_inference()
+    if phase.head:
+        teacher = freeze(BertForSequenceClassification(t_config, num_labels))
+        _require(cfg.teacher.checkpoint, "teacher.checkpoint", "the task-fine-tuned teacher")
+        needs_head = "prediction" in phase.terms
+        _load_into(teacher, cfg.teacher.checkpoint, "teacher checkpoint",
+                   allow_missing=() if needs_head else (HEAD_PREFIX,))
+        student, prefix = BertForSequenceClassification(s_config, num_labels), ""
+    else:
+        teacher = freeze(BertModel(t_config))
+        _require(cfg.teacher.checkpoint, "teacher.checkpoint", "the pretrained teacher")
+        _load_into(teacher, cfg.teacher.checkpoint, "teacher checkpoint", ENCODER_PREFIX)
+        student, prefix = BertModel(s_config), ENCODER_PREFIX
+    tensors = _init_student(cfg, student, prefix, checkpoint, teacher, logger, bool(student_checkpoint))
+    matches = resolve_matches(cfg.distill, s_config, t_config) if "matches" in phase.terms else ()
+    projections = make_projections(matches, s_config, t_config)
+    for name, projection in projections.items():
+        # GD's fit_dense carries into task phase 1 (the zoo discards it and starts from scratch)
+        if f"{name}.weight" in tensors:
+            assign_parameters(named_parameters(projection, f"{name}."), tensors, f"{name} in {checkpoint}")
+            logger.info("projection %s restored from %s", name, checkpoint)
+    loss = DistillationLoss(student, phase.terms, cfg.distill, matches, projections, regression)
+    source = LiveTeacher(teacher, matches, with_logits="prediction" in phase.terms)
+    metadata = model_metadata(s_config, num_labels if phase.head else 0, labels if phase.head else [],
+                              cfg.task.name if phase.head else "", cfg.seq_length)
+    return Models(student, "student", prefix, metadata, loss=loss, teacher=teacher, teacher_source=source,
+                  projections=projections, matches=matches)
