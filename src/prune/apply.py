@@ -1,0 +1,172 @@
+"""Masks into a BERT model, baked weights out of it, and the same masks read from a checkpoint.
+
+Only the six dense layers of each encoder layer are pruned; the embeddings, pooler and classifier
+stay dense, as in Movement Pruning (Sanh et al. 2020). A model is masked after its dense weights
+are loaded (the masks reuse its Parameters), and a masked checkpoint loads into a masked model.
+"""
+import re
+
+import numpy as np
+import mindspore as ms
+from mindspore import Parameter, Tensor
+
+from src.checkpoint import named_parameters
+from src.prune.masks import MaskedDense, MaskRegularization, compute_masks
+from src.tinybert_model import BertForSequenceClassification, BertModel
+
+# The pruned layers, as attribute paths from a BertLayer (the zoo's names), and their short names.
+MASKED_LAYERS = (("query", "attention.attention.query_layer"), ("key", "attention.attention.key_layer"),
+                 ("value", "attention.attention.value_layer"), ("attention_output", "attention.output.dense"),
+                 ("intermediate", "intermediate"), ("output", "output.dense"))
+SCORES, THRESHOLD = "mask_scores", "pruning_threshold"
+_MASKED_NAME = re.compile(r"^(?P<stem>(?:.*\.)?bert_encoder\.layers\.(?P<layer>\d+)\.(?P<path>"
+                          + "|".join(re.escape(path) for _, path in MASKED_LAYERS)
+                          + r"))\.(?P<kind>weight|bias|" + SCORES + "|" + THRESHOLD + ")$")
+_SHORT = {path: short for short, path in MASKED_LAYERS}
+
+
+def _encoder(model):
+    if isinstance(model, BertForSequenceClassification):
+        return model.bert
+    if isinstance(model, BertModel):
+        return model
+    raise ValueError(f"pruning applies to a BertModel or BertForSequenceClassification, not {type(model).__name__}")
+
+
+def _parent_and_attribute(layer, path):
+    *parents, attribute = path.split(".")
+    for name in parents:
+        layer = getattr(layer, name)
+    return layer, attribute
+
+
+def masked_layers(model):
+    """The MaskedDense layers of a masked model, layer by layer in MASKED_LAYERS order."""
+    found = []
+    for layer in _encoder(model).bert_encoder.layers:
+        for _, path in MASKED_LAYERS:
+            parent, attribute = _parent_and_attribute(layer, path)
+            cell = getattr(parent, attribute)
+            if isinstance(cell, MaskedDense):
+                found.append(cell)
+    return found
+
+
+def apply_masking(model, settings):
+    """Swap the six dense layers of every encoder layer for MaskedDense, in place.
+
+    Args:
+        model (BertForSequenceClassification or BertModel): with its dense weights already loaded.
+        settings (PruningConfig): method and score initialisation.
+    Returns:
+        Parameter: the scalar float32 threshold every masked layer reads, set to
+        settings.initial_threshold; change it with `set_threshold` (or ops.assign in a step).
+    Raises:
+        ValueError: the model is of another class, already masked, or already run (compiled). A cell
+            that holds the model must be built after masking too: a compiled graph keeps its layers.
+    """
+    bert = _encoder(model)
+    if masked_layers(model):
+        raise ValueError("the model is already masked: apply masking once")
+    if any(cell.compile_cache for _, cell in model.cells_and_names()):
+        # MindSpore would keep running the graph it compiled, which has no masks in it
+        raise ValueError("the model has been run already: apply masking to a model before its first call")
+    threshold = Parameter(Tensor(np.float32(settings.initial_threshold)), name=THRESHOLD, requires_grad=False)
+    compute_type = ms.float16 if bert.config.compute_type == "float16" else ms.float32
+    for layer in bert.bert_encoder.layers:
+        for _, path in MASKED_LAYERS:
+            parent, attribute = _parent_and_attribute(layer, path)
+            dense = getattr(parent, attribute)
+            prefix = dense.weight.name[:-len("weight")]
+            masked = MaskedDense(dense, settings, threshold, compute_type)
+            setattr(parent, attribute, masked)
+            # Attaching names Parameters after the attribute only; restore the full path.
+            masked.update_parameters_name(prefix)
+    # shared: named where a model's parameter listing first meets it
+    threshold.name = masked_layers(model)[0].weight.name[:-len("weight")] + THRESHOLD
+    return threshold
+
+
+def set_threshold(model, value):
+    """Set the threshold of a masked model (host side, between steps; no recompilation)."""
+    layers = masked_layers(model)
+    if not layers:
+        raise ValueError("the model is not masked: call apply_masking first")
+    layers[0].pruning_threshold.set_data(Tensor(np.float32(value)))
+
+
+def mask_score_parameters(model):
+    """The `mask_scores` Parameters: the optimizer group with mask_scores_learning_rate, no weight decay."""
+    return [layer.mask_scores for layer in masked_layers(model) if layer.pruning_method != "magnitude"]
+
+
+def regularization_term(model, regularization):
+    """`MaskRegularization` over the model's masked layers (a Cell with no inputs returning a scalar)."""
+    return MaskRegularization(masked_layers(model), regularization)
+
+
+def baked_parameters(model):
+    """The weights of the plain model a masked model stands for: masks baked in (the paper's bertarize).
+
+    The masks are the evaluation-mode masks at the current threshold.
+    Returns:
+        dict of str: Tensor: `named_parameters` of the model without mask_scores and the threshold,
+        pruned weights multiplied by their masks; loads into the unmasked model class as it is.
+    Raises:
+        ValueError: the model is not masked.
+    """
+    layers = masked_layers(model)
+    if not layers:
+        raise ValueError("the model is not masked: there is nothing to bake")
+    arrays = {name: param.asnumpy() for name, param in named_parameters(model).items()}
+    masks = checkpoint_masks(arrays, layers[0].pruning_method, float(layers[0].pruning_threshold.asnumpy()))
+    return {name: Tensor(value * masks[name] if name in masks else value) for name, value in arrays.items()
+            if parse_masked_name(name) is None or parse_masked_name(name)[2] in ("weight", "bias")}
+
+
+def parse_masked_name(name):
+    """(layer number, short layer name, kind) of a pruned layer's tensor name, else None.
+
+    kind: weight, bias, mask_scores or pruning_threshold.
+    """
+    match = _MASKED_NAME.match(name)
+    if match is None:
+        return None
+    return int(match.group("layer")), _SHORT[match.group("path")], match.group("kind")
+
+
+def stored_threshold(arrays):
+    """The threshold a masked checkpoint was last trained at, or None if it holds none."""
+    for name, value in arrays.items():
+        parsed = parse_masked_name(name)
+        if parsed and parsed[2] == THRESHOLD:
+            return float(np.asarray(value))
+    return None
+
+
+def checkpoint_masks(arrays, pruning_method, threshold):
+    """The evaluation-mode mask of every pruned weight in a checkpoint.
+
+    Args:
+        arrays (dict of str: np.ndarray): a checkpoint's tensors (e.g. split_metadata's, as numpy).
+        pruning_method (str): magnitude reads the weights; the others the `mask_scores` beside them.
+        threshold (float): as in training (see settings.check_threshold); ignored by l0.
+    Returns:
+        dict of str: np.ndarray: {weight name: mask (out, in) float32}, in checkpoint order.
+    Raises:
+        ValueError: no pruned layer in the checkpoint, or scores missing for a scored method.
+    """
+    weights = [name for name in arrays if (parsed := parse_masked_name(name)) and parsed[2] == "weight"]
+    if not weights:
+        raise ValueError("the checkpoint has no encoder dense layers (bert_encoder.layers.N...): is it a BERT "
+                         "checkpoint of this project?")
+    if pruning_method == "magnitude":
+        values = {name: np.abs(arrays[name]) for name in weights}
+    else:
+        missing = [name for name in weights if name[:-len("weight")] + SCORES not in arrays]
+        if missing:
+            raise ValueError(f"the checkpoint has no {SCORES} for {missing[0]} ({len(missing)} layers in all): "
+                             f"{pruning_method} needs the masked checkpoint its training wrote; "
+                             "a plain checkpoint can only be pruned by magnitude")
+        values = {name: arrays[name[:-len("weight")] + SCORES] for name in weights}
+    return compute_masks(pruning_method, values, threshold)
