@@ -1,4 +1,4 @@
-"""Layer mapping, the distillation cells against numpy, and the loss-scaled training step."""
+"""The distillation loss Cell against numpy compositions, the teacher sources, and the loss-scaled step."""
 import types
 
 import numpy as np
@@ -7,14 +7,18 @@ import pytest
 from mindspore import nn
 
 from conftest import BATCH, SEQ
-from src.tinybert_for_gd_td import (BertTrainWithLossScaleCell, IntermediateDistillationLoss,
-                                    PredictionDistillationLoss, freeze, layer_mapping, make_fit_dense,
+from src.distill.matches import Match, resolve_matches
+from src.distill.teacher import CachedTeacher, LiveTeacher, freeze
+from src.tinybert_for_gd_td import (BertTrainWithLossScaleCell, DistillationLoss, make_projections,
                                     make_scale_update_cell)
 from src.tinybert_model import BertForSequenceClassification, BertModel
 
-DISTILL = types.SimpleNamespace(layer_mapping="uniform", attention_loss="attention_mse", hidden_loss="hidden_mse",
-                                attention_weight=1.0, hidden_weight=1.0, prediction_loss="soft_cross_entropy",
-                                temperature=2.0, hard_label_weight=0.5)
+DISTILL = types.SimpleNamespace(
+    preset="tinybert", intermediate_matches=[], layer_mapping="uniform", attention_loss="attention_mse",
+    hidden_loss="hidden_mse", attention_weight=1.0, hidden_weight=1.0, prediction_loss="soft_cross_entropy",
+    label_loss="cross_entropy", temperature_schedule="constant", temperature_beta=1.0, temperature_gamma=2.0,
+    temperature_squared=False)
+SCHEDULE = ms.Tensor([1.0, 0.5, 2.0], ms.float32)  # kd weight, hard-label weight, temperature
 
 
 def _batch(seed=0):
@@ -23,79 +27,126 @@ def _batch(seed=0):
     mask = np.ones_like(ids)
     mask[::2, 5:] = 0
     segments = np.zeros_like(ids)
+    segments[:, 4:] = 1
     labels = rng.integers(0, 3, BATCH).astype(np.int32)
     return [ms.Tensor(x) for x in (ids, mask, segments, labels)]
 
 
-def test_uniform_mapping_is_the_papers():
-    assert layer_mapping(4, 12) == [(0, 0), (1, 3), (2, 6), (3, 9), (4, 12)]
-    assert layer_mapping(2, 4) == [(0, 0), (1, 2), (2, 4)]
+def _log_softmax(x, axis=-1):
+    x = x - x.max(axis, keepdims=True)
+    return x - np.log(np.exp(x).sum(axis, keepdims=True))
 
 
-def test_explicit_mapping_and_errors():
-    assert layer_mapping(2, 5, [[0, 0], [1, 2], [2, 5]]) == [(0, 0), (1, 2), (2, 5)]
-    with pytest.raises(ValueError, match="multiple of the student's 4"):
-        layer_mapping(4, 6)
-    with pytest.raises(ValueError, match=r"pair \[3, 1\]"):
-        layer_mapping(2, 4, [[3, 1]])
-    with pytest.raises(ValueError, match="'uniformm' is neither 'uniform' nor a list"):
-        layer_mapping(2, 4, "uniformm")
-
-
-def _intermediate_cell(student_config, teacher_config):
+def _intermediate_cell(student_config, teacher_config, distill=DISTILL):
     student = BertModel(student_config.for_inference())
     teacher = freeze(BertModel(teacher_config.for_inference()))
-    fit_dense = make_fit_dense(student_config, teacher_config)
-    return IntermediateDistillationLoss(student, teacher, fit_dense, DISTILL), student, teacher, fit_dense
+    matches = resolve_matches(distill, student_config, teacher_config)
+    projections = make_projections(matches, student_config, teacher_config)
+    cell = DistillationLoss(student, ("matches",), distill, matches, projections)
+    return cell, LiveTeacher(teacher, matches), student, teacher, projections
 
 
-def test_intermediate_loss_equals_numpy_composition(student_config, teacher_config):
-    cell, student, teacher, fit_dense = _intermediate_cell(student_config, teacher_config)
+def test_tinybert_preset_equals_numpy_composition(student_config, teacher_config):
+    cell, source, student, teacher, projections = _intermediate_cell(student_config, teacher_config)
     ids, mask, segments, _ = _batch()
-    got = cell(cell.teacher_outputs(ids, mask, segments), ids, mask, segments).asnumpy()
-    _, _, s_hidden, s_scores = [x for x in student(ids, mask, segments)]
-    _, _, t_hidden, t_scores = [x for x in teacher(ids, mask, segments)]
+    total, components = cell(source(ids, mask, segments), SCHEDULE, ids, mask, segments)
+    _, _, s_hidden, s_scores = student(ids, mask, segments)
+    _, _, t_hidden, t_scores = teacher(ids, mask, segments)
     m = mask.asnumpy().astype(np.float64)
     pairs = (m[:, :, None] * m[:, None, :])[:, None]
-    w, b = fit_dense.weight.asnumpy(), fit_dense.bias.asnumpy()
-    expected = 0.0
+    w, b = projections["fit_dense"].weight.asnumpy(), projections["fit_dense"].bias.asnumpy()
+    expected = []
+    for s, t in [(0, 0), (1, 2), (2, 4)]:  # uniform: 2 student layers, 4 teacher layers
+        diff = s_hidden[s].asnumpy() @ w.T + b - t_hidden[t].asnumpy()
+        expected.append((diff ** 2 * m[..., None]).sum() / (m.sum() * 48))
     for s, t in [(1, 2), (2, 4)]:
         diff = s_scores[s - 1].asnumpy() - t_scores[t - 1].asnumpy()
-        expected += (diff ** 2 * pairs).sum() / (pairs.sum() * 4)
-    for s, t in [(0, 0), (1, 2), (2, 4)]:
-        diff = s_hidden[s].asnumpy() @ w.T + b - t_hidden[t].asnumpy()
-        expected += (diff ** 2 * m[..., None]).sum() / (m.sum() * 48)
-    np.testing.assert_allclose(got, expected, rtol=1e-4)
+        expected.append((diff ** 2 * pairs).sum() / (pairs.sum() * 4))
+    np.testing.assert_allclose(components.asnumpy(), expected + [0.0, 0.0], rtol=1e-4, atol=1e-7)
+    np.testing.assert_allclose(total.asnumpy(), sum(expected), rtol=1e-4)
 
 
-def test_prediction_loss_equals_numpy(student_config, teacher_config):
+def test_value_relation_match_equals_numpy(student_config, teacher_config):
+    """MiniLM's value relation, computed from each layer's value projection, on both sides."""
+    distill = types.SimpleNamespace(**{**vars(DISTILL), "intermediate_matches": [
+        {"layer_S": 2, "layer_T": 3, "feature": "value_relation", "loss": "relation_kl", "weight": 2.0,
+         "relation_heads": 2}]})
+    cell, source, student, teacher, _ = _intermediate_cell(student_config, teacher_config, distill)
+    ids, mask, segments, _ = _batch(1)
+    total, _ = cell(source(ids, mask, segments), SCHEDULE, ids, mask, segments)
+    m = mask.asnumpy().astype(np.float64)
+
+    def relation(model, layer, hidden):
+        dense = model.bert_encoder.layers[layer - 1].attention.attention.value_layer
+        v = hidden[layer - 1].asnumpy() @ dense.weight.asnumpy().T + dense.bias.asnumpy()  # (B, T, H)
+        v = v.reshape(BATCH, SEQ, 2, -1).transpose(0, 2, 1, 3)
+        logits = v @ v.transpose(0, 1, 3, 2) / np.sqrt(v.shape[-1])
+        return _log_softmax(logits + (1 - m)[:, None, None, :] * -10000.0)
+
+    s_log = relation(student, 2, student(ids, mask, segments)[2])
+    t_log = relation(teacher, 3, teacher(ids, mask, segments)[2])
+    kl = (np.exp(t_log) * (t_log - s_log)).sum(-1)  # (B, r, T)
+    expected = 2.0 * (kl * m[:, None, :]).sum() / (m.sum() * 2)
+    assert expected > 1e-4
+    np.testing.assert_allclose(total.asnumpy(), expected, rtol=1e-3)  # a small KL: float32 cancellation
+
+
+def test_prediction_and_label_terms_equal_numpy(student_config, teacher_config):
     student = BertForSequenceClassification(student_config.for_inference(), 3)
     teacher = freeze(BertForSequenceClassification(teacher_config.for_inference(), 3))
-    cell = PredictionDistillationLoss(student, teacher, DISTILL)
+    cell = DistillationLoss(student, ("prediction", "label"), DISTILL)
+    source = LiveTeacher(teacher, with_logits=True)
     ids, mask, segments, labels = _batch()
-    got = cell(cell.teacher_outputs(ids, mask, segments), ids, mask, segments, labels).asnumpy()
+    total, components = cell(source(ids, mask, segments), SCHEDULE, ids, mask, segments, labels)
     s = student(ids, mask, segments)[0].asnumpy().astype(np.float64)
     t = teacher(ids, mask, segments)[0].asnumpy().astype(np.float64)
+    soft = -(np.exp(_log_softmax(t / 2.0)) * _log_softmax(s / 2.0)).sum(-1).mean()
+    hard = -_log_softmax(s)[np.arange(BATCH), labels.asnumpy()].mean()
+    np.testing.assert_allclose(components.asnumpy(), [soft, 0.5 * hard], rtol=1e-4)
+    np.testing.assert_allclose(total.asnumpy(), soft + 0.5 * hard, rtol=1e-4)
 
-    def log_softmax(x):
-        x = x - x.max(-1, keepdims=True)
-        return x - np.log(np.exp(x).sum(-1, keepdims=True))
-    soft = -(np.exp(log_softmax(t / 2.0)) * log_softmax(s / 2.0)).sum(-1).mean()
-    hard = -log_softmax(s)[np.arange(BATCH), labels.asnumpy()].mean()
-    np.testing.assert_allclose(got, soft + 0.5 * hard, rtol=1e-4)
+
+def test_cached_logits_give_the_live_teachers_loss(student_config, teacher_config):
+    student = BertForSequenceClassification(student_config.for_inference(), 3)
+    teacher = freeze(BertForSequenceClassification(teacher_config.for_inference(), 3))
+    cell = DistillationLoss(student, ("prediction", "label"), DISTILL)
+    ids, mask, segments, labels = _batch()
+    live = LiveTeacher(teacher, with_logits=True)
+    logits = live(ids, mask, segments)[-1].asnumpy()
+    order = np.random.default_rng(3).permutation(BATCH)  # the cache is indexed by example id
+    cache = np.zeros_like(logits)
+    cache[order] = logits
+    cached = CachedTeacher(cache)(ids, mask, segments, labels, ms.Tensor(order.astype(np.int64)))
+    np.testing.assert_array_equal(cached[0].asnumpy(), logits)
+    a = cell(live(ids, mask, segments), SCHEDULE, ids, mask, segments, labels)[0].asnumpy()
+    b = cell(cached, SCHEDULE, ids, mask, segments, labels)[0].asnumpy()
+    assert a == b
+
+
+def test_live_teacher_equals_the_whole_teacher(teacher_config):
+    """The layer-by-layer teacher gives what one forward pass gives, and leaves the weights alone."""
+    teacher = freeze(BertForSequenceClassification(teacher_config.for_inference(), 3))
+    before = {n: p.asnumpy().copy() for n, p in teacher.parameters_and_names()}
+    matches = (Match((0,), (0,), "hidden", "hidden_mse"), Match((1,), (2,), "attention", "attention_mse"),
+               Match((1,), (4,), "attention_probs", "attention_mse"), Match((1,), (3,), "cls", "pkd"))
+    ids, mask, segments, _ = _batch()
+    h0, s2, p4, c3, logits = LiveTeacher(teacher, matches, with_logits=True)(ids, mask, segments)
+    ref_logits, ref_hidden, ref_scores = teacher(ids, mask, segments)
+    m = mask.asnumpy()
+    probs = np.exp(_log_softmax(ref_scores[3].asnumpy() + (1 - m)[:, None, None, :] * -10000.0))
+    for got, want in ((h0, ref_hidden[0].asnumpy()), (s2, ref_scores[1].asnumpy()), (p4, probs),
+                      (c3, ref_hidden[3].asnumpy()[:, 0]), (logits, ref_logits.asnumpy())):
+        np.testing.assert_allclose(got.asnumpy(), want, atol=1e-5)
+    assert all(np.array_equal(p.asnumpy(), before[n]) for n, p in teacher.parameters_and_names())
 
 
 def _train_cell(student_config, teacher_config, init_scale):
-    cell, student, teacher, fit_dense = _intermediate_cell(student_config, teacher_config)
+    cell, source, student, teacher, projections = _intermediate_cell(student_config, teacher_config)
     optimizer = nn.AdamWeightDecay(cell.trainable_params(), learning_rate=1e-3)
     scale = types.SimpleNamespace(enabled=True, init_value=init_scale, factor=2, window=1000)
     train = BertTrainWithLossScaleCell(cell, optimizer, make_scale_update_cell(scale), clip_norm=1.0)
     train.set_train(True)
-    return train, student, teacher, fit_dense
-
-
-def _targets(train, *batch):
-    return train.network.teacher_outputs(*batch)
+    return train, source, student, teacher, projections["fit_dense"]
 
 
 def _snapshot(cell):
@@ -103,36 +154,33 @@ def _snapshot(cell):
 
 
 def test_step_trains_student_and_projection_not_teacher(student_config, teacher_config):
-    train, student, teacher, fit_dense = _train_cell(student_config, teacher_config, 2.0 ** 16)
-    names = {p.name for p in train.weights}
-    assert not any(name.startswith("teacher.") for name in names)
-    assert any(name.startswith("fit_dense.") for name in names)
+    train, source, student, teacher, fit_dense = _train_cell(student_config, teacher_config, 2.0 ** 16)
     before_s, before_t, before_f = _snapshot(student), _snapshot(teacher), _snapshot(fit_dense)
     ids, mask, segments, _ = _batch()
-    loss, overflow, scale = train(_targets(train, ids, mask, segments), ids, mask, segments)
+    loss, _, overflow, scale = train(source(ids, mask, segments), SCHEDULE, ids, mask, segments)
     assert not overflow and scale.asnumpy() == 2.0 ** 16 and np.isfinite(loss.asnumpy())
     changed = [n for n, v in _snapshot(student).items() if not np.array_equal(v, before_s[n])]
-    assert len(changed) >= len(before_s) - 2  # all but possibly unused position/type rows' params moved
+    assert len(changed) >= len(before_s) - 2  # all but possibly the pooler, which no loss reaches
     assert all(not np.array_equal(v, before_f[n]) for n, v in _snapshot(fit_dense).items())
     assert all(np.array_equal(v, before_t[n]) for n, v in _snapshot(teacher).items())
 
 
 def test_loss_falls_over_steps(student_config, teacher_config):
-    train, *_ = _train_cell(student_config, teacher_config, 2.0 ** 16)
+    train, source, *_ = _train_cell(student_config, teacher_config, 2.0 ** 16)
     ids, mask, segments, _ = _batch()
-    targets = _targets(train, ids, mask, segments)
-    losses = [float(train(targets, ids, mask, segments)[0].asnumpy()) for _ in range(15)]
+    targets = source(ids, mask, segments)
+    losses = [float(train(targets, SCHEDULE, ids, mask, segments)[0].asnumpy()) for _ in range(15)]
     assert losses[-1] < 0.7 * losses[0]
 
 
 def test_overflow_skips_step_and_lowers_scale(student_config, teacher_config):
     """An infinite target (as float16 overflow produces) must not touch the weights."""
-    train, student, _, _ = _train_cell(student_config, teacher_config, 2.0 ** 16)
+    train, source, student, _, _ = _train_cell(student_config, teacher_config, 2.0 ** 16)
     before = _snapshot(student)
     ids, mask, segments, _ = _batch()
-    hidden, scores = _targets(train, ids, mask, segments)
-    hidden = (hidden[0] * float("inf"),) + hidden[1:]
-    _, overflow, scale = train(ms.mutable((hidden, scores)), ids, mask, segments)
+    targets = list(source(ids, mask, segments))
+    targets[0] = targets[0] * float("inf")
+    _, _, overflow, scale = train(ms.mutable(tuple(targets)), SCHEDULE, ids, mask, segments)
     assert bool(overflow.asnumpy())
     assert scale.asnumpy() == 2.0 ** 16  # the scale this step used
     assert train.loss_scale.asnumpy() == 2.0 ** 15  # lowered for the next one
@@ -140,18 +188,15 @@ def test_overflow_skips_step_and_lowers_scale(student_config, teacher_config):
     assert train.optimizer.global_step.asnumpy().item() == 0
 
 
-def test_teacher_outputs_equal_the_whole_teacher(teacher_config):
-    """The layer-by-layer teacher run gives what one forward pass gives, and leaves the weights alone."""
-    from src.tinybert_for_gd_td import TeacherOutputs
-    teacher = freeze(BertForSequenceClassification(teacher_config.for_inference(), 3))
-    before = _snapshot(teacher)
-    ids, mask, segments, _ = _batch()
-    hidden, scores = TeacherOutputs(teacher.bert, [0, 2, 4], [2, 4])(ids, mask, segments)
-    logits = TeacherOutputs(teacher)(ids, mask, segments)
-    ref_logits, ref_hidden, ref_scores = teacher(ids, mask, segments)
-    for got, layer in zip(hidden, [0, 2, 4]):
-        np.testing.assert_allclose(got.asnumpy(), ref_hidden[layer].asnumpy(), atol=1e-5)
-    for got, layer in zip(scores, [2, 4]):
-        np.testing.assert_allclose(got.asnumpy(), ref_scores[layer - 1].asnumpy(), atol=1e-5)
-    np.testing.assert_allclose(logits.asnumpy(), ref_logits.asnumpy(), atol=1e-5)
-    assert all(np.array_equal(v, before[n]) for n, v in _snapshot(teacher).items())
+def test_gd_and_task_students_share_one_cell(student_config, teacher_config):
+    """A classifier student in task phase 1 gets the same intermediate loss as its bare encoder."""
+    cell, source, student, _, projections = _intermediate_cell(student_config, teacher_config)
+    classifier = BertForSequenceClassification(student_config.for_inference(), 3)
+    for (_, a), (_, b) in zip(classifier.bert.parameters_and_names(), student.parameters_and_names()):
+        a.set_data(b.data)
+    task_cell = DistillationLoss(classifier, ("matches",), DISTILL, source.matches, projections)
+    ids, mask, segments, labels = _batch()
+    targets = source(ids, mask, segments)
+    a = cell(targets, SCHEDULE, ids, mask, segments)[0].asnumpy()
+    b = task_cell(targets, SCHEDULE, ids, mask, segments, labels)[0].asnumpy()
+    assert a == pytest.approx(b, rel=1e-6)
