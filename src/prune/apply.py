@@ -12,13 +12,15 @@ from mindspore import Parameter, Tensor
 
 from src.checkpoint import named_parameters
 from src.prune.masks import MaskedDense, MaskRegularization, compute_masks
-from src.tinybert_model import BertForSequenceClassification, BertModel
+from src.prune.settings import check_threshold
+from src.tinybert_model import BertModel
 
 # The pruned layers, as attribute paths from a BertLayer (the zoo's names), and their short names.
 MASKED_LAYERS = (("query", "attention.attention.query_layer"), ("key", "attention.attention.key_layer"),
                  ("value", "attention.attention.value_layer"), ("attention_output", "attention.output.dense"),
                  ("intermediate", "intermediate"), ("output", "output.dense"))
 SCORES, THRESHOLD = "mask_scores", "pruning_threshold"
+PRUNING_METHOD = "pruning_method"  # metadata key: the method a masked checkpoint was trained with
 _MASKED_NAME = re.compile(r"^(?P<stem>(?:.*\.)?bert_encoder\.layers\.(?P<layer>\d+)\.(?P<path>"
                           + "|".join(re.escape(path) for _, path in MASKED_LAYERS)
                           + r"))\.(?P<kind>weight|bias|" + SCORES + "|" + THRESHOLD + ")$")
@@ -26,11 +28,12 @@ _SHORT = {path: short for short, path in MASKED_LAYERS}
 
 
 def _encoder(model):
-    if isinstance(model, BertForSequenceClassification):
-        return model.bert
+    """The BertModel of a bare encoder or of a model with a head over `.bert` (classification, NER, QA)."""
     if isinstance(model, BertModel):
         return model
-    raise ValueError(f"pruning applies to a BertModel or BertForSequenceClassification, not {type(model).__name__}")
+    if isinstance(getattr(model, "bert", None), BertModel):
+        return model.bert
+    raise ValueError(f"pruning applies to a BertModel or a model with one as .bert, not {type(model).__name__}")
 
 
 def _parent_and_attribute(layer, path):
@@ -56,10 +59,11 @@ def apply_masking(model, settings):
     """Swap the six dense layers of every encoder layer for MaskedDense, in place.
 
     Args:
-        model (BertForSequenceClassification or BertModel): with its dense weights already loaded.
+        model (BertModel, or a model with one as `.bert`: BertForSequenceClassification,
+            BertForTokenClassification, BertForQuestionAnswering): with its dense weights loaded.
         settings (PruningConfig): method and score initialisation.
     Returns:
-        Parameter: the scalar float32 threshold every masked layer reads, set to
+        Parameter: the float32 threshold, shape (1,), that every masked layer reads, set to
         settings.initial_threshold; change it with `set_threshold` (or ops.assign in a step).
     Raises:
         ValueError: the model is of another class, already masked, or already run (compiled). A cell
@@ -71,7 +75,8 @@ def apply_masking(model, settings):
     if any(cell.compile_cache for _, cell in model.cells_and_names()):
         # MindSpore would keep running the graph it compiled, which has no masks in it
         raise ValueError("the model has been run already: apply masking to a model before its first call")
-    threshold = Parameter(Tensor(np.float32(settings.initial_threshold)), name=THRESHOLD, requires_grad=False)
+    # shape (1,), not (): a checkpoint keeps scalars as metadata, and this must load back as a tensor
+    threshold = Parameter(Tensor([settings.initial_threshold], ms.float32), name=THRESHOLD, requires_grad=False)
     compute_type = ms.float16 if bert.config.compute_type == "float16" else ms.float32
     for layer in bert.bert_encoder.layers:
         for _, path in MASKED_LAYERS:
@@ -92,7 +97,7 @@ def set_threshold(model, value):
     layers = masked_layers(model)
     if not layers:
         raise ValueError("the model is not masked: call apply_masking first")
-    layers[0].pruning_threshold.set_data(Tensor(np.float32(value)))
+    layers[0].pruning_threshold.set_data(Tensor([value], ms.float32))
 
 
 def mask_score_parameters(model):
@@ -119,9 +124,8 @@ def baked_parameters(model):
     if not layers:
         raise ValueError("the model is not masked: there is nothing to bake")
     arrays = {name: param.asnumpy() for name, param in named_parameters(model).items()}
-    masks = checkpoint_masks(arrays, layers[0].pruning_method, float(layers[0].pruning_threshold.asnumpy()))
-    return {name: Tensor(value * masks[name] if name in masks else value) for name, value in arrays.items()
-            if parse_masked_name(name) is None or parse_masked_name(name)[2] in ("weight", "bias")}
+    masks = checkpoint_masks(arrays, layers[0].pruning_method, _scalar(layers[0].pruning_threshold.asnumpy()))
+    return {name: Tensor(value) for name, value in bake_arrays(arrays, masks).items()}
 
 
 def parse_masked_name(name):
@@ -135,13 +139,30 @@ def parse_masked_name(name):
     return int(match.group("layer")), _SHORT[match.group("path")], match.group("kind")
 
 
+def _scalar(value):
+    return float(np.asarray(value).reshape(-1)[0])
+
+
 def stored_threshold(arrays):
     """The threshold a masked checkpoint was last trained at, or None if it holds none."""
     for name, value in arrays.items():
         parsed = parse_masked_name(name)
         if parsed and parsed[2] == THRESHOLD:
-            return float(np.asarray(value))
+            return _scalar(value)
     return None
+
+
+def pruned_weight_names(arrays):
+    """Names of the pruned weights (six per encoder layer) among a checkpoint's tensor names.
+
+    Raises:
+        ValueError: there are none (not a BERT checkpoint of this project).
+    """
+    names = [name for name in arrays if (parsed := parse_masked_name(name)) and parsed[2] == "weight"]
+    if not names:
+        raise ValueError("the checkpoint has no encoder dense layers (bert_encoder.layers.N...): is it a BERT "
+                         "checkpoint of this project?")
+    return names
 
 
 def checkpoint_masks(arrays, pruning_method, threshold):
@@ -156,10 +177,7 @@ def checkpoint_masks(arrays, pruning_method, threshold):
     Raises:
         ValueError: no pruned layer in the checkpoint, or scores missing for a scored method.
     """
-    weights = [name for name in arrays if (parsed := parse_masked_name(name)) and parsed[2] == "weight"]
-    if not weights:
-        raise ValueError("the checkpoint has no encoder dense layers (bert_encoder.layers.N...): is it a BERT "
-                         "checkpoint of this project?")
+    weights = pruned_weight_names(arrays)
     if pruning_method == "magnitude":
         values = {name: np.abs(arrays[name]) for name in weights}
     else:
@@ -170,3 +188,36 @@ def checkpoint_masks(arrays, pruning_method, threshold):
                              "a plain checkpoint can only be pruned by magnitude")
         values = {name: arrays[name[:-len("weight")] + SCORES] for name in weights}
     return compute_masks(pruning_method, values, threshold)
+
+
+def bake_arrays(arrays, masks):
+    """The plain model's tensors: each masked weight times its mask; mask scores and threshold dropped.
+
+    Args:
+        arrays (dict of str: np.ndarray): a masked model's (or checkpoint's) tensors.
+        masks (dict of str: np.ndarray): {weight name: mask}, as `checkpoint_masks` gives.
+    Returns:
+        dict of str: np.ndarray, in the order of `arrays`.
+    """
+    return {name: value * masks[name] if name in masks else value for name, value in arrays.items()
+            if (parsed := parse_masked_name(name)) is None or parsed[2] in ("weight", "bias")}
+
+
+def checkpoint_pruning(arrays, metadata, pruning_method=None, threshold=None):
+    """The method and threshold to count or bake a checkpoint with: the ones given, else the
+    checkpoint's own (`pruning_method` metadata, the threshold it was last trained at).
+
+    Returns:
+        tuple: (pruning_method str, threshold float; 0.0 for l0, which needs none).
+    Raises:
+        ValueError: neither given nor recorded, or a threshold out of range for the method.
+    """
+    pruning_method = pruning_method or metadata.get(PRUNING_METHOD)
+    if not pruning_method:
+        raise ValueError("the checkpoint does not record its pruning method: give --pruning_method")
+    if threshold is None:
+        threshold = 0.0 if pruning_method == "l0" else stored_threshold(arrays)
+        if threshold is None:
+            raise ValueError(f"the checkpoint records no threshold: give --threshold for {pruning_method}")
+    check_threshold(pruning_method, threshold, "--threshold")
+    return pruning_method, threshold

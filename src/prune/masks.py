@@ -44,7 +44,7 @@ def _top_fraction(values, fraction):
 
 
 class TopKBinarizer(nn.Cell):
-    """Movement pruning's mask: inputs (scores (out, in), keep fraction () float32) -> (out, in) 0/1.
+    """Movement pruning's mask: inputs (scores (out, in), keep fraction (1,) float32) -> (out, in) 0/1.
 
     Straight-through: the gradient of the mask passes to the scores unchanged.
     """
@@ -139,7 +139,7 @@ class MaskedDense(nn.Cell):
     Args:
         dense (nn.Dense): the layer to mask; its Parameters are reused, not copied.
         settings (PruningConfig): method and score initialisation.
-        threshold (Parameter): the shared scalar float32 threshold (see the module docstring).
+        threshold (Parameter): the shared float32 threshold, shape (1,) (see the module docstring).
         compute_type (ms.dtype, default float32): dtype of the matmul (float16 on Ascend/GPU); the
             mask is always computed in float32.
     """
@@ -217,6 +217,6 @@ def compute_masks(pruning_method, values, threshold):
         dict of str: np.ndarray float32 (out, in): 0/1, or the deterministic l0 gates in [0, 1].
     """
     binarizer = _evaluation_binarizer(pruning_method)
-    threshold = Tensor(np.float32(threshold))
+    threshold = Tensor([threshold], ms.float32)
     return {name: binarizer(Tensor(np.asarray(array, np.float32)), threshold).asnumpy()
             for name, array in values.items()}

@@ -76,7 +76,7 @@ def test_l0_training_gates_follow_the_hard_concrete_distribution():
     ms.set_seed(5)
     settings = PruningConfig(pruning_method="l0", mask_init="constant", mask_scale=0.5,
                              initial_threshold=1.0, final_threshold=1.0)
-    threshold = Parameter(Tensor(np.float32(1.0)), name="pruning_threshold", requires_grad=False)
+    threshold = Parameter(Tensor([1.0], ms.float32), name="pruning_threshold", requires_grad=False)
     layer = MaskedDense(nn.Dense(300, 200), settings, threshold)
     mask_of = _MaskOf(layer)
     mask_of.set_train(True)
@@ -125,7 +125,7 @@ class _Gradients(nn.Cell):
 def _masked_layer(method, shape=(11, 6), seed=0, **overrides):
     rng = np.random.default_rng(seed)
     settings = PruningConfig(pruning_method=method, **overrides)
-    threshold = Parameter(Tensor(np.float32(settings.initial_threshold)), name="pruning_threshold",
+    threshold = Parameter(Tensor([settings.initial_threshold], ms.float32), name="pruning_threshold",
                           requires_grad=False)
     dense = nn.Dense(shape[1], shape[0])
     dense.weight.set_data(Tensor(rng.normal(size=shape).astype(np.float32)))
@@ -177,7 +177,7 @@ def test_threshold_is_read_at_each_step_without_a_new_layer():
     step = _Gradients(_SquaredOutput(layer), [layer.weight])
     kept = []
     for value in (0.9, 0.5, 0.25):
-        threshold.set_data(Tensor(np.float32(value)))
+        threshold.set_data(Tensor([value], ms.float32))
         kept.append(int((step(Tensor(x))[0].asnumpy() != 0).sum()))  # dL/dW is nonzero where kept
     assert kept == [90, 50, 25]
 
@@ -200,7 +200,7 @@ def test_regularisation_value_and_gradient():
 
 
 def test_score_initialisation():
-    threshold = Parameter(Tensor(np.float32(1.0)), name="t", requires_grad=False)
+    threshold = Parameter(Tensor([1.0], ms.float32), name="t", requires_grad=False)
     constant = MaskedDense(nn.Dense(40, 6), PruningConfig(pruning_method="l0", mask_init="constant",
                                                           mask_scale=2.197), threshold)
     assert (constant.mask_scores.asnumpy() == np.float32(2.197)).all()
@@ -268,7 +268,7 @@ def test_masking_a_bert_keeps_names_and_equals_zeroed_weights(student_config):
     assert {p.name for p in model.get_parameters()} == set(params)
     np.testing.assert_allclose(_logits(model, inputs), dense_logits, atol=1e-5)  # threshold 1: nothing pruned
     set_threshold(model, 0.3)
-    assert float(threshold.asnumpy()) == np.float32(0.3)
+    assert threshold.asnumpy().tolist() == [np.float32(0.3)]
     masked_logits = _logits(model, inputs)
     assert np.abs(masked_logits - dense_logits).max() > 1e-4  # 70% pruned (weights of std 0.02: small logits)
     arrays = {name: p.asnumpy() for name, p in named_parameters(model).items()}

@@ -1,0 +1,56 @@
+"""Bake a pruned checkpoint: pruned weights set to zero once and for all, an ordinary checkpoint out.
+
+Usage:
+  python -m src.prune.bake --checkpoint masked.ckpt --output plain.ckpt [--pruning_method METHOD] \
+      [--threshold T] [--sparse_output plain.sparse.safetensors [--sparse_values int8]]
+
+Movement Pruning's "bertarize" step: each pruned weight is multiplied by its evaluation-mode mask
+(0/1; the deterministic gate for l0), the mask scores and threshold are dropped, and the result is
+a checkpoint of the ordinary model with the same metadata, which evaluates, exports (MINDIR/ONNX)
+and converts to Hugging Face like any other. Without --pruning_method / --threshold the
+checkpoint's own are used. --sparse_output also writes the compact format of
+src/prune/sparse_format.py and prints its size beside the dense checkpoint's.
+"""
+import argparse
+import os
+
+import mindspore as ms
+
+from src.checkpoint import save_checkpoint
+from src.cli import run_cli
+from src.prune.apply import PRUNING_METHOD, bake_arrays, checkpoint_masks, checkpoint_pruning
+from src.prune.count import count_remaining, read_arrays
+from src.prune.sparse_format import VALUE_TYPES, save_sparse
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--checkpoint", required=True, help="a masked checkpoint (or any, for magnitude)")
+    parser.add_argument("--output", required=True, help="the plain checkpoint to write")
+    parser.add_argument("--pruning_method", default=None,
+                        help="magnitude | topK | sigmoied_threshold | l0 (default: the checkpoint's)")
+    parser.add_argument("--threshold", type=float, default=None, help="default: the checkpoint's last threshold")
+    parser.add_argument("--sparse_output", default=None, help="also write the compact .safetensors here")
+    parser.add_argument("--sparse_values", choices=VALUE_TYPES, default="float32")
+    args = parser.parse_args(argv)
+    if os.path.abspath(args.output) == os.path.abspath(args.checkpoint):
+        raise ValueError("--output is the input checkpoint: write the baked model to another file")
+    arrays, metadata = read_arrays(args.checkpoint)
+    method, threshold = checkpoint_pruning(arrays, metadata, args.pruning_method, args.threshold)
+    masks = checkpoint_masks(arrays, method, threshold)
+    baked = bake_arrays(arrays, masks)
+    # the baked checkpoint is a plain model: it must not claim a method whose scores it lacks
+    metadata = {key: value for key, value in metadata.items() if key != PRUNING_METHOD}
+    save_checkpoint(args.output, {name: ms.Tensor(value) for name, value in baked.items()}, metadata)
+    kept = count_remaining(baked, masks)["pruned_weights"]
+    print(f"baked {len(masks)} pruned matrices ({method}" + ("" if method == "l0" else f", threshold {threshold:g}")
+          + f"): {100 * kept['fraction']:.2f}% of {kept['total']:,} weights kept")
+    print(f"wrote {args.output} ({os.path.getsize(args.output):,} bytes)")
+    if args.sparse_output:
+        save_sparse(args.sparse_output, baked, metadata, args.sparse_values)
+        print(f"wrote {args.sparse_output} ({os.path.getsize(args.sparse_output):,} bytes, "
+              f"{args.sparse_values} values)")
+
+
+if __name__ == "__main__":
+    run_cli(main)
