@@ -1,4 +1,20 @@
-"""Export a trained student to MINDIR, ONNX or AIR, then reload the file and compare its outputs."""
+"""Export a trained student to MINDIR, ONNX or AIR, then reload the file and compare its outputs.
+
+Every format is written into a private temporary folder beside the output and moved into place when
+complete: MindSpore's writer makes the folder it writes into private (mode 700) and the file
+read-only, and a failed write (a full disk) must leave nothing behind.
+
+ONNX: MindSpore writes fixed shapes only. The graph is exported at probe sizes (a batch size and a
+sequence length that no dimension of the model uses) and rewritten with the `onnx` package so both
+are dynamic: the shapes given to Reshape, the position ids and full-size constants are recomputed from
+the input's shape. The inputs are input_ids, attention_mask, token_type_ids; the outputs logits, or
+sequence_output and pooled_output for an encoder. The reload check runs the file at several batch
+sizes and sequence lengths against the MindSpore Cell.
+"""
+import json
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -6,12 +22,17 @@ import mindspore as ms
 from mindspore import nn
 
 from src.checkpoint import assign_parameters, load_checkpoint, named_parameters, split_metadata
-from src.config import bert_config
+from src.cli import require_device
+from src.config import DEFAULT_CONFIG, bert_config, load_config
 from src.logger import get_logger
-from src.tinybert_model import BertForSequenceClassification, BertModel, LogitsOnly
+from src.tinybert_model import BertConfig, BertForSequenceClassification, BertModel, LogitsOnly
 
 EXTENSIONS = {"MINDIR": ".mindir", "ONNX": ".onnx", "AIR": ".air"}
 TOLERANCE = 1e-4
+INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
+BATCH, SEQUENCE = "batch", "sequence"  # names of the dynamic ONNX dimensions
+# ONNX ops that broadcast a constant operand, so a constant of one repeated value may become a scalar.
+ELEMENTWISE = {"Add", "Sub", "Mul", "Div", "Pow", "Max", "Min", "Equal", "Less", "Greater", "Where"}
 
 
 class EncoderOutputs(nn.Cell):
@@ -26,22 +47,35 @@ class EncoderOutputs(nn.Cell):
         return sequence_output, pooled_output
 
 
-def build_exportable(cfg, checkpoint, for_onnx=False):
-    """The student as an inference network: the classifier if the checkpoint has one, else the encoder."""
-    tensors, _ = split_metadata(load_checkpoint(checkpoint))
-    config = bert_config(cfg, "student").for_inference()
-    if for_onnx and config.hidden_act == "gelu":
-        config = config.replace(hidden_act="gelu_poly")  # the same function, without the Erf op ONNX lacks
+def student_config(cfg, metadata):
+    """The student's BertConfig: the one the checkpoint records (`model_config`), else student.model."""
+    if "model_config" in metadata:
+        return BertConfig.from_dict(json.loads(metadata["model_config"]))
+    return bert_config(cfg, "student")
+
+
+def export_seq_length(cfg, metadata):
+    """The sequence length to export at: a seq_length set in the config (task yaml or command line)
+    wins; else the one the checkpoint was trained with; else the default."""
+    default = load_config([], DEFAULT_CONFIG).seq_length
+    if cfg.seq_length != default or not metadata.get("seq_length"):
+        return cfg.seq_length
+    return int(metadata["seq_length"])
+
+
+def build_exportable(config, tensors, source):
+    """(network, output names) of an inference BertConfig and checkpoint tensors: the classifier's
+    logits if the tensors hold one, else the encoder's sequence and pooled outputs."""
     if "dense_1.weight" in tensors:
         model = BertForSequenceClassification(config, tensors["dense_1.weight"].shape[0])
-        network = LogitsOnly(model)
-        assign_parameters(named_parameters(model), tensors, f"student checkpoint {checkpoint}")
+        network, outputs = LogitsOnly(model), ("logits",)
+        assign_parameters(named_parameters(model), tensors, f"student checkpoint {source}")
     else:
         model = BertModel(config)
-        network = EncoderOutputs(model)
-        assign_parameters(named_parameters(model, "bert."), tensors, f"student checkpoint {checkpoint}")
+        network, outputs = EncoderOutputs(model), ("sequence_output", "pooled_output")
+        assign_parameters(named_parameters(model, "bert."), tensors, f"student checkpoint {source}")
     network.set_train(False)
-    return network
+    return network, outputs
 
 
 def _example_inputs(batch_size, seq_length, vocab_size, seed=0):
@@ -54,18 +88,169 @@ def _example_inputs(batch_size, seq_length, vocab_size, seed=0):
     return input_ids, attention_mask, token_type_ids
 
 
+def probe_sizes(config, head_width):
+    """(batch, sequence) to export ONNX at: primes that no dimension of the model (nor their product)
+    equals, so a constant holding one of them can only be that dimension."""
+    taken = {config.vocab_size, config.hidden_size, config.num_attention_heads, config.intermediate_size,
+             config.hidden_size // config.num_attention_heads, config.type_vocab_size,
+             config.max_position_embeddings, head_width}
+    primes = [n for n in range(11, config.max_position_embeddings + 1)
+              if all(n % d for d in range(2, n)) and n not in taken]
+    if len(primes) < 2 or primes[0] * primes[1] in taken:
+        raise ValueError(f"max_position_embeddings {config.max_position_embeddings} is too small to export a "
+                         "dynamic ONNX graph: export MINDIR instead")
+    return primes[0], primes[1]
+
+
+def make_onnx_dynamic(model, batch, sequence, output_names, fixed_batch=False):
+    """Rewrite an ONNX graph exported at (batch, sequence) so that both dimensions are dynamic.
+
+    Constants that hold the probe sizes are replaced by values computed from the first input's shape:
+    Reshape shapes (each element equal to `batch`, `sequence` or their product), the position ids
+    (0 .. sequence-1), and full-size constants of one repeated value (a scalar broadcasts instead).
+
+    Args:
+        model (onnx.ModelProto): the graph as MindSpore wrote it; changed in place.
+        batch, sequence (int): the probe sizes it was exported at.
+        output_names (tuple[str]): names for the graph outputs, in order.
+        fixed_batch (bool): keep the batch size fixed (only the sequence becomes dynamic).
+    Raises:
+        ValueError: a constant holds a probe size in a way this rewrite does not handle.
+    """
+    from onnx import helper, numpy_helper  # noqa: PLC0415 -- only ONNX export needs onnx
+    graph = model.graph
+    constants = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
+    constants.update({node.output[0]: numpy_helper.to_array(node.attribute[0].t) for node in graph.node
+                      if node.op_type == "Constant" and node.attribute[0].name == "value"})
+    consumers = {}
+    for node in graph.node:
+        for index, name in enumerate(node.input):
+            consumers.setdefault(name, []).append((node, index))
+
+    added, new_initializers = [], []
+
+    def constant(name, value):
+        new_initializers.append(numpy_helper.from_array(np.asarray(value), name))
+        return name
+
+    def node(op, inputs, name, **attributes):
+        added.append(helper.make_node(op, inputs, [name], name=name, **attributes))
+        return name
+
+    shape = node("Shape", [graph.input[0].name], "dynamic/shape")
+    dims = {sequence: node("Slice", [shape, constant("dynamic/one", [1]), constant("dynamic/two", [2])],
+                           "dynamic/sequence")}
+    batch_dim = constant("dynamic/fixed_batch", [batch]) if fixed_batch else \
+        node("Slice", [shape, constant("dynamic/zero", [0]), "dynamic/one"], "dynamic/batch")
+    dims[batch * sequence] = node("Mul", [batch_dim, dims[sequence]], "dynamic/batch_x_sequence")
+    if not fixed_batch:
+        dims[batch] = batch_dim
+    probes = set(dims)
+    replaced = {}
+    for name, value in constants.items():
+        uses = consumers.get(name, [])
+        holds_probe = probes & set(value.shape) or (
+            value.ndim == 1 and np.issubdtype(value.dtype, np.integer) and probes & set(value.tolist()))
+        if not uses or not holds_probe:
+            continue
+        if all(user.op_type == "Reshape" and index == 1 for user, index in uses):
+            parts = [dims[v] if v in dims else constant(f"dynamic/{name}/{i}", [v]) for i, v in enumerate(value.tolist())]
+            replaced[name] = node("Concat", parts, f"dynamic/{name}", axis=0)
+        elif value.shape == (sequence,) and np.issubdtype(value.dtype, np.integer) \
+                and np.array_equal(value, np.arange(sequence)):
+            length = node("Squeeze", [dims[sequence]], f"dynamic/{name}/length", axes=[0])
+            positions = node("Range", [constant("dynamic/range_start", np.int64(0)), length,
+                                       constant("dynamic/range_step", np.int64(1))], f"dynamic/{name}/range")
+            replaced[name] = node("Cast", [positions], f"dynamic/{name}",
+                                  to=helper.np_dtype_to_tensor_dtype(value.dtype))
+        elif value.size and (value == value.flat[0]).all() and all(user.op_type in ELEMENTWISE for user, _ in uses):
+            replaced[name] = constant(f"dynamic/{name}", value.flat[0])
+        else:
+            raise ValueError(f"cannot make the ONNX graph dynamic: constant {name} {value.shape} holds the batch "
+                             f"size or sequence length and feeds {', '.join(sorted({u.op_type for u, _ in uses}))}")
+    for user in graph.node:
+        for index, name in enumerate(user.input):
+            if name in replaced:
+                user.input[index] = replaced[name]
+    kept = [n for n in graph.node if not (n.op_type == "Constant" and n.output[0] in replaced)]
+    del graph.node[:]
+    graph.node.extend(added + kept)
+    unused = [init for init in graph.initializer if init.name in replaced]
+    for init in unused:
+        graph.initializer.remove(init)
+    graph.initializer.extend(new_initializers)
+
+    renames = {output.name: new for output, new in zip(graph.output, output_names)}
+    for user in graph.node:
+        user.output[:] = [renames.get(name, name) for name in user.output]
+        user.input[:] = [renames.get(name, name) for name in user.input]
+    for value_info in list(graph.input) + list(graph.output):
+        value_info.name = renames.get(value_info.name, value_info.name)
+        for dim in value_info.type.tensor_type.shape.dim:
+            if dim.dim_value == sequence or (dim.dim_value == batch and not fixed_batch):
+                dim.dim_param = SEQUENCE if dim.dim_value == sequence else BATCH
+    del graph.value_info[:]  # intermediate shapes recorded at the probe sizes
+
+
 def _run_exported(path, file_format, inputs):
     if file_format == "ONNX":
-        import onnxruntime
+        import onnxruntime  # noqa: PLC0415 -- only ONNX export needs onnxruntime
         session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        names = [i.name for i in session.get_inputs()]
-        return session.run(None, dict(zip(names, inputs)))
+        return session.run(None, {i.name: x for i, x in zip(session.get_inputs(), inputs)})
     outputs = nn.GraphCell(ms.load(str(path)))(*[ms.Tensor(x) for x in inputs])
     return [o.asnumpy() for o in (outputs if isinstance(outputs, (tuple, list)) else (outputs,))]
 
 
+def _write(exported, signature, path, file_format, dynamic=None):
+    """ms.export into a private temporary folder beside `path`, then move the file into place.
+
+    dynamic: (batch, sequence, output names, fixed batch) for ONNX, rewritten by make_onnx_dynamic.
+    """
+    created = [folder for folder in (path.parent, *path.parent.parents) if not folder.exists()]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp_dir = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        ms.export(exported, *signature, file_name=str(tmp_dir / "model"), file_format=file_format)
+        written = tmp_dir / ("model" + EXTENSIONS[file_format])
+        if dynamic is not None:
+            import onnx  # noqa: PLC0415 -- only ONNX export needs onnx
+            model = onnx.load(str(written))
+            make_onnx_dynamic(model, *dynamic)
+            onnx.checker.check_model(model)
+            written = tmp_dir / "dynamic.onnx"
+            onnx.save(model, str(written))
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(written, 0o666 & ~umask)  # MindSpore leaves the file read-only for its owner
+        os.replace(written, path)
+    except OSError as err:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+        for folder in created:  # the folders this export made, deepest first, if nothing else is in them
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
+        if err.filename is None:  # MindSpore's writer does not say where it was writing
+            raise OSError(err.errno, err.strerror, str(path)) from err
+        raise
+    finally:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+
+
+def _check_shapes(batch_size, seq_length, file_format):
+    """The (batch, sequence) sizes the reload check runs: for ONNX, whose graph this module rewrites,
+    three batch sizes and sequence lengths; else one."""
+    if file_format != "ONNX":
+        return [(batch_size or 2, seq_length)]
+    batches = [batch_size] * 3 if batch_size else [2, 1, 3]
+    return list(zip(batches, [seq_length, max(3, seq_length // 2), max(3, seq_length // 4 + 1)]))
+
+
 def export_student(cfg):
-    """Write cfg.export.file_name + extension and return (path, max abs difference to the Cell)."""
+    """Write cfg.export.file_name + extension and return (path, max abs difference to the Cell).
+
+    The student's config and sequence length come from the checkpoint's metadata when it records them
+    (see `student_config`, `export_seq_length`). ONNX gets a dynamic batch size (unless
+    export.batch_size is set) and sequence length; MINDIR a dynamic batch size; AIR neither.
+    """
     logger = get_logger()
     file_format = cfg.export.file_format
     if file_format == "AIR" and cfg.device_target != "Ascend":
@@ -73,26 +258,49 @@ def export_student(cfg):
                          "backend): run with --device_target=Ascend there, or use MINDIR/ONNX here")
     if not cfg.export.checkpoint:
         raise ValueError("export.checkpoint is empty: give the student checkpoint (--export.checkpoint=PATH)")
+    require_device(cfg.device_target)
     ms.set_context(mode=ms.GRAPH_MODE, device_target=cfg.device_target)
-    network = build_exportable(cfg, cfg.export.checkpoint)
-    exported = build_exportable(cfg, cfg.export.checkpoint, for_onnx=True) if file_format == "ONNX" else network
-    vocab_size = bert_config(cfg, "student").vocab_size
-    batch_size = cfg.export.batch_size or (None if file_format == "MINDIR" else 1)
-    example = _example_inputs(batch_size or 2, cfg.seq_length, vocab_size)
-    signature = [ms.Tensor(shape=[batch_size, cfg.seq_length], dtype=ms.int32) for _ in example]
+    tensors, metadata = split_metadata(load_checkpoint(cfg.export.checkpoint))
+    config = student_config(cfg, metadata).replace(compute_type=cfg.compute_type).for_inference()
+    seq_length = export_seq_length(cfg, metadata)
+    if seq_length > config.max_position_embeddings:
+        raise ValueError(f"seq_length {seq_length} exceeds the student's max_position_embeddings "
+                         f"{config.max_position_embeddings}")
+    network, output_names = build_exportable(config, tensors, cfg.export.checkpoint)
+    batch_size = cfg.export.batch_size or (1 if file_format == "AIR" else None)
     path = Path(cfg.export.file_name + EXTENSIONS[file_format])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp_base = path.with_name(path.stem + ".tmp")
-    ms.export(exported, *signature, file_name=str(tmp_base), file_format=file_format)
-    tmp_base.with_name(tmp_base.name + EXTENSIONS[file_format]).replace(path)
+    if file_format == "ONNX":
+        # The exact GELU through a polynomial erf: ONNX export has no Erf op.
+        exported, _ = build_exportable(config.replace(hidden_act="gelu_poly") if config.hidden_act == "gelu"
+                                       else config, tensors, cfg.export.checkpoint)
+        head_width = tensors["dense_1.weight"].shape[0] if "dense_1.weight" in tensors else config.hidden_size
+        probe_batch, probe_sequence = probe_sizes(config, head_width)
+        shape = [batch_size or probe_batch, probe_sequence]
+        dynamic = (shape[0], probe_sequence, output_names, batch_size is not None)
+    else:
+        exported, shape, dynamic = network, [batch_size, seq_length], None
+    _write(exported, [ms.Tensor(shape=shape, dtype=ms.int32) for _ in INPUT_NAMES], path, file_format, dynamic)
     if file_format == "AIR":
         logger.info("exported %s (AIR cannot be reloaded here for a check)", path)
         return path, None
-    expected = network(*[ms.Tensor(x) for x in example])
-    expected = [o.asnumpy() for o in (expected if isinstance(expected, tuple) else (expected,))]
-    actual = _run_exported(path, file_format, example)
-    difference = max(float(np.abs(a - e).max()) for a, e in zip(actual, expected))
-    logger.info("exported %s; reloaded, max abs difference to the trained Cell: %.3g", path, difference)
+    difference = 0.0
+    # The Cell runs in PyNative mode here: GRAPH_MODE would compile it once per checked shape.
+    ms.set_context(mode=ms.PYNATIVE_MODE)
+    try:
+        for batch, length in _check_shapes(batch_size, seq_length, file_format):
+            example = _example_inputs(batch, length, config.vocab_size)
+            expected = network(*[ms.Tensor(x) for x in example])
+            expected = [o.asnumpy() for o in (expected if isinstance(expected, tuple) else (expected,))]
+            actual = _run_exported(path, file_format, example)
+            difference = max([difference] + [float(np.abs(a - e).max()) for a, e in zip(actual, expected)])
+    finally:
+        ms.set_context(mode=ms.GRAPH_MODE)
+    batches = batch_size or "any"
+    lengths = "any" if file_format == "ONNX" else seq_length
+    logger.info("exported %s (batch size %s, sequence length %s; inputs %s; outputs %s); reloaded, max abs "
+                "difference to the trained Cell: %.3g", path, batches, lengths, ", ".join(INPUT_NAMES),
+                ", ".join(output_names), difference)
     if difference > TOLERANCE:
-        raise ValueError(f"exported {path} differs from the Cell by {difference:.3g} (> {TOLERANCE})")
+        path.unlink()
+        raise ValueError(f"exported {path} differs from the Cell by {difference:.3g} (> {TOLERANCE}); file removed")
     return path, difference

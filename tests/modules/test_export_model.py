@@ -1,0 +1,142 @@
+"""Export: named, dynamic ONNX checked by onnxruntime against a Cell built here; the user's folder is
+left as it was; the model and sequence length come from the checkpoint; a full disk leaves nothing."""
+import json
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import numpy as np
+import mindspore as ms
+import pytest
+
+from src.checkpoint import named_parameters, save_checkpoint
+from src.config import load_config
+from src.export_model import export_student
+from src.tinybert_model import BertConfig, BertForSequenceClassification, BertModel
+
+ROOT = Path(__file__).resolve().parents[2]
+onnxruntime = pytest.importorskip("onnxruntime")
+onnx = pytest.importorskip("onnx")
+
+
+@pytest.fixture
+def pynative():
+    """References without a graph compile per input shape."""
+    ms.set_context(mode=ms.PYNATIVE_MODE)
+    yield
+    ms.set_context(mode=ms.GRAPH_MODE)
+
+
+@pytest.fixture
+def checkpoints(tmp_path, student_config):
+    """A classifier and an encoder checkpoint without metadata, and one that records its model."""
+    (tmp_path / "student.json").write_text(json.dumps(student_config.to_dict()))
+    ms.set_seed(3)
+    classifier = BertForSequenceClassification(student_config, 3)
+    encoder = BertModel(student_config)
+    save_checkpoint(tmp_path / "classifier.ckpt", named_parameters(classifier))
+    save_checkpoint(tmp_path / "encoder.ckpt", named_parameters(encoder, "bert."))
+    save_checkpoint(tmp_path / "recorded.ckpt", named_parameters(classifier),
+                    {"model_config": json.dumps(student_config.to_dict()), "seq_length": 24})
+    for cell in (classifier, encoder):
+        cell.set_train(False)
+    return {"classifier": classifier, "encoder": encoder, "folder": tmp_path}
+
+
+def inputs(batch, length, seed):
+    rng = np.random.default_rng(seed)
+    ids = rng.integers(0, 99, (batch, length)).astype(np.int32)
+    mask = np.ones_like(ids)
+    mask[0, length - length // 3:] = 0
+    types = (np.arange(length) >= length // 2).astype(np.int32)[None].repeat(batch, 0)
+    return ids, mask, types
+
+
+@pytest.mark.parametrize("kind, outputs", [("classifier", ["logits"]),
+                                           ("encoder", ["sequence_output", "pooled_output"])])
+def test_onnx_has_named_inputs_and_any_batch_and_sequence(checkpoints, kind, outputs, pynative):
+    folder = checkpoints["folder"]
+    (folder / "out").mkdir()
+    os.chmod(folder / "out", 0o755)
+    cfg = load_config([f"--student.model={folder / 'student.json'}", "--seq_length=16",
+                       f"--export.checkpoint={folder / kind}.ckpt", "--export.file_format=ONNX",
+                       f"--export.file_name={folder / 'out' / kind}"])
+    path, _ = export_student(cfg)
+    assert_untouched(folder / "out", path)
+    graph = onnx.load(str(path)).graph
+    assert [i.name for i in graph.input] == ["input_ids", "attention_mask", "token_type_ids"]
+    assert [o.name for o in graph.output] == outputs
+    assert all([d.dim_param for d in i.type.tensor_type.shape.dim] == ["batch", "sequence"] for i in graph.input)
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    cell = checkpoints[kind]
+    for batch, length in [(1, 5), (4, 16), (7, 40)]:  # 40 > the config's seq_length: only positions limit it
+        ids, mask, types = inputs(batch, length, seed=length)
+        got = session.run(None, {"input_ids": ids, "attention_mask": mask, "token_type_ids": types})
+        expected = cell(ms.Tensor(ids), ms.Tensor(mask), ms.Tensor(types))
+        expected = [expected[0]] if kind == "classifier" else [expected[0], expected[1]]
+        for g, e in zip(got, expected):
+            assert g.shape == e.shape
+            np.testing.assert_allclose(g, e.asnumpy(), atol=2e-5)
+
+
+def assert_untouched(folder, path):
+    """MindSpore's writer makes its folder private and the file read-only: neither may reach the user."""
+    assert oct(folder.stat().st_mode & 0o777) == "0o755"
+    umask = os.umask(0)
+    os.umask(umask)
+    assert oct(path.stat().st_mode & 0o777) == oct(0o666 & ~umask)
+    assert [p.name for p in folder.iterdir()] == [path.name]  # no temporary folder left
+
+
+def test_model_and_sequence_length_come_from_the_checkpoint(checkpoints, pynative):
+    folder = checkpoints["folder"]
+    (folder / "mindir").mkdir()
+    os.chmod(folder / "mindir", 0o755)
+    cfg = load_config([f"--export.checkpoint={folder / 'recorded.ckpt'}", f"--export.file_name={folder / 'mindir/m'}"])
+    assert cfg.seq_length == 128 and cfg.student.model != str(folder / "student.json")
+    path, _ = export_student(cfg)
+    assert_untouched(folder / "mindir", path)
+    graph_cell = ms.nn.GraphCell(ms.load(str(path)))
+    ids, mask, types = inputs(3, 24, seed=1)
+    expected = checkpoints["classifier"](ms.Tensor(ids), ms.Tensor(mask), ms.Tensor(types))[0].asnumpy()
+    np.testing.assert_allclose(graph_cell(ms.Tensor(ids), ms.Tensor(mask), ms.Tensor(types)).asnumpy(), expected,
+                               atol=1e-6)
+
+
+def test_failed_write_leaves_nothing(checkpoints, monkeypatch):
+    folder = checkpoints["folder"]
+
+    def disk_full(*_, **__):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(ms, "export", disk_full)
+    cfg = load_config([f"--student.model={folder / 'student.json'}", "--seq_length=16",
+                       f"--export.checkpoint={folder / 'classifier.ckpt'}", "--export.file_format=ONNX",
+                       f"--export.file_name={folder / 'new' / 'deeper' / 'model'}"])
+    with pytest.raises(OSError) as error:
+        export_student(cfg)
+    assert error.value.filename == str(folder / "new" / "deeper" / "model.onnx")
+    assert not (folder / "new").exists()
+
+
+def test_full_disk_is_one_line_and_leaves_nothing(checkpoints):
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    point = checkpoints["folder"] / f"full-{uuid.uuid4().hex[:6]}"
+    point.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(point)]).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        result = subprocess.run(
+            [sys.executable, "export.py", f"--student.model={checkpoints['folder'] / 'student.json'}",
+             "--seq_length=16", f"--export.checkpoint={checkpoints['folder'] / 'classifier.ckpt'}",
+             "--export.file_format=ONNX", f"--export.file_name={point / 'out' / 'model'}"],
+            cwd=ROOT, capture_output=True, text=True, timeout=180, env={**os.environ, "GLOG_v": "3"})
+        assert result.returncode == 1 and "Traceback" not in result.stderr
+        assert result.stderr.splitlines()[-1] == (f"error: no space left on the device writing {point / 'out'}"
+                                                  "/model.onnx: free some space or choose an output folder on "
+                                                  "another disk")
+        assert list(point.iterdir()) == []
+    finally:
+        subprocess.run(["umount", str(point)], check=False)
