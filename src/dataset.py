@@ -23,11 +23,10 @@ import mindspore as ms
 import mindspore.dataset as ds
 import mindspore.dataset.transforms as transforms
 
-from src.records_writer import FORMATS, ID_COLUMNS, LABEL_COLUMN
+from src.records_writer import EXAMPLE_ID_COLUMN, FORMATS, ID_COLUMNS, LABEL_COLUMN
 
 # Record column (zoo name) -> model input (Hugging Face name), in the model's input order.
 MODEL_INPUTS = dict(zip(ID_COLUMNS, ("input_ids", "attention_mask", "token_type_ids")))
-EXAMPLE_ID_COLUMN = "example_id"
 PADDING = ("max_length", "longest", "buckets")
 _FILE_PATTERNS = {"mindrecord": re.compile(r".*\.mindrecord\d*"), "tfrecord": re.compile(r".*\.tfrecord")}
 

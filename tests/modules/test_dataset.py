@@ -5,11 +5,10 @@ import json
 import numpy as np
 import mindspore as ms
 import pytest
-from mindspore.mindrecord import FileWriter
 
 from src import losses
 from src.dataset import count_examples, create_dataset
-from src.records_writer import RecordsWriter, serialize_examples, tfrecord_frame
+from src.records_writer import RecordsWriter
 from src.tinybert_model import BertForSequenceClassification, BertModel
 
 SEQ = 7
@@ -233,20 +232,15 @@ def varied_columns(lengths=LENGTHS, seq_length=LONG_SEQ, labels="class", seed=0)
 
 
 def write_columns(folder, data_format, columns):
-    """Records with any columns, per-token labels and example ids included, as the converters write them:
-    MindRecord with int32 sequences and scalars, TFRecord with int64 features and no schema."""
+    """Records as the converters write them: class labels as glue_to_records, per-token labels as
+    conll_to_records, example ids always."""
     path = folder / f"varied.{data_format}"
-    rows = len(columns["input_ids"])
-    if data_format == "mindrecord":
-        writer = FileWriter(str(path), shard_num=1)
-        writer.add_schema({name: {"type": "int64" if values.dtype == np.int64 else "int32",
-                                  **({"shape": [-1]} if values.ndim == 2 else {})}
-                           for name, values in columns.items()}, "varied")
-        writer.write_raw_data([{name: values[i] if values.ndim == 2 else values[i].item()
-                                for name, values in columns.items()} for i in range(rows)])
-        writer.commit()
-    else:
-        path.write_bytes(b"".join(tfrecord_frame(example) for example in serialize_examples(columns)))
+    labels = columns.get("label_ids")
+    per_token = labels is not None and labels.ndim == 2
+    with RecordsWriter(path, data_format, LONG_SEQ, None if labels is None or per_token else labels.dtype,
+                       with_example_ids=True, extra_columns={"label_ids": (labels.dtype, True)} if per_token else None
+                       ) as writer:
+        writer.write(columns)
     return path
 
 
@@ -260,25 +254,24 @@ def batches(folder, data_format, padding, with_labels=True, buckets=BUCKETS, **k
 @pytest.mark.parametrize("data_format", FORMATS)
 @pytest.mark.parametrize("labels", [None, "class", "token"])
 def test_padding_cuts_only_padding(tmp_path, data_format, labels):
-    columns = varied_columns(labels=labels)
-    write_columns(tmp_path, data_format, columns)
-    full = batches(tmp_path, data_format, "max_length", with_labels=labels is not None)
-    assert [b["input_ids"].shape for b in full] == [(4, LONG_SEQ)] * 3 + [(2, LONG_SEQ)]
+    write_columns(tmp_path, data_format, varied_columns(labels=labels))
     sequence_columns = ["input_ids", "attention_mask", "token_type_ids"] + (["label_ids"] if labels == "token" else [])
-    for padding, widths in WIDTHS.items():
-        cut = batches(tmp_path, data_format, padding, with_labels=labels is not None)
-        assert [b["input_ids"].shape[1] for b in cut] == widths
-        for whole, part, width in zip(full, cut, widths):
-            assert list(part) == list(whole)  # same columns in the same order
-            for name in whole:
-                assert part[name].dtype == whole[name].dtype
-                if name in sequence_columns:
-                    np.testing.assert_array_equal(part[name], whole[name][:, :width])
-                    assert not whole["attention_mask"][:, width:].any()  # what was cut is padding only
-                else:
-                    np.testing.assert_array_equal(part[name], whole[name])
-            np.testing.assert_array_equal(part["example_id"], part["input_ids"][:, 0])
-    assert full[0]["example_id"].dtype == np.int64
+    schemas = [""] + ([str(tmp_path / "varied.schema.json")] if data_format == "tfrecord" else [])
+    for schema_file in schemas:
+        full = batches(tmp_path, data_format, "max_length", with_labels=labels is not None, schema_file=schema_file)
+        assert [b["input_ids"].shape for b in full] == [(4, LONG_SEQ)] * 3 + [(2, LONG_SEQ)]
+        assert full[0]["example_id"].dtype == np.int64
+        for padding, widths in WIDTHS.items():
+            cut = batches(tmp_path, data_format, padding, with_labels=labels is not None, schema_file=schema_file)
+            assert [b["input_ids"].shape[1] for b in cut] == widths
+            for whole, part, width in zip(full, cut, widths):
+                assert list(part) == list(whole)  # same columns in the same order
+                assert not whole["attention_mask"][:, width:].any()  # what is cut is padding only
+                for name in whole:
+                    assert part[name].dtype == whole[name].dtype
+                    expected = whole[name][:, :width] if name in sequence_columns else whole[name]
+                    np.testing.assert_array_equal(part[name], expected)
+                np.testing.assert_array_equal(part["example_id"], part["input_ids"][:, 0])
 
 
 @pytest.mark.parametrize("data_format", FORMATS)
