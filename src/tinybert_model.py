@@ -40,6 +40,9 @@ class BertConfig:
     initializer_range: float = 0.02
     layer_norm_eps: float = 1e-12
     compute_type: str = "float32"  # float16 runs the matmuls in half precision (Ascend/GPU)
+    # Heads removed by structured pruning (src/prune/structured.py): ((layer, (head, ...)), ...) in
+    # original head numbers; given and written as Hugging Face's {"layer": [head, ...]}.
+    pruned_heads: tuple = ()
 
     def __post_init__(self):
         if self.hidden_size % self.num_attention_heads:
@@ -49,6 +52,27 @@ class BertConfig:
             raise ValueError(f"hidden_act {self.hidden_act!r} is not one of {ACTIVATIONS}")
         if self.compute_type not in ("float32", "float16"):
             raise ValueError(f"compute_type {self.compute_type!r} must be float32 or float16")
+        object.__setattr__(self, "pruned_heads", self._normalised_pruned_heads())
+
+    def _normalised_pruned_heads(self):
+        """pruned_heads as sorted ((layer, (heads...)), ...) from a dict or pairs, checked against the shape."""
+        items = self.pruned_heads.items() if isinstance(self.pruned_heads, dict) else self.pruned_heads
+        layers = {}
+        for layer, heads in items:
+            layers.setdefault(int(layer), set()).update(int(head) for head in heads)
+        for layer, heads in layers.items():
+            if not 0 <= layer < self.num_hidden_layers:
+                raise ValueError(f"pruned_heads: layer {layer} is not in 0..{self.num_hidden_layers - 1}")
+            if not all(0 <= head < self.num_attention_heads for head in heads):
+                raise ValueError(f"pruned_heads: layer {layer} names heads outside 0..{self.num_attention_heads - 1}")
+            if len(heads) == self.num_attention_heads:
+                raise ValueError(f"pruned_heads: all {self.num_attention_heads} heads of layer {layer} are removed; "
+                                 "keep at least one")
+        return tuple((layer, tuple(sorted(heads))) for layer, heads in sorted(layers.items()) if heads)
+
+    def num_heads_in_layer(self, layer_index):
+        """Attention heads left in encoder layer `layer_index` (0-based) after structured pruning."""
+        return self.num_attention_heads - len(dict(self.pruned_heads).get(layer_index, ()))
 
     @classmethod
     def from_dict(cls, values):
@@ -72,7 +96,11 @@ class BertConfig:
         return self.replace(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
 
     def to_dict(self):
-        return dataclasses.asdict(self)
+        values = dataclasses.asdict(self)
+        values.pop("pruned_heads")
+        if self.pruned_heads:  # only then: an unpruned model's config.json stays as it was
+            values["pruned_heads"] = {str(layer): list(heads) for layer, heads in self.pruned_heads}
+        return values
 
 
 def _dense(config, in_channels, out_channels):
@@ -130,16 +158,21 @@ class BertEmbeddings(nn.Cell):
 
 
 class BertSelfAttention(nn.Cell):
-    """Multi-head scaled dot-product attention; also returns the pre-softmax scores."""
+    """Multi-head scaled dot-product attention; also returns the pre-softmax scores.
 
-    def __init__(self, config):
+    Layer `layer_index` has config.num_heads_in_layer(layer_index) heads of hidden_size /
+    num_attention_heads each: fewer than num_attention_heads once heads are pruned.
+    """
+
+    def __init__(self, config, layer_index=0):
         super().__init__()
-        self.num_heads = config.num_attention_heads
+        self.num_heads = config.num_heads_in_layer(layer_index)
         self.head_size = config.hidden_size // config.num_attention_heads
+        self.all_head_size = self.num_heads * self.head_size
         self.scale = 1.0 / math.sqrt(self.head_size)
-        self.query_layer = _dense(config, config.hidden_size, config.hidden_size)
-        self.key_layer = _dense(config, config.hidden_size, config.hidden_size)
-        self.value_layer = _dense(config, config.hidden_size, config.hidden_size)
+        self.query_layer = _dense(config, config.hidden_size, self.all_head_size)
+        self.key_layer = _dense(config, config.hidden_size, self.all_head_size)
+        self.value_layer = _dense(config, config.hidden_size, self.all_head_size)
         self.dropout = nn.Dropout(p=config.attention_probs_dropout_prob)
 
     def _split_heads(self, x):
@@ -156,7 +189,7 @@ class BertSelfAttention(nn.Cell):
         probs = ops.softmax(scores.astype(ms.float32) + mask_bias, axis=-1).astype(value.dtype)
         context = ops.matmul(self.dropout(probs), value)  # (B, nh, T, hs)
         batch, _, seq_length, _ = context.shape
-        context = context.transpose(0, 2, 1, 3).reshape(batch, seq_length, -1)  # (B, T, H)
+        context = context.transpose(0, 2, 1, 3).reshape(batch, seq_length, -1)  # (B, T, nh * hs)
         return context, scores.astype(ms.float32)
 
 
@@ -175,10 +208,10 @@ class BertSelfOutput(nn.Cell):
 
 
 class BertAttention(nn.Cell):
-    def __init__(self, config):
+    def __init__(self, config, layer_index=0):
         super().__init__()
-        self.attention = BertSelfAttention(config)
-        self.output = BertSelfOutput(config, config.hidden_size)
+        self.attention = BertSelfAttention(config, layer_index)
+        self.output = BertSelfOutput(config, self.attention.all_head_size)
 
     def construct(self, hidden_states, mask_bias):
         context, scores = self.attention(hidden_states, mask_bias)
@@ -188,10 +221,10 @@ class BertAttention(nn.Cell):
 class BertLayer(nn.Cell):
     """Attention then feed-forward, each with residual and LayerNorm."""
 
-    def __init__(self, config):
+    def __init__(self, config, layer_index=0):
         super().__init__()
         self.hidden_act = config.hidden_act
-        self.attention = BertAttention(config)
+        self.attention = BertAttention(config, layer_index)
         self.intermediate = _dense(config, config.hidden_size, config.intermediate_size)
         self.output = BertSelfOutput(config, config.intermediate_size)
 
@@ -205,7 +238,7 @@ class BertLayer(nn.Cell):
 class BertEncoder(nn.Cell):
     def __init__(self, config):
         super().__init__()
-        self.layers = nn.CellList([BertLayer(config) for _ in range(config.num_hidden_layers)])
+        self.layers = nn.CellList([BertLayer(config, i) for i in range(config.num_hidden_layers)])
 
     def construct(self, hidden_states, mask_bias):
         all_hidden_states = (hidden_states,)
