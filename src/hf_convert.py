@@ -4,8 +4,8 @@ Import brings a pretrained (or fine-tuned) Hugging Face BERT in as a teacher; ex
 distilled student back to the Hugging Face ecosystem. Both directions read the one `NAME_TABLE`.
 
 Usage:
-  python -m src.hf_convert import --hf_dir DIR --output_dir OUT
-  python -m src.hf_convert export --checkpoint CKPT --config CONFIG_JSON_OR_PRESET --vocab_file VOCAB \
+  python -m src.hf_convert import --hf_dir DIR --output_dir OUT [--task mnli [--label_map A=a,B=b]]
+  python -m src.hf_convert export --checkpoint CKPT [--config PRESET|CONFIG_JSON|RUN/td2/config.yaml] --vocab_file VOCAB \
       --output_dir OUT [--num_labels N] [--architecture BertForTokenClassification]
 """
 import argparse
@@ -20,11 +20,12 @@ import numpy as np
 import mindspore as ms
 from safetensors.numpy import load_file, save_file
 
-from src.checkpoint import STATE_PREFIX, assign_parameters, load_checkpoint, named_parameters, \
-    save_checkpoint, split_metadata
+from src.checkpoint import LABEL_NAMES, MODEL_CONFIG, STATE_PREFIX, TASK, assign_parameters, load_checkpoint, \
+    named_parameters, save_checkpoint, split_metadata
 from src.cli import run_cli
-from src.config import default_presets, resolve_model
+from src.config import bert_config, default_presets, load_config, resolve_model
 from src.logger import get_logger
+from src.tokenization import TOKENIZER_CONFIG, read_tokenizer_config, resolve_casing
 from src.tinybert_model import BertConfig, BertForQuestionAnswering, BertForSequenceClassification, \
     BertForTokenClassification, BertModel
 
@@ -83,6 +84,7 @@ HEAD_MODELS = {
     "BertForQuestionAnswering": (lambda config, _: BertForQuestionAnswering(config), QA_HEAD),
 }
 NO_POOLER = ("BertForTokenClassification", "BertForQuestionAnswering")  # HF builds these without a pooler
+LABELLED = ("BertForSequenceClassification", "BertForTokenClassification")  # heads whose outputs have label names
 # Position and token-type id buffers some HF versions saved with the weights: not parameters.
 HF_BUFFERS = ("embeddings.position_ids", "embeddings.token_type_ids")
 HF_HEADS = "cls."  # masked-LM and next-sentence heads: distillation does not use them
@@ -233,12 +235,94 @@ def _atomic_directory(output_dir):
         shutil.rmtree(old, ignore_errors=True)
 
 
-def import_hf(hf_dir, output_dir):
-    """Hugging Face BERT directory -> output_dir/{model.ckpt, config.json, vocab.txt}.
+GENERIC_LABEL = re.compile(r"LABEL_\d+")  # transformers' names for the outputs of a model given none
+
+
+def hf_label_names(values, num_labels):
+    """The label of each output from a HF config.json's id2label, in output order; [] when the model
+    has no names of its own (none, or transformers' LABEL_i defaults)."""
+    id2label = values.get("id2label") or {}
+    try:
+        by_index = {int(index): str(name) for index, name in id2label.items()}
+    except (TypeError, ValueError):
+        raise ValueError(f"id2label {id2label!r} should map output numbers to label names") from None
+    if sorted(by_index) != list(range(num_labels)) or all(GENERIC_LABEL.fullmatch(n) for n in by_index.values()):
+        return []
+    return [by_index[i] for i in range(num_labels)]
+
+
+def align_labels(weights, label_names, task, source, label_map=None):
+    """Reorder the classifier rows so that output i is the GLUE `task`'s class i.
+
+    Distillation compares teacher and student logits output by output, and evaluation compares the
+    argmax with the class ids `glue_to_records` wrote, so a classifier must follow the task's label
+    order (TASKS[task].labels), whatever order it was fine-tuned with.
 
     Args:
-        hf_dir (str or Path): holds config.json, model.safetensors or pytorch_model.bin, vocab.txt.
+        weights (dict[str, np.ndarray]): our names; holds dense_1.weight (num_labels, hidden) and dense_1.bias.
+        label_names (list[str]): the model's label of each output; [] when unknown (kept in order).
+        task (str): a key of glue_to_records.TASKS.
+        source (str or Path): the model, for messages.
+        label_map (dict[str, str], default None): model label -> task label, for names that differ.
+    Returns:
+        tuple (dict, list[str]): the reordered weights and the label names now in output order.
+    Raises:
+        ValueError: unknown task, another number of outputs, or names that are not the task's labels.
+    """
+    from src.glue_to_records import TASKS  # noqa: PLC0415 -- the converters own the task table
+    if task not in TASKS:
+        raise ValueError(f"--task {task!r} is not a GLUE task ({', '.join(TASKS)})")
+    task_labels = list(TASKS[task].labels or [])
+    rows = weights[CLASSIFIER + "weight"].shape[0]
+    if rows != TASKS[task].num_labels:
+        raise ValueError(f"{source} has {rows} outputs but task {task} has {TASKS[task].num_labels}: "
+                         "is it a model fine-tuned on this task?")
+    if not task_labels or not label_names:
+        if task_labels:
+            get_logger().info("%s names no labels: its outputs are taken as %s's (%s)", source, task,
+                              ", ".join(task_labels))
+        return weights, task_labels
+    mapping = {key.strip().lower(): value.strip().lower() for key, value in (label_map or {}).items()}
+    named = [mapping.get(name.strip().lower(), name.strip().lower()) for name in label_names]
+    if sorted(named) != sorted(label.lower() for label in task_labels):
+        raise ValueError(f"{source} labels its outputs {', '.join(label_names)}, which are not the labels of task "
+                         f"{task} ({', '.join(task_labels)}): pass --label_map MODEL_LABEL=TASK_LABEL,... "
+                         "to say which is which")
+    order = [named.index(label.lower()) for label in task_labels]
+    aligned = dict(weights)
+    for name in (CLASSIFIER + "weight", CLASSIFIER + "bias"):
+        aligned[name] = weights[name][order]
+    if order != list(range(rows)):
+        get_logger().info("reordered the outputs of %s from (%s) to task %s's order (%s)", source,
+                          ", ".join(label_names), task, ", ".join(task_labels))
+    return aligned, task_labels
+
+
+def _imported_tokenizer_settings(hf_dir):
+    """The tokenizer_config.json to keep beside the imported vocabulary: the model's own, with
+    do_lower_case judged from the vocabulary where it has none."""
+    settings = {"tokenizer_class": "BertTokenizer", **read_tokenizer_config(hf_dir / "vocab.txt")}
+    vocab = (hf_dir / "vocab.txt").read_text(encoding="utf-8").splitlines()
+    try:
+        settings["do_lower_case"] = resolve_casing(hf_dir / "vocab.txt", vocab)[0]
+    except ValueError as err:  # the model's own files disagree: keep its setting, the converters will stop
+        get_logger().warning("WARNING: %s", err)
+    return settings
+
+
+def import_hf(hf_dir, output_dir, task=None, label_map=None):
+    """Hugging Face BERT directory -> output_dir/{model.ckpt, config.json, vocab.txt, tokenizer_config.json}.
+
+    The checkpoint records its model config and label names (`model_config`, `label_names`), and
+    tokenizer_config.json keeps the model's casing beside its vocabulary for the converters.
+
+    Args:
+        hf_dir (str or Path): holds config.json, model.safetensors or pytorch_model.bin, vocab.txt and
+            optionally tokenizer_config.json.
         output_dir (str or Path): created, or replaced if it holds only a converted model.
+        task (str, default None): a GLUE task: a sequence classifier's outputs are reordered to its
+            label order (see `align_labels`).
+        label_map (dict[str, str], default None): model label -> task label, for names that differ.
     Returns:
         dict: {"config": BertConfig, "num_labels": int or None, "num_tensors": int}.
     """
@@ -253,32 +337,65 @@ def import_hf(hf_dir, output_dir):
     logger = get_logger()
     if heads:
         logger.info("ignored %d masked-LM/next-sentence head tensors (cls.*) of %s", heads, hf_dir)
-    declared = json.loads((hf_dir / "config.json").read_text(encoding="utf-8")).get("architectures") or [None]
+    hf_values = json.loads((hf_dir / "config.json").read_text(encoding="utf-8"))
+    declared = hf_values.get("architectures") or [None]
     architecture = _head_architecture(weights, declared[0], hf_dir)
     num_labels = weights[HEAD_MODELS[architecture][1] + "weight"].shape[0] if architecture in HEAD_MODELS else None
+    label_names = hf_label_names(hf_values, num_labels) if architecture in LABELLED else []
+    if task and architecture != "BertForSequenceClassification":
+        raise ValueError(f"--task reorders a sequence classifier's outputs, and {hf_dir} is a {architecture}: "
+                         "leave --task out")
+    if task:
+        weights, label_names = align_labels(weights, label_names, task, hf_dir, label_map)
     params, left = _load_into_model(config, weights, architecture, hf_dir, optional=(POOLER,), hf_source=True)
     if left:
         logger.info("%s has no pooler: the pooler keeps its random initialisation", hf_dir)
+    metadata = {MODEL_CONFIG: json.dumps(config.to_dict()), LABEL_NAMES: json.dumps(label_names), TASK: task or ""}
     with _atomic_directory(output_dir) as tmp:
         save_checkpoint(tmp / "model.ckpt", params,
-                        {"num_labels": num_labels, "architecture": architecture} if num_labels else None)
+                        {**metadata, "num_labels": num_labels, "architecture": architecture} if num_labels else metadata)
         (tmp / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n", encoding="utf-8")
         shutil.copyfile(hf_dir / "vocab.txt", tmp / "vocab.txt")
+        (tmp / TOKENIZER_CONFIG).write_text(json.dumps(_imported_tokenizer_settings(hf_dir), indent=2) + "\n",
+                                            encoding="utf-8")
     return {"config": config, "num_labels": num_labels, "num_tensors": len(params)}
 
 
-def _is_uncased(vocab):
-    """An uncased vocabulary has no capital letters outside its [SPECIAL] tokens."""
-    return not any(token != token.lower() for token in vocab if not (token.startswith("[") and token.endswith("]")))
+def _export_config(config_arg, metadata, checkpoint):
+    """(BertConfig, label names or []) of the model in `checkpoint`.
+
+    config_arg: a preset name, our config.json, a run's OUTPUT_DIR/PHASE/config.yaml (its student, or
+    its teacher for the teacher phase; its task's labels), or None for the config the checkpoint records.
+    """
+    names = json.loads(metadata.get(LABEL_NAMES, "[]"))
+    if config_arg is None:
+        if MODEL_CONFIG not in metadata:
+            raise ValueError(f"{checkpoint} does not record its model config: pass --config (the student's preset "
+                             "name, its config.json, or the run's OUTPUT_DIR/PHASE/config.yaml)")
+        return BertConfig.from_dict(json.loads(metadata[MODEL_CONFIG])), names
+    config_arg = str(config_arg)
+    if config_arg.endswith((".yaml", ".yml")):
+        cfg = load_config([f"--config_path={config_arg}"])
+        role = "teacher" if cfg.phase == "teacher" else "student"
+        if not names and cfg.task.name:
+            from src.glue_to_records import TASKS  # noqa: PLC0415 -- the converters own the task table
+            names = list(TASKS[cfg.task.name].labels or [])
+        return bert_config(cfg, role).replace(compute_type="float32"), names
+    try:
+        return resolve_model(config_arg, default_presets(), "--config"), names
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{config_arg} is not valid JSON ({err.msg} at line {err.lineno}): --config takes a preset "
+                         "name, our config.json (as hf_convert import writes it) or a run's config.yaml") from None
 
 
-def _hf_config(config, num_labels, architecture):
+def _hf_config(config, num_labels, architecture, label_names=()):
     values = {k: v for k, v in config.to_dict().items() if k != "compute_type"}
     values.update(model_type="bert", position_embedding_type="absolute", architectures=[architecture],
                   hidden_act=HF_ACTIVATIONS.get(config.hidden_act, config.hidden_act))
     if num_labels and architecture != "BertForQuestionAnswering":
-        values.update(id2label={str(i): f"LABEL_{i}" for i in range(num_labels)},
-                      label2id={f"LABEL_{i}": i for i in range(num_labels)})
+        names = list(label_names) if len(label_names) == num_labels else [f"LABEL_{i}" for i in range(num_labels)]
+        values.update(id2label={str(i): name for i, name in enumerate(names)},
+                      label2id={name: i for i, name in enumerate(names)})
     return values
 
 
@@ -288,8 +405,10 @@ def export_hf(checkpoint, config_json, vocab_file, output_dir, num_labels=None, 
     BertForQuestionAnswering) loads with no missing or unexpected weights.
 
     Args:
-        checkpoint (str or Path): our .ckpt; fit_dense.* and state.* entries are skipped.
-        config_json (str or Path): our BertConfig as JSON, or a model_presets name (tinybert_4_312...).
+        checkpoint (str or Path): our .ckpt; fit_dense.* and state.* entries are skipped. Its
+            `label_names` become id2label.
+        config_json (str or Path or None): our BertConfig as JSON, a model_presets name (tinybert_4_312...),
+            or the run's OUTPUT_DIR/PHASE/config.yaml; None: the `model_config` the checkpoint records.
         vocab_file (str or Path): the vocabulary the model was trained with.
         output_dir (str or Path): created, or replaced if it holds only a converted model.
         num_labels (int, default None): if given, the checkpoint's classifier must have this many outputs.
@@ -298,12 +417,14 @@ def export_hf(checkpoint, config_json, vocab_file, output_dir, num_labels=None, 
     Returns:
         dict: {"architecture": str, "num_labels": int or None, "num_tensors": int}.
     """
-    config = resolve_model(str(config_json), default_presets(), "--config")
+    tensors, metadata = split_metadata(load_checkpoint(checkpoint))
+    config, label_names = _export_config(config_json, metadata, checkpoint)
+    if not Path(vocab_file).is_file():
+        raise FileNotFoundError(f"vocab file {vocab_file} does not exist: pass the vocab.txt the model was trained with")
     vocab = Path(vocab_file).read_text(encoding="utf-8").splitlines()
     if len(vocab) > config.vocab_size:
-        raise ValueError(f"{vocab_file} has {len(vocab)} tokens but {config_json} only {config.vocab_size} "
+        raise ValueError(f"{vocab_file} has {len(vocab)} tokens but the model only {config.vocab_size} "
                          "embeddings: is it the vocabulary this model was trained with?")
-    tensors, metadata = split_metadata(load_checkpoint(checkpoint))
     weights = {name: value.asnumpy() for name, value in tensors.items() if not name.startswith(SKIPPED_ON_EXPORT)}
     architecture = _head_architecture(weights, architecture or metadata.get("architecture"), checkpoint)
     found_labels = weights[HEAD_MODELS[architecture][1] + "weight"].shape[0] if architecture in HEAD_MODELS else None
@@ -320,11 +441,11 @@ def export_hf(checkpoint, config_json, vocab_file, output_dir, num_labels=None, 
         hf_name = rename(name, OURS, HF)
         hf_weights[hf_name if hf_name.startswith(("classifier.", "qa_outputs.")) else prefix + hf_name] = \
             np.ascontiguousarray(param.asnumpy(), dtype=np.float32)
-    hf_config = _hf_config(config, found_labels, architecture)
-    tokenizer_config = {"tokenizer_class": "BertTokenizer", "do_lower_case": _is_uncased(vocab),
+    hf_config = _hf_config(config, found_labels, architecture, label_names)
+    do_lower_case, casing_source = resolve_casing(vocab_file, vocab)
+    tokenizer_config = {"tokenizer_class": "BertTokenizer", "do_lower_case": do_lower_case,
                         "model_max_length": config.max_position_embeddings}
-    get_logger().info("tokenizer do_lower_case = %s, judged from the letters in %s",
-                      tokenizer_config["do_lower_case"], vocab_file)
+    get_logger().info("tokenizer do_lower_case = %s, %s", do_lower_case, casing_source)
     with _atomic_directory(output_dir) as tmp:
         save_file(hf_weights, str(tmp / "model.safetensors"), metadata={"format": "pt"})
         (tmp / "config.json").write_text(json.dumps(hf_config, indent=2) + "\n", encoding="utf-8")
@@ -334,15 +455,31 @@ def export_hf(checkpoint, config_json, vocab_file, output_dir, num_labels=None, 
             "num_tensors": len(hf_weights)}
 
 
+def _parse_label_map(text):
+    """'A=0,B=1' -> {'A': '0', 'B': '1'}; None -> None."""
+    if text is None:
+        return None
+    pairs = [item.split("=", 1) for item in text.split(",") if item.strip()]
+    if not pairs or any(len(pair) != 2 or not all(part.strip() for part in pair) for pair in pairs):
+        raise ValueError(f"--label_map {text!r} should look like MODEL_LABEL=TASK_LABEL,MODEL_LABEL=TASK_LABEL")
+    return {model.strip(): task.strip() for model, task in pairs}
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     commands = parser.add_subparsers(dest="command", required=True)
     to_ours = commands.add_parser("import", help="Hugging Face BERT directory -> our checkpoint")
     to_ours.add_argument("--hf_dir", required=True, help="holds config.json, model.safetensors, vocab.txt")
-    to_ours.add_argument("--output_dir", required=True, help="receives model.ckpt, config.json, vocab.txt")
+    to_ours.add_argument("--output_dir", required=True,
+                         help="receives model.ckpt, config.json, vocab.txt, tokenizer_config.json")
+    to_ours.add_argument("--task", default=None, help="a GLUE task: reorder a classifier's outputs to its label order")
+    to_ours.add_argument("--label_map", default=None,
+                         help="with --task, for label names that differ: MODEL_LABEL=TASK_LABEL,... (e.g. NEGATIVE=0,POSITIVE=1)")
     to_hf = commands.add_parser("export", help="our checkpoint -> Hugging Face BERT directory")
     to_hf.add_argument("--checkpoint", required=True)
-    to_hf.add_argument("--config", required=True, help="our BertConfig as JSON, or a preset name of default_config.yaml")
+    to_hf.add_argument("--config", default=None,
+                       help="our BertConfig as JSON, a preset name of default_config.yaml, or the run's "
+                            "OUTPUT_DIR/PHASE/config.yaml (default: the model config the checkpoint records)")
     to_hf.add_argument("--vocab_file", required=True)
     to_hf.add_argument("--output_dir", required=True)
     to_hf.add_argument("--num_labels", type=int, default=None, help="check the classifier has this many outputs")
@@ -350,7 +487,7 @@ def main(argv=None):
                        help="the Hugging Face model to write (default: the checkpoint's, else from its head)")
     args = parser.parse_args(argv)
     if args.command == "import":
-        result = import_hf(args.hf_dir, args.output_dir)
+        result = import_hf(args.hf_dir, args.output_dir, args.task, _parse_label_map(args.label_map))
         print(f"imported {result['num_tensors']} tensors from {args.hf_dir} into {args.output_dir}"
               f" (num_labels {result['num_labels']})")
     else:
