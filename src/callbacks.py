@@ -154,7 +154,7 @@ def parameter_table(named_models):
     for model_name, model in named_models:
         groups = {}
         for name, param in model.parameters_and_names():
-            top = f"{model_name}.{name.split('.')[0]}" if name.count(".") > 1 else model_name
+            top = f"{model_name}.{name.split('.')[0]}" if "." in name else model_name
             size = int(np.prod(param.shape))
             trainable, total = groups.get(top, (0, 0))
             groups[top] = (trainable + size * bool(param.requires_grad), total + size)

@@ -138,6 +138,8 @@ class DistillationLoss(nn.Cell):
                                            self.temperature_gamma)
             prediction = self.prediction_loss(logits, teacher_logits, temperature, ops.ones_like(logits[..., 0]))
             if self.temperature_squared:
+                # The mean of T^2 over examples: exact for a constant temperature, an average
+                # for the per-example flsw/cwsm ones.
                 prediction = prediction * ops.square(temperature).mean()
             prediction = schedule[0] * prediction
         if self.use_label:

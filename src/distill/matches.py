@@ -18,6 +18,13 @@ from src.distill.features import FEATURES, RELATIONS
 from src.losses import PAIR_LOSSES, get_loss
 
 ROW_KEYS = ("layer_S", "layer_T", "feature", "loss", "weight", "proj", "relation_heads")
+# The features each built-in loss can compare (a registered loss of one's own is not checked).
+_DISTRIBUTIONS = ("attention", "query_relation", "key_relation", "value_relation")
+LOSS_FEATURES = {"hidden_mse": ("hidden",), "hidden_cos": ("hidden", "cls"), "pkd": ("cls",),
+                 "attention_mse": ("attention", "attention_probs"), "attention_ce": _DISTRIBUTIONS,
+                 "attention_kl": _DISTRIBUTIONS, "relation_kl": _DISTRIBUTIONS, "mmd": ("hidden",),
+                 "fsp": ("hidden",), "nst": ("hidden",)}
+PROJECTED_FEATURES = ("hidden", "cls")
 SHARED_PROJECTION = "fit_dense"
 # Losses that compare tensors of equal width: a student narrower than its teacher needs a projection.
 SAME_WIDTH_LOSSES = ("hidden_mse", "hidden_cos", "pkd", "fsp")
@@ -76,8 +83,14 @@ def parse_match(row, key):
     heads = row.get("relation_heads", 0)
     if not isinstance(heads, int) or isinstance(heads, bool) or heads < 0:
         raise ValueError(f"{key}.relation_heads: expected a non-negative integer, got {heads!r}")
-    return Match(_layers(row["layer_S"], f"{key}.layer_S", pair), _layers(row["layer_T"], f"{key}.layer_T", pair),
-                 row["feature"], row["loss"], float(weight), proj, heads)
+    match = Match(_layers(row["layer_S"], f"{key}.layer_S", pair), _layers(row["layer_T"], f"{key}.layer_T", pair),
+                  row["feature"], row["loss"], float(weight), proj, heads)
+    accepted = LOSS_FEATURES.get(match.loss)
+    if accepted is not None and match.feature not in accepted:
+        raise ValueError(f"{key}: loss {match.loss} compares {' or '.join(accepted)} features, not {match.feature}")
+    if proj is not None and match.feature not in PROJECTED_FEATURES:
+        raise ValueError(f"{key}.proj: a projection applies to {' and '.join(PROJECTED_FEATURES)} features only")
+    return match
 
 
 def parse_matches(rows, key="distill.intermediate_matches"):
@@ -88,8 +101,10 @@ def parse_matches(rows, key="distill.intermediate_matches"):
 
 def uniform_mapping(num_student_layers, num_teacher_layers):
     """(student layer, teacher layer) pairs, 0 = embeddings: student layer m <- teacher layer
-    round(m * N_T / N_S), evenly spaced for any layer counts (TinyBERT's m * k when N_T = k N_S)."""
-    return [(m, round(m * num_teacher_layers / num_student_layers)) for m in range(num_student_layers + 1)]
+    m * N_T / N_S rounded half up, evenly spaced for any layer counts (TinyBERT's m * k when
+    N_T = k N_S; 4 of 6: 0, 2, 3, 5, 6)."""
+    return [(m, (2 * m * num_teacher_layers + num_student_layers) // (2 * num_student_layers))
+            for m in range(num_student_layers + 1)]
 
 
 def layer_pairs(layer_mapping, num_student_layers, num_teacher_layers):
@@ -101,8 +116,9 @@ def layer_pairs(layer_mapping, num_student_layers, num_teacher_layers):
                          "[student_layer, teacher_layer] pairs")
     pairs = []
     for pair in layer_mapping:
-        if not (isinstance(pair, (list, tuple)) and len(pair) == 2 and 0 <= pair[0] <= num_student_layers
-                and 0 <= pair[1] <= num_teacher_layers):
+        if not (isinstance(pair, (list, tuple)) and len(pair) == 2
+                and all(isinstance(v, int) and not isinstance(v, bool) for v in pair)
+                and 0 <= pair[0] <= num_student_layers and 0 <= pair[1] <= num_teacher_layers):
             raise ValueError(f"distill.layer_mapping: pair {pair!r} must be [student_layer, teacher_layer] "
                              f"with student_layer in 0..{num_student_layers} and teacher_layer in "
                              f"0..{num_teacher_layers} (0 = embeddings)")
@@ -144,8 +160,10 @@ def _pkd(pairs, s, t, distill):
 
 def _hidden_mse_smmd(pairs, s, t, distill):
     """TextBrewer's published `L4t_hidden_mse + L4_hidden_smmd` scheme, for any mapped layers:
-    projected hidden MSE plus similarity-matrix MSE (`mmd`) on the same layers."""
-    rows = [Match((ls,), (lt,), "hidden", "hidden_mse", 1.0, SHARED_PROJECTION) for ls, lt in pairs]
+    hidden MSE through each row's own projection, plus similarity-matrix MSE (`mmd`) on the same
+    layers."""
+    proj = ("linear", s.hidden_size, t.hidden_size)
+    rows = [Match((ls,), (lt,), "hidden", "hidden_mse", 1.0, proj) for ls, lt in pairs]
     rows += [Match((ls, ls), (lt, lt), "hidden", "mmd", 1.0) for ls, lt in pairs]
     return rows
 
@@ -174,7 +192,19 @@ def feature_width(match, config):
 
 
 def check_match(match, s, t, key):
-    """Layer ranges, head counts and widths of one match against the two model configs."""
+    """Loss against feature, layer ranges, head counts and widths of one match against the two
+    model configs."""
+    layers_needed = 2 if match.loss in PAIR_LOSSES else 1
+    if len(match.layer_S) != layers_needed or len(match.layer_T) != layers_needed:
+        raise ValueError(f"{key}: loss {match.loss} needs " + ("a pair [a, b] of layers on each side"
+                                                             if layers_needed == 2 else "one layer on each side"))
+    accepted = LOSS_FEATURES.get(match.loss)
+    if accepted is not None and match.feature not in accepted:
+        raise ValueError(f"{key}: loss {match.loss} compares {' or '.join(accepted)} features, not "
+                         f"{match.feature}")
+    if match.proj is not None and match.feature not in PROJECTED_FEATURES:
+        raise ValueError(f"{key}: proj applies to {' and '.join(PROJECTED_FEATURES)} features only, "
+                         f"not {match.feature}")
     for side, layers, config in (("layer_S", match.layer_S, s), ("layer_T", match.layer_T, t)):
         low = 0 if match.feature in ("hidden", "cls") else 1
         for layer in layers:
