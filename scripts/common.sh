@@ -1,19 +1,59 @@
 # Sourced by the launch scripts: run a command in the background into log.txt (the model zoo's way),
 # or in the foreground with FOREGROUND=1, still keeping log.txt.
-#   LOG_FILE   where the output goes (default: ./log.txt)
-#   FOREGROUND 1 to wait for the run and print its output as well
+#   LOG_FILE     where the output goes (default: ./log.txt). An existing one is kept, not overwritten:
+#                it becomes LOG_FILE.1 (an older LOG_FILE.1 becomes .2, and so on; LOG_KEEP, default 5, kept)
+#   FOREGROUND   1 to wait for the run and print its output as well
+#   EARLY_CHECK  seconds a background run is watched before the script returns (default 10): a run that
+#                stops in that time (a bad option, a missing file) is reported with its error line and
+#                exit code instead of "running in the background"
+#   GLOG_v       MindSpore's C++ log level; 3 (errors only) unless set
 
 REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 LOG_FILE=${LOG_FILE:-log.txt}
+export GLOG_v=${GLOG_v:-3}
+
+# rotate_log FILE: keep an existing FILE as FILE.1, FILE.1 as FILE.2 ... (LOG_KEEP files), and say so.
+rotate_log() {
+  local file=$1 keep=${LOG_KEEP:-5} i
+  [ -e "$file" ] || return 0
+  for ((i = keep - 1; i >= 1; i--)); do
+    if [ -e "$file.$i" ]; then mv -f "$file.$i" "$file.$((i + 1))"; fi
+  done
+  mv -f "$file" "$file.1"
+  echo "the previous $file is kept as $file.1"
+}
+
+# last_error FILE: the last `error: ...` or Python exception line of FILE, else its last line.
+last_error() {
+  local found
+  found=$(grep -E '^(error: |[A-Za-z_.]*(Error|Exception): )' "$1" | tail -n 1) || true
+  [ -n "$found" ] || found=$(grep -v '^[[:space:]]*$' "$1" | tail -n 1) || true
+  echo "${found#error: }"
+}
 
 launch() {
+  rotate_log "$LOG_FILE"
   if [ "${FOREGROUND:-0}" = "1" ]; then
     set -o pipefail
     "$@" 2>&1 | tee "$LOG_FILE"
-  else
-    nohup "$@" > "$LOG_FILE" 2>&1 &
-    echo "running in the background (pid $!): follow it with  tail -f $LOG_FILE"
+    return
   fi
+  nohup "$@" > "$LOG_FILE" 2>&1 &
+  local pid=$! ticks=0 rc=0
+  while [ "$ticks" -lt $((${EARLY_CHECK:-10} * 4)) ] && kill -0 "$pid" 2>/dev/null; do
+    sleep 0.25
+    ticks=$((ticks + 1))
+  done
+  if kill -0 "$pid" 2>/dev/null; then
+    echo "running in the background (pid $pid): follow it with  tail -f $LOG_FILE"
+    return 0
+  fi
+  wait "$pid" || rc=$?
+  if [ "$rc" -ne 0 ]; then
+    echo "error: $(last_error "$LOG_FILE") (the run stopped with exit code $rc; its output: $LOG_FILE)" >&2
+    return "$rc"
+  fi
+  echo "finished already (exit code 0); its output: $LOG_FILE"
 }
 
 # ---- distributed launchers (scripts/run_distributed_*.sh) ----
