@@ -1,4 +1,4 @@
-"""GLUE metrics as plain numpy functions of (predictions, labels).
+"""GLUE metrics as plain numpy functions of (predictions, labels), and entity-level NER scores.
 
 Evaluation gathers every prediction of the dev set first and scores once, so F1, MCC and the
 correlations are exact over the whole set rather than averaged over batches. Where a metric is
@@ -6,6 +6,8 @@ undefined (no positive example, a constant prediction) it is 0.0, the score of a
 has learnt nothing, so "keep the best" comparisons never meet a NaN.
 """
 import numpy as np
+
+from src.conll_to_records import IGNORE_INDEX
 
 
 def _as_arrays(predictions, labels):
@@ -106,3 +108,123 @@ def compute_metric(name, logits, labels):
                          f" per example, got logits of shape {logits.shape}: check num_labels and the metric")
     predictions = logits.reshape(-1) if regression_head else logits.argmax(-1)
     return METRICS[name](predictions, labels)
+
+
+def _chunk_boundaries(previous, tag):
+    """(does a chunk end before `tag`, does one start at `tag`), conlleval's rules for IOB tags.
+
+    A chunk starts at B-, and at an I- that follows O or a tag of another type (conlleval and
+    seqeval's default mode read such an I- as the start of a new entity, as IOB1 writes it).
+    """
+    prev_prefix, prev_type = (previous[0], previous[2:]) if previous != "O" else ("O", "")
+    prefix, entity_type = (tag[0], tag[2:]) if tag != "O" else ("O", "")
+    ends = prev_prefix != "O" and (prefix in ("O", "B") or entity_type != prev_type)
+    starts = prefix == "B" or (prefix == "I" and (prev_prefix == "O" or entity_type != prev_type))
+    return ends, starts
+
+
+def entity_spans(tags):
+    """The entities of one sentence's IOB tags as (type, first, last) word indices, conlleval's way.
+
+    Args:
+        tags (list[str]): `O`, `B-TYPE` or `I-TYPE` per word (IOB2; IOB1 reads the same).
+    Returns:
+        list[tuple[str, int, int]]: in order; `last` is inclusive.
+    Raises:
+        ValueError: a tag that is none of O, B-TYPE, I-TYPE.
+    """
+    spans, start, previous = [], None, "O"
+    for index, tag in enumerate(list(tags) + ["O"]):
+        if tag != "O" and (len(tag) < 3 or tag[0] not in "BI" or tag[1] != "-"):
+            raise ValueError(f"tag {tag!r} at word {index} is not an IOB tag (O, B-TYPE or I-TYPE)")
+        ends, starts = _chunk_boundaries(previous, tag)
+        if ends:
+            spans.append((previous[2:], start, index - 1))
+        if starts:
+            start = index
+        previous = tag
+    return spans
+
+
+def entity_scores(gold_sentences, predicted_sentences):
+    """Entity-level precision, recall and F1 over a corpus, as conlleval and seqeval compute them.
+
+    An entity counts as found only when its type and both ends match a gold entity exactly
+    (Tjong Kim Sang & De Meulder 2003, CoNLL-2003 shared task); the scores are micro-averaged over
+    every entity of every sentence, and 0.0 where undefined.
+
+    Args:
+        gold_sentences (list[list[str]]): gold IOB tags, one list per sentence.
+        predicted_sentences (list[list[str]]): predicted tags, the same lengths.
+    Returns:
+        dict: precision, recall, f1 (floats in [0, 1]), and per_type {type: {precision, recall,
+        f1, support}}, support being the number of gold entities.
+    Raises:
+        ValueError: different sentence counts or lengths, or a tag that is not IOB.
+    """
+    if len(gold_sentences) != len(predicted_sentences):
+        raise ValueError(f"{len(gold_sentences)} gold sentences but {len(predicted_sentences)} predicted ones")
+    counts = {}  # type -> [correct, predicted, gold]
+    for index, (gold, predicted) in enumerate(zip(gold_sentences, predicted_sentences)):
+        if len(gold) != len(predicted):
+            raise ValueError(f"sentence {index} has {len(gold)} gold tags but {len(predicted)} predicted ones")
+        gold_spans, predicted_spans = set(entity_spans(gold)), set(entity_spans(predicted))
+        for spans, column in ((gold_spans & predicted_spans, 0), (predicted_spans, 1), (gold_spans, 2)):
+            for entity_type, _, _ in spans:
+                counts.setdefault(entity_type, [0, 0, 0])[column] += 1
+
+    def scores(correct, predicted, gold):
+        precision, recall = _divide(correct, predicted), _divide(correct, gold)
+        return {"precision": precision, "recall": recall,
+                "f1": _divide(2 * precision * recall, precision + recall)}
+
+    total = np.sum(list(counts.values()), axis=0) if counts else np.zeros(3, int)
+    result = scores(*total)
+    result["per_type"] = {entity_type: {**scores(*c), "support": c[2]} for entity_type, c in sorted(counts.items())}
+    return result
+
+
+def ner_scores(logits, label_ids, example_ids, features_file):
+    """Entity-level scores of token-classification outputs on records from `conll_to_records`.
+
+    Each record's predictions are read at its words' first pieces (where `label_ids` is not
+    IGNORE_INDEX), put back in their sentence, and the whole sentence is scored against the gold
+    tags of the source file: words a truncating conversion dropped count as predicted `O`.
+
+    Args:
+        logits (array (N, T, num_labels)): the model's scores for N records, any order.
+        label_ids (array (N, T) int): the records' `label_ids` column.
+        example_ids (array (N,) int): the records' `example_id` column.
+        features_file (str | Path): the STEM.features.npz written beside the records.
+    Returns:
+        dict: as `entity_scores`.
+    Raises:
+        ValueError: shapes that disagree, or records of the file missing from the predictions
+            (evaluate every record: no dropped last batch).
+    """
+    logits, label_ids = np.asarray(logits), np.asarray(label_ids)
+    example_ids = np.asarray(example_ids).reshape(-1)
+    with np.load(features_file) as features:
+        labels, gold = features["labels"].tolist(), features["gold_label_ids"]
+        starts, sentence_index, first_word = features["sentence_starts"], features["sentence_index"], \
+            features["first_word"]
+    if logits.ndim != 3 or logits.shape[:2] != label_ids.shape or len(example_ids) != len(logits) \
+            or logits.shape[-1] != len(labels):
+        raise ValueError(f"need logits (N, T, {len(labels)}), label_ids (N, T) and example_ids (N,), got "
+                         f"{logits.shape}, {label_ids.shape} and {example_ids.shape}")
+    missing = np.setdiff1d(np.arange(len(first_word)), example_ids)
+    if missing.size:
+        raise ValueError(f"predictions cover {len(first_word) - missing.size} of the {len(first_word)} records of "
+                         f"{features_file}: evaluate every record (keep the last partial batch)")
+    predicted = np.full(len(gold), labels.index("O") if "O" in labels else -1)
+    for scores, token_labels, record in zip(logits, label_ids, example_ids):
+        word_predictions = scores.argmax(-1)[token_labels != IGNORE_INDEX]
+        first = starts[sentence_index[record]] + first_word[record]
+        if first + len(word_predictions) > starts[sentence_index[record] + 1]:
+            raise ValueError(f"record {record} has more words than its sentence in {features_file}: pass the "
+                             f"features file written with these records")
+        predicted[first:first + len(word_predictions)] = word_predictions
+    names = np.array(labels + ["O"])  # index -1 (no O in the label list) reads as O
+    gold_tags, predicted_tags = names[gold].tolist(), names[predicted].tolist()
+    return entity_scores([gold_tags[a:b] for a, b in zip(starts[:-1], starts[1:])],
+                         [predicted_tags[a:b] for a, b in zip(starts[:-1], starts[1:])])
