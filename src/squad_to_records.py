@@ -269,7 +269,8 @@ def convert(input_file, tokenizer, output_file, seq_length, doc_stride=128, max_
     if not questions:
         raise ValueError(f"no questions in {input_file}: check that it is SQuAD v1.1 JSON")
     query_ids = [ids[:max_query_length] for ids in tokenizer.token_ids([q.text for q in questions])]
-    columns, mapping = build_features(questions, answer_spans, pieces, query_ids, tokenizer, seq_length, doc_stride, stats)
+    columns, mapping = build_features(questions, answer_spans, pieces, query_ids, tokenizer, seq_length, doc_stride,
+                                      stats)
     stats.questions, stats.records = len(questions), len(mapping["example_index"])
     examples = [{"id": q.id, "question": q.text, "context": contexts[q.context_index],
                  "answers": [text for text, _ in q.answers]} for q in questions]

@@ -198,7 +198,8 @@ def test_ner_scores_put_windows_back_together(tmp_path, tokenizer, long_sentence
         (1.0 if long_sentences == "split" else entity_scores(gold, [g[:3] + ["O"] * (len(g) - 3) for g in gold])["f1"])
 
     with pytest.raises(ValueError, match=f"predictions cover {len(logits) - 1} of the {len(logits)} records"):
-        ner_scores(logits[1:], rows["label_ids"][1:], rows["example_id"][1:], features_path(tmp_path / "ner.mindrecord"))
+        ner_scores(logits[1:], rows["label_ids"][1:], rows["example_id"][1:],
+                   features_path(tmp_path / "ner.mindrecord"))
     with pytest.raises(ValueError, match=r"need logits \(N, T, \d+\), label_ids \(N, T\) and example_ids \(N,\)"):
         ner_scores(logits[:, :, :2], rows["label_ids"], rows["example_id"], features_path(tmp_path / "ner.mindrecord"))
 
