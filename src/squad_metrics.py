@@ -123,7 +123,9 @@ def squad_evaluate(start_logits, end_logits, example_ids, features_file, example
     """Exact match and F1 of QA outputs on records from `squad_to_records`.
 
     Args:
-        start_logits, end_logits (array (N, T)): the model's logits for N records, any order.
+        start_logits, end_logits (array (N, T)): the model's logits for N records, any order;
+            T may be under the records' seq_length (batches cut to their longest example and
+            padded to a common T), the positions left out being padding.
         example_ids (array (N,) int): the records' `example_id` column.
         features_file (str | Path): the STEM.features.npz written beside the records.
         examples_file (str | Path): the STEM.examples.json written beside them.
@@ -141,13 +143,13 @@ def squad_evaluate(start_logits, end_logits, example_ids, features_file, example
     with open(examples_file, encoding="utf-8") as f:
         examples = json.load(f)
     if start_logits.shape != end_logits.shape or start_logits.ndim != 2 or len(example_ids) != len(start_logits) \
-            or start_logits.shape[1] != token_offsets.shape[1]:
-        raise ValueError(f"need start and end logits (N, {token_offsets.shape[1]}) and example_ids (N,), got "
+            or start_logits.shape[1] > token_offsets.shape[1]:
+        raise ValueError(f"need start and end logits (N, T <= {token_offsets.shape[1]}) and example_ids (N,), got "
                          f"{start_logits.shape}, {end_logits.shape} and {example_ids.shape}")
     missing = np.setdiff1d(np.arange(len(example_index)), example_ids)
     if missing.size:
         raise ValueError(f"predictions cover {len(example_index) - missing.size} of the {len(example_index)} records "
                          f"of {features_file}: evaluate every record (keep the last partial batch)")
-    predictions = predict_answers(start_logits, end_logits, example_ids, examples, example_index, token_offsets,
-                                  n_best_size, max_answer_length)
+    predictions = predict_answers(start_logits, end_logits, example_ids, examples, example_index,
+                                  token_offsets[:, :start_logits.shape[1]], n_best_size, max_answer_length)
     return {**squad_scores(predictions, examples), "predictions": predictions}

@@ -124,6 +124,9 @@ def test_squad_evaluate_end_to_end(converted):
     result = squad_evaluate(starts[order], ends[order], rows["example_id"][order], features_path(output),
                             examples_path(output))
     assert result["exact_match"] == 1.0 and result["f1"] == 1.0 and result["count"] == 4
+    # Logits cut short (batches cut to their longest record) score the same: the last position is [SEP].
+    assert squad_evaluate(starts[:, :-1], ends[:, :-1], rows["example_id"], features_path(output),
+                          examples_path(output))["predictions"] == result["predictions"]
     assert result["predictions"] == {"q-rollo": "Rollo", "q-normandy": "Normandy",
                                      "q-century": "the first half of the 10th century", "q-paris": "Paris"}
 
@@ -153,5 +156,8 @@ def test_squad_evaluate_errors(converted):
     logits = np.zeros((count, length))
     with pytest.raises(ValueError, match=f"predictions cover {count - 1} of the {count} records"):
         squad_evaluate(logits[1:], logits[1:], rows["example_id"][1:], features_path(output), examples_path(output))
-    with pytest.raises(ValueError, match=rf"need start and end logits \(N, {length}\) and example_ids \(N,\)"):
-        squad_evaluate(logits[:, :5], logits[:, :5], rows["example_id"], features_path(output), examples_path(output))
+    with pytest.raises(ValueError, match=rf"need start and end logits \(N, T <= {length}\) and example_ids \(N,\)"):
+        squad_evaluate(logits[:, :5], logits[:, :6], rows["example_id"], features_path(output), examples_path(output))
+    wide = np.zeros((count, length + 1))
+    with pytest.raises(ValueError, match=r"got \(\d+, 41\)"):
+        squad_evaluate(wide, wide, rows["example_id"], features_path(output), examples_path(output))
