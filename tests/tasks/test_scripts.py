@@ -100,3 +100,28 @@ def test_demo_log_tells_teacher_from_student(tmp_path, fake_python):
         "[student-td] 2026-01-01 00:00:00 The best acc is 0.850000 (step 9), saved to s.ckpt"]
     assert "  [teacher] 2026-01-01 00:00:00 The best acc is 0.900000" in result.stdout  # the summary, not logged
     assert all(re.match(r"\[[a-z-]+\] ", line) for line in (tmp_path / "log.txt").read_text().splitlines())
+
+
+def readme_outputs():
+    """Every output path a README example writes in the repository: --output_dir, --output_file, and
+    --export.file_name with each export extension."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    found = set()
+    for option, path in re.findall(r"(--output_dir|--output_file|--export\.file_name)[ =]([\w./-]+)", text):
+        if path.startswith("/") or path.upper() == path:  # absolute paths and PLACEHOLDERS are not in the repo
+            continue
+        path = path.removeprefix("./").rstrip("/")
+        found.update([path + ext for ext in (".mindir", ".onnx", ".air")] if option == "--export.file_name"
+                     else [path + "/any_file" if "." not in Path(path).name else path])
+    return sorted(found)
+
+
+def test_readme_outputs_are_git_ignored():
+    if shutil.which("git") is None or not (ROOT / ".git").exists():
+        pytest.skip("not a git checkout")
+    outputs = readme_outputs()
+    assert {"data/gd/any_file", "hf_student/any_file", "tinybert.mindir", "tinybert.onnx"} <= set(outputs)
+    result = subprocess.run(["git", "check-ignore", "--no-index", "--stdin", "-v", "-n"], cwd=ROOT, text=True,
+                            input="\n".join(outputs) + "\n", capture_output=True)
+    not_ignored = [line.split("\t")[1] for line in result.stdout.splitlines() if line.startswith("::")]
+    assert not_ignored == [], f"README example outputs that git would track: {not_ignored}"
