@@ -34,23 +34,29 @@ def mindspore_step(args, presets):
     import types
     import mindspore as ms
     from mindspore import nn
-    from src.tinybert_for_gd_td import (BertTrainWithLossScaleCell, IntermediateDistillationLoss, freeze,
-                                        make_fit_dense, make_scale_update_cell)
+    from src.distill.matches import resolve_matches
+    from src.distill.teacher import LiveTeacher, freeze
+    from src.tinybert_for_gd_td import (BertTrainWithLossScaleCell, DistillationLoss, make_projections,
+                                        make_scale_update_cell)
+    from src.config import load_config
     from src.tinybert_model import BertConfig, BertModel
     ms.set_context(mode=ms.GRAPH_MODE, device_target="CPU")
     t_config = BertConfig.from_dict(presets["bert_base"]).for_inference()
     s_config = BertConfig.from_dict(presets[args.student])
-    distill = types.SimpleNamespace(layer_mapping="uniform", attention_loss="attention_mse",
-                                    hidden_loss="hidden_mse", attention_weight=1.0, hidden_weight=1.0)
-    loss = IntermediateDistillationLoss(BertModel(s_config), freeze(BertModel(t_config)),
-                                        make_fit_dense(s_config, t_config), distill)
+    distill = load_config([]).distill  # the default: the tinybert preset, uniform mapping
+    matches = resolve_matches(distill, s_config, t_config)
+    loss = DistillationLoss(BertModel(s_config), ("matches",), distill, matches,
+                            make_projections(matches, s_config, t_config))
+    teacher = LiveTeacher(freeze(BertModel(t_config)), matches)
     optimizer = nn.AdamWeightDecay(loss.trainable_params(), learning_rate=1e-4)
     scale = types.SimpleNamespace(enabled=True, init_value=2.0 ** 16, factor=2, window=1000)
     cell = BertTrainWithLossScaleCell(loss, optimizer, make_scale_update_cell(scale), 1.0)
     cell.set_train(True)
     inputs = [ms.Tensor(x) for x in batch(args.batch, args.seq, t_config.vocab_size)]
+    schedule = ms.Tensor([1.0, 0.0, 1.0], ms.float32)
+
     def step():  # as src/trainer.py does it: the teacher's graph, then the training step's
-        return float(cell(loss.teacher_outputs(*inputs), *inputs)[0].asnumpy())
+        return float(cell(teacher(*inputs), schedule, *inputs)[0].asnumpy())
     return step
 
 

@@ -44,6 +44,37 @@ def _check_losses(distill):
                       ("prediction_loss", "prediction"), ("label_loss", "label")):
         get_loss(kind, distill[key], f"distill.{key}")
     parse_matches(distill["intermediate_matches"])
+
+
+ENSEMBLE_KEYS = ("model", "checkpoint", "weight")
+
+
+def _check_ensemble(rows):
+    if not isinstance(rows, list):
+        raise ValueError(f"teacher.ensemble: expected a list of {{model, checkpoint, weight}} rows, got {rows!r}")
+    for i, row in enumerate(rows):
+        key = f"teacher.ensemble[{i}]"
+        if not isinstance(row, dict) or set(row) - set(ENSEMBLE_KEYS) or not {"model", "checkpoint"} <= set(row):
+            raise ValueError(f"{key}: expected {{model: PRESET_OR_CONFIG_JSON, checkpoint: PATH, weight: 1.0}}, "
+                             f"got {row!r}")
+        weight = row.get("weight", 1.0)
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight <= 0:
+            raise ValueError(f"{key}.weight: expected a positive number, got {weight!r}")
+
+
+def teacher_specs(cfg):
+    """[(BertConfig, checkpoint, weight)] of the teachers: teacher.ensemble's rows, or the one teacher."""
+    presets = cfg.model_presets.to_dict()
+    rows = cfg.teacher.ensemble or [{"model": cfg.teacher.model, "checkpoint": cfg.teacher.checkpoint}]
+    specs = []
+    for i, row in enumerate(rows):
+        key = f"teacher.ensemble[{i}].model" if cfg.teacher.ensemble else "teacher.model"
+        config = resolve_model(row["model"], presets, key)
+        if config.max_position_embeddings < cfg.seq_length:
+            raise ValueError(f"seq_length {cfg.seq_length} exceeds {key}'s max_position_embeddings "
+                             f"{config.max_position_embeddings}")
+        specs.append((config.replace(compute_type=cfg.compute_type), row["checkpoint"], float(row.get("weight", 1.0))))
+    return specs
 POSITIVE = ("seq_length", "epochs", "batch_size", "learning_rate", "eps", "clip_norm", "temperature",
             "num_labels", "init_value", "factor", "window", "save_steps", "max_num", "log_steps")
 NON_NEGATIVE = ("end_learning_rate", "weight_decay", "warmup_ratio", "max_steps", "every_steps",
@@ -190,6 +221,7 @@ def load_config(argv=(), defaults_path=DEFAULT_CONFIG):
     _apply_task(values["task"], explicit={**task_values.get("task", {}), **overrides.get("task", {})})
     _validate(values)
     _check_losses(values["distill"])
+    _check_ensemble(values["teacher"]["ensemble"])
     if values["compute_type"] == "auto":
         values["compute_type"] = "float32" if values["device_target"] == "CPU" else "float16"
     return Config(values)

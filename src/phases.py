@@ -13,9 +13,9 @@ import dataclasses
 
 from src.checkpoint import (ENCODER_PREFIX, HEAD_PREFIX, assign_parameters, load_checkpoint, model_metadata,
                             named_parameters, split_metadata)
-from src.config import bert_config
+from src.config import bert_config, teacher_specs
 from src.distill.matches import resolve_matches
-from src.distill.teacher import LiveTeacher, freeze, no_teacher
+from src.distill.teacher import LiveTeacher, TeacherEnsemble, freeze, no_teacher
 from src.student_init import copy_teacher_layers
 from src.tinybert_for_gd_td import DistillationLoss, make_projections
 from src.tinybert_model import BertForSequenceClassification, BertModel
@@ -63,15 +63,15 @@ class Models:
 
     trained: the model trained or evaluated; name: what its checkpoint files are called after
     ("student" or "teacher"); prefix: checkpoint name prefix of its parameters; loss: the
-    DistillationLoss (None for eval); teacher: the frozen teacher model, if the phase has one;
-    teacher_source: LiveTeacher on it; projections: {name: Dense} saved with the student;
+    DistillationLoss (None for eval); teachers: the frozen teacher models, if the phase has them;
+    teacher_source: what the step gets the teachers' outputs from; projections: {name: Dense} saved with the student;
     metadata: what the checkpoints record about the model.
     """
 
-    def __init__(self, trained, name, prefix, metadata, loss=None, teacher=None, teacher_source=None,
+    def __init__(self, trained, name, prefix, metadata, loss=None, teachers=(), teacher_source=None,
                  projections=None, matches=()):
         self.trained, self.name, self.prefix, self.metadata = trained, name, prefix, metadata
-        self.loss, self.teacher, self.teacher_source = loss, teacher, teacher_source
+        self.loss, self.teachers, self.teacher_source = loss, list(teachers), teacher_source
         self.projections, self.matches = projections or {}, matches
 
     def weights(self):
@@ -150,30 +150,40 @@ def build_models(cfg, phase, logger, student_checkpoint=""):
         return Models(student, "student", "", model_metadata(s_config, num_labels, labels, cfg.task.name,
                                                                cfg.seq_length))
 
-    t_config = bert_config(cfg, "teacher").for_inference()
-    if phase.head:
-        teacher = freeze(BertForSequenceClassification(t_config, num_labels))
-        _require(cfg.teacher.checkpoint, "teacher.checkpoint", "the task-fine-tuned teacher")
-        needs_head = "prediction" in phase.terms
-        _load_into(teacher, cfg.teacher.checkpoint, "teacher checkpoint",
-                   allow_missing=() if needs_head else (HEAD_PREFIX,))
-        student, prefix = BertForSequenceClassification(s_config, num_labels), ""
-    else:
-        teacher = freeze(BertModel(t_config))
-        _require(cfg.teacher.checkpoint, "teacher.checkpoint", "the pretrained teacher")
-        _load_into(teacher, cfg.teacher.checkpoint, "teacher checkpoint", ENCODER_PREFIX)
-        student, prefix = BertModel(s_config), ENCODER_PREFIX
+    specs = teacher_specs(cfg)
+    if cfg.teacher.ensemble and not phase.head:
+        raise ValueError("teacher.ensemble is for task phases (several task-fine-tuned teachers); general "
+                         "distillation takes one pretrained teacher: teacher.model and teacher.checkpoint")
+    teachers = []
+    for i, (t_config, path, _) in enumerate(specs):
+        what = f"teacher.ensemble[{i}]" if cfg.teacher.ensemble else "teacher"
+        _require(path, f"{what}.checkpoint" if cfg.teacher.ensemble else "teacher.checkpoint",
+                 "the task-fine-tuned teacher" if phase.head else "the pretrained teacher")
+        if phase.head:
+            teacher = freeze(BertForSequenceClassification(t_config.for_inference(), num_labels))
+            _load_into(teacher, path, f"{what} checkpoint",
+                       allow_missing=() if "prediction" in phase.terms else (HEAD_PREFIX,))
+        else:
+            teacher = freeze(BertModel(t_config.for_inference()))
+            _load_into(teacher, path, f"{what} checkpoint", ENCODER_PREFIX)
+        teachers.append(teacher)
+    teacher = teachers[0]
+    student, prefix = (BertForSequenceClassification(s_config, num_labels), "") if phase.head \
+        else (BertModel(s_config), ENCODER_PREFIX)
     tensors = _init_student(cfg, student, prefix, checkpoint, teacher, logger, bool(student_checkpoint))
-    matches = resolve_matches(cfg.distill, s_config, t_config) if "matches" in phase.terms else ()
-    projections = make_projections(matches, s_config, t_config)
+    t_configs = [spec[0] for spec in specs]
+    matches = resolve_matches(cfg.distill, s_config, t_configs) if "matches" in phase.terms else ()
+    projections = make_projections(matches, s_config, t_configs[0])
     for name, projection in projections.items():
         # GD's fit_dense carries into task phase 1 (the zoo discards it and starts from scratch)
         if f"{name}.weight" in tensors:
             assign_parameters(named_parameters(projection, f"{name}."), tensors, f"{name} in {checkpoint}")
             logger.info("projection %s restored from %s", name, checkpoint)
     loss = DistillationLoss(student, phase.terms, cfg.distill, matches, projections, regression)
-    source = LiveTeacher(teacher, matches, with_logits="prediction" in phase.terms)
+    with_logits = "prediction" in phase.terms
+    source = LiveTeacher(teacher, matches, with_logits) if len(teachers) == 1 else \
+        TeacherEnsemble(teachers, [spec[2] for spec in specs], matches, with_logits)
     metadata = model_metadata(s_config, num_labels if phase.head else 0, labels if phase.head else [],
                               cfg.task.name if phase.head else "", cfg.seq_length)
-    return Models(student, "student", prefix, metadata, loss=loss, teacher=teacher, teacher_source=source,
+    return Models(student, "student", prefix, metadata, loss=loss, teachers=teachers, teacher_source=source,
                   projections=projections, matches=matches)

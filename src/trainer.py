@@ -16,10 +16,10 @@ from src.callbacks import Evaluator, MetricsFile, StepCheckpoints, TrainingLog, 
     train_state
 from src.checkpoint import (BEST_CHECKPOINT, FINAL_CHECKPOINT, assign_parameters, load_checkpoint,
                             remove_partial_files, save_checkpoint, split_metadata, step_checkpoints)
-from src.config import bert_config, config_changes, save_config
+from src.config import bert_config, config_changes, save_config, teacher_specs
 from src.dataset import create_dataset, record_files
 from src.distill.schedules import schedule_values
-from src.distill.teacher import CachedTeacher, cache_key, load_or_build_cache
+from src.distill.teacher import CachedTeacher, cache_key, combine_logits, load_or_build_cache
 from src.logger import get_logger
 from src.optimizer import build_optimizer
 from src.phases import PHASES, build_models
@@ -73,17 +73,21 @@ def _check_vocab(input_ids, vocab_size):
 
 
 def _teacher_source(cfg, models, phase, logger):
-    """The live teacher, or its logits from the cache when the phase needs nothing else."""
-    if not (cfg.distill.teacher_cache and models.teacher is not None and not models.matches):
+    """The live teacher(s), or their logits from the cache (one file per teacher) when the phase
+    needs nothing else from them."""
+    if not (cfg.distill.teacher_cache and models.teachers and not models.matches):
         return models.teacher_source, False
     files = record_files(cfg.data.train_path, cfg.data.format)
-    key = cache_key(cfg.teacher.checkpoint, files, models.teacher.bert.config.to_dict())
-    batches = create_dataset(cfg.data.train_path, cfg.data.format, cfg.eval.batch_size, cfg.seq_length,
-                             with_labels=phase.labels, shuffle=False, drop_remainder=False,
-                             schema_file=cfg.data.schema_file, seed=cfg.seed, padding=cfg.data.padding,
-                             buckets=cfg.data.buckets, with_example_ids=True).create_tuple_iterator(num_epochs=1)
-    return CachedTeacher(load_or_build_cache(Path(cfg.output_dir) / "teacher_cache", key, batches,
-                                             models.teacher, logger)), True
+    logits = []
+    for teacher, (_, checkpoint, _) in zip(models.teachers, teacher_specs(cfg)):
+        batches = create_dataset(cfg.data.train_path, cfg.data.format, cfg.eval.batch_size, cfg.seq_length,
+                                 with_labels=phase.labels, shuffle=False, drop_remainder=False,
+                                 schema_file=cfg.data.schema_file, seed=cfg.seed, padding=cfg.data.padding,
+                                 buckets=cfg.data.buckets, with_example_ids=True)
+        key = cache_key(checkpoint, files, teacher.bert.config.to_dict())
+        logits.append(load_or_build_cache(Path(cfg.output_dir) / "teacher_cache", key,
+                                          batches.create_tuple_iterator(num_epochs=1), teacher, logger))
+    return CachedTeacher(combine_logits(logits, [spec[2] for spec in teacher_specs(cfg)])), True
 
 
 def run_phase(cfg, name, student_checkpoint=""):
@@ -96,6 +100,7 @@ def run_phase(cfg, name, student_checkpoint=""):
         logger.info("config (what differs from default_config.yaml; the whole of it is written to "
                     "OUTPUT_DIR/PHASE/config.yaml):\n%s", config_changes(cfg))
         _PROCESS["config_logged"] = True
+    logger.info("phase %s, rank %d of %d", name, rank, group_size)
     phase_dir = Path(cfg.output_dir) / name
     metrics = MetricsFile(Path(cfg.output_dir) / "metrics.jsonl" if rank == 0 else None)
     models = build_models(cfg, phase, logger, student_checkpoint)
@@ -122,8 +127,8 @@ def run_phase(cfg, name, student_checkpoint=""):
                                             make_scale_update_cell(cfg.loss_scale), block.clip_norm)
     train_cell.set_train(True)
     # Teacher and student read the same token ids: both vocabularies must hold them.
-    vocab_size = min(bert_config(cfg, role).vocab_size for role in (("teacher",) if phase.trains == "teacher"
-                                                                    else ("teacher", "student")))
+    vocab_size = min([spec[0].vocab_size for spec in teacher_specs(cfg)]
+                     + ([] if phase.trains == "teacher" else [bert_config(cfg, "student").vocab_size]))
     # Every input is checked: from here on the phase folder is written.
     if rank == 0:
         save_config(cfg, phase_dir / "config.yaml")

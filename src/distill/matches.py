@@ -7,7 +7,8 @@ losses `mmd` and `fsp`; feature: one of `features.FEATURES`; loss: a feature los
 weight: its factor in the total; proj: none, `fit_dense` (one projection from student to teacher width
 shared by every match that names it: TinyBERT's W_h, kept from GD for task phase 1), or
 [linear, in, out] (the match's own projection); relation_heads: heads a relation feature is split
-into (0 = the model's attention heads; student and teacher must use the same number).
+into (0 = the model's attention heads; student and teacher must use the same number); teacher:
+which teacher of `teacher.ensemble` the feature comes from (0 = the first, or the only one).
 
 Presets build the rows from the two model shapes: `tinybert`, `minilm`, `minilmv2`, `pkd`,
 `hidden_mse_smmd`; `distill.intermediate_matches` replaces them.
@@ -17,7 +18,7 @@ import dataclasses
 from src.distill.features import FEATURES, RELATIONS
 from src.losses import PAIR_LOSSES, get_loss
 
-ROW_KEYS = ("layer_S", "layer_T", "feature", "loss", "weight", "proj", "relation_heads")
+ROW_KEYS = ("layer_S", "layer_T", "feature", "loss", "weight", "proj", "relation_heads", "teacher")
 # The features each built-in loss can compare (a registered loss of one's own is not checked).
 _DISTRIBUTIONS = ("attention", "query_relation", "key_relation", "value_relation")
 LOSS_FEATURES = {"hidden_mse": ("hidden",), "hidden_cos": ("hidden", "cls"), "pkd": ("cls",),
@@ -40,11 +41,13 @@ class Match:
     weight: float = 1.0
     proj: object = None  # None | "fit_dense" | ("linear", in, out)
     relation_heads: int = 0
+    teacher: int = 0  # index into teacher.ensemble
 
     def describe(self):
         layers = lambda x: x[0] if len(x) == 1 else list(x)  # noqa: E731
         proj = f", proj {self.proj if isinstance(self.proj, str) else list(self.proj)}" if self.proj else ""
-        return (f"S{layers(self.layer_S)} <- T{layers(self.layer_T)} {self.feature} {self.loss} "
+        teacher = f" (teacher {self.teacher})" if self.teacher else ""
+        return (f"S{layers(self.layer_S)} <- T{layers(self.layer_T)}{teacher} {self.feature} {self.loss} "
                 f"x {self.weight:g}{proj}")
 
 
@@ -83,8 +86,11 @@ def parse_match(row, key):
     heads = row.get("relation_heads", 0)
     if not isinstance(heads, int) or isinstance(heads, bool) or heads < 0:
         raise ValueError(f"{key}.relation_heads: expected a non-negative integer, got {heads!r}")
+    teacher = row.get("teacher", 0)
+    if not isinstance(teacher, int) or isinstance(teacher, bool) or teacher < 0:
+        raise ValueError(f"{key}.teacher: expected the index of a teacher in teacher.ensemble, got {teacher!r}")
     match = Match(_layers(row["layer_S"], f"{key}.layer_S", pair), _layers(row["layer_T"], f"{key}.layer_T", pair),
-                  row["feature"], row["loss"], float(weight), proj, heads)
+                  row["feature"], row["loss"], float(weight), proj, heads, teacher)
     accepted = LOSS_FEATURES.get(match.loss)
     if accepted is not None and match.feature not in accepted:
         raise ValueError(f"{key}: loss {match.loss} compares {' or '.join(accepted)} features, not {match.feature}")
@@ -172,17 +178,23 @@ PRESETS = {"tinybert": _tinybert, "minilm": _minilm, "minilmv2": _minilmv2, "pkd
            "hidden_mse_smmd": _hidden_mse_smmd}
 
 
-def resolve_matches(distill, student_config, teacher_config):
+def resolve_matches(distill, student_config, teacher_configs):
     """The match list of a run: `distill.intermediate_matches` if given, else `distill.preset`'s rows
-    for these model shapes, checked against both models."""
+    for these model shapes (against the first teacher), checked against the student and the
+    teacher each row names. teacher_configs: one BertConfig, or a list (teacher.ensemble)."""
+    teacher_configs = teacher_configs if isinstance(teacher_configs, (list, tuple)) else [teacher_configs]
     if distill.intermediate_matches:
         matches = parse_matches(distill.intermediate_matches)
     else:
         pairs = layer_pairs(distill.layer_mapping, student_config.num_hidden_layers,
-                            teacher_config.num_hidden_layers)
-        matches = tuple(PRESETS[distill.preset](pairs, student_config, teacher_config, distill))
+                            teacher_configs[0].num_hidden_layers)
+        matches = tuple(PRESETS[distill.preset](pairs, student_config, teacher_configs[0], distill))
     for i, match in enumerate(matches):
-        check_match(match, student_config, teacher_config, f"match {i} ({match.describe()})")
+        key = f"match {i} ({match.describe()})"
+        if match.teacher >= len(teacher_configs):
+            raise ValueError(f"{key}: teacher {match.teacher} does not exist; teacher.ensemble has "
+                             f"{len(teacher_configs)} teacher(s)")
+        check_match(match, student_config, teacher_configs[match.teacher], key)
     return matches
 
 

@@ -3,6 +3,7 @@
 A source is called with the batch's columns and returns a tuple of tensors, one teacher feature per
 intermediate match (a pair for pair losses), then the logits when the phase has a prediction loss.
   LiveTeacher    runs the frozen teacher on the batch.
+  TeacherEnsemble  several teachers of one task: features by match, the weighted mean of their logits.
   no_teacher     a placeholder, for supervised fine-tuning.
   CachedTeacher  looks the logits up by the batch's example_id in a file computed once
                  (`teacher_logits_cache`): a logits-only phase then runs no teacher at all.
@@ -120,6 +121,41 @@ class LiveTeacher:
             outputs.append(self.head(hidden))
         # mutable: a tuple of tensors passed to a graph is otherwise a constant, recompiled each step
         return ms.mutable(tuple(outputs))
+
+
+def combine_logits(logits, weights):
+    """The ensemble's soft-target logits: the weighted mean of the teachers' logits.
+
+    logits: list of (B, C) arrays, one per teacher; weights: one non-negative number per teacher.
+    The mean of logits (TextBrewer's MultiTeacherDistiller averages logits too) makes softmax targets
+    a normalised weighted geometric mean of the teachers' distributions: confident where they agree,
+    flatter where they disagree, at any temperature. Returns (B, C) float32.
+    """
+    weights = np.asarray(weights, np.float64)
+    return (np.tensordot(weights, np.stack(logits).astype(np.float64), axes=1) / weights.sum()).astype(np.float32)
+
+
+class TeacherEnsemble:
+    """Several teachers of one task: each match's feature from the teacher it names (`Match.teacher`),
+    then the weighted mean of their logits (`combine_logits`)."""
+
+    def __init__(self, teachers, weights, matches=(), with_logits=False):
+        self.weights, self.with_logits = list(weights), with_logits
+        self.sources = [LiveTeacher(teacher, [m for m in matches if m.teacher == i], with_logits)
+                        for i, teacher in enumerate(teachers)]
+        position = [0] * len(teachers)
+        self.slots = []  # (teacher, index in its outputs) of each match, in match order
+        for match in matches:
+            self.slots.append((match.teacher, position[match.teacher]))
+            position[match.teacher] += 1
+
+    def __call__(self, input_ids, attention_mask, token_type_ids, *unused):
+        outputs = [source(input_ids, attention_mask, token_type_ids) for source in self.sources]
+        features = [outputs[teacher][index] for teacher, index in self.slots]
+        if self.with_logits:
+            logits = combine_logits([output[-1].asnumpy() for output in outputs], self.weights)
+            features.append(ms.Tensor(logits))
+        return ms.mutable(tuple(features))
 
 
 def no_teacher(*columns):

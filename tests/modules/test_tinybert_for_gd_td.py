@@ -200,3 +200,30 @@ def test_gd_and_task_students_share_one_cell(student_config, teacher_config):
     a = cell(targets, SCHEDULE, ids, mask, segments)[0].asnumpy()
     b = task_cell(targets, SCHEDULE, ids, mask, segments, labels)[0].asnumpy()
     assert a == pytest.approx(b, rel=1e-6)
+
+
+def test_ensemble_soft_target_is_the_weighted_mean_of_logits():
+    from src.distill.teacher import combine_logits
+    rng = np.random.default_rng(4)
+    logits = [rng.normal(size=(5, 3)) for _ in range(3)]
+    weights = [1.0, 2.0, 0.5]
+    expected = (logits[0] * 1.0 + logits[1] * 2.0 + logits[2] * 0.5) / 3.5
+    np.testing.assert_allclose(combine_logits(logits, weights), expected, rtol=1e-6)
+    # softmax of the mean logits: the normalised weighted geometric mean of the distributions
+    probs = [np.exp(_log_softmax(x)) for x in logits]
+    geometric = np.prod([p ** (w / 3.5) for p, w in zip(probs, weights)], axis=0)
+    np.testing.assert_allclose(np.exp(_log_softmax(combine_logits(logits, weights).astype(np.float64))),
+                               geometric / geometric.sum(-1, keepdims=True), rtol=1e-5)
+
+
+def test_ensemble_takes_each_match_from_its_teacher(student_config, teacher_config):
+    from src.distill.teacher import TeacherEnsemble
+    teachers = [freeze(BertForSequenceClassification(teacher_config.for_inference(), 3)) for _ in range(2)]
+    matches = (Match((1,), (2,), "hidden", "hidden_mse", teacher=1), Match((0,), (0,), "hidden", "hidden_mse"))
+    ids, mask, segments, _ = _batch()
+    from_1, from_0, logits = TeacherEnsemble(teachers, [1.0, 3.0], matches, with_logits=True)(ids, mask, segments)
+    outputs = [teacher(ids, mask, segments) for teacher in teachers]
+    np.testing.assert_allclose(from_1.asnumpy(), outputs[1][1][2].asnumpy(), atol=1e-5)
+    np.testing.assert_allclose(from_0.asnumpy(), outputs[0][1][0].asnumpy(), atol=1e-5)
+    np.testing.assert_allclose(logits.asnumpy(), (outputs[0][0].asnumpy() + 3 * outputs[1][0].asnumpy()) / 4,
+                               atol=1e-5)

@@ -12,7 +12,8 @@ import pytest
 from src.checkpoint import assign_parameters, load_checkpoint, named_parameters, split_metadata
 from src.hf_convert import import_hf
 from src.optimizer import build_optimizer
-from src.tinybert_for_gd_td import BertTrainWithLossScaleCell, SupervisedLoss, make_scale_update_cell
+from src.distill.teacher import no_teacher
+from src.tinybert_for_gd_td import BertTrainWithLossScaleCell, DistillationLoss, make_scale_update_cell
 from src.tinybert_model import BertConfig, BertForSequenceClassification
 
 PAIRS = [("The company said profits rose.", "Profits went up, the firm said."),
@@ -44,7 +45,8 @@ def test_fine_tuning_steps_match_transformers(minilm_dir, tmp_path):
 
     phase = SimpleNamespace(learning_rate=LR, end_learning_rate=0.0, warmup_ratio=WARMUP / STEPS, power=1.0,
                             weight_decay=WEIGHT_DECAY, eps=1e-6, bias_correction=True)
-    loss = SupervisedLoss(ours)
+    loss = DistillationLoss(ours, ("label",), SimpleNamespace(prediction_loss="soft_cross_entropy", label_loss="cross_entropy", temperature_schedule="constant", temperature_beta=1.0, temperature_gamma=2.0, temperature_squared=False))
+    schedule_values = ms.Tensor([0.0, 1.0, 1.0], ms.float32)  # plain fine-tuning: the label term alone
     scale = SimpleNamespace(enabled=True, init_value=2.0 ** 16, factor=2, window=1000)
     step = BertTrainWithLossScaleCell(loss, build_optimizer(loss.trainable_params(), phase, STEPS),
                                       make_scale_update_cell(scale), clip_norm=1.0)
@@ -61,7 +63,8 @@ def test_fine_tuning_steps_match_transformers(minilm_dir, tmp_path):
     labels = np.array(LABELS, np.int32)
     ours_losses, reference_losses = [], []
     for _ in range(STEPS):
-        value, overflow, _ = step(ms.Tensor(ids), ms.Tensor(mask), ms.Tensor(types), ms.Tensor(labels))
+        value, _, overflow, _ = step(no_teacher(), schedule_values, ms.Tensor(ids), ms.Tensor(mask),
+                                     ms.Tensor(types), ms.Tensor(labels))
         assert not overflow
         ours_losses.append(float(value.asnumpy()))
         output = reference(input_ids=torch.tensor(ids).long(), attention_mask=torch.tensor(mask).long(),

@@ -31,7 +31,7 @@ import pytest
 from src.checkpoint import named_parameters, save_checkpoint
 from src.dataset import create_dataset
 from src.records_writer import RecordsWriter
-from src.tinybert_for_gd_td import make_fit_dense
+from src.tinybert_for_gd_td import make_projection
 from src.tinybert_model import BertConfig, BertForSequenceClassification, BertModel
 
 pytestmark = pytest.mark.distributed
@@ -225,15 +225,17 @@ def test_job_timeout_stops_msrun(tmp_path, fake_bin):
 def tiny(tmp_path_factory):
     """Configs, a random teacher classifier, an initial student, and GD / task records of full-length rows."""
     folder = tmp_path_factory.mktemp("tiny")
-    paths = {name: folder / name for name in ("t.json", "s.json", "teacher.ckpt", "init.ckpt",
+    paths = {name: folder / name for name in ("t.json", "s.json", "teacher.ckpt", "teacher2.ckpt", "init.ckpt",
                                               "gd.mindrecord", "td.mindrecord")}
     paths["t.json"].write_text(json.dumps(TEACHER))
     paths["s.json"].write_text(json.dumps(STUDENT))
     ms.set_seed(0)
     t_config, s_config = BertConfig(**TEACHER), BertConfig(**STUDENT)
     save_checkpoint(paths["teacher.ckpt"], named_parameters(BertForSequenceClassification(t_config, 2)))
+    save_checkpoint(paths["teacher2.ckpt"], named_parameters(BertForSequenceClassification(t_config, 2)))
     student = named_parameters(BertModel(s_config), "bert.")
-    student.update(named_parameters(make_fit_dense(s_config, t_config), "fit_dense."))
+    student.update(named_parameters(make_projection(s_config.hidden_size, t_config.hidden_size,
+                                                    s_config.initializer_range), "fit_dense."))
     save_checkpoint(paths["init.ckpt"], student)
     rng = np.random.default_rng(0)
     ids = rng.integers(1, SMALL["vocab_size"], (ROWS, SEQ))
@@ -385,3 +387,15 @@ def alive(process):
         return process.is_running() and process.status() != "zombie"
     except Exception:  # psutil.NoSuchProcess
         return False
+
+
+@needs_msrun
+def test_multi_teacher_distillation_on_two_workers_matches_one_process(tiny, tmp_path):
+    data = [f"--data.train_path={tiny['td.mindrecord']}", f"--data.eval_path={tiny['td.mindrecord']}", "--phase=td2",
+            f"--teacher.ensemble=[{{model: {tiny['t.json']}, checkpoint: {tiny['teacher.ckpt']}}}, "
+            f"{{model: {tiny['t.json']}, checkpoint: {tiny['teacher2.ckpt']}, weight: 2.0}}]"]
+    single_log = run_single(tiny, "run_task_distill.py", "td2", tmp_path / "single" / "out", data)
+    logs = run_two_workers(tiny, "td", "td2", tmp_path / "two" / "out", data)
+    assert_same_training(tmp_path / "single" / "out" / "td2", tmp_path / "two" / "out" / "td2", single_log, logs,
+                         tiny["init.ckpt"])
+    assert l1_norms(logs[0])["td2"] == l1_norms(logs[1])["td2"]
