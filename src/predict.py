@@ -28,9 +28,12 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import mindspore as ms
+from mindspore import nn
 
-from src.checkpoint import HEAD_PREFIX, LABEL_NAMES, MODEL_CONFIG, SEQ_LENGTH, TASK, load_checkpoint, split_metadata
+from src.checkpoint import HEAD_PREFIX, LABEL_NAMES, SEQ_LENGTH, TASK, load_checkpoint, load_model, split_metadata
 from src.logger import get_logger
+from src.tinybert_model import LogitsOnly
 from src.tokenization import WordPieceTokenizer
 
 MODEL_DESCRIPTION = "model.json"  # written by src.deploy beside the exported files
@@ -68,19 +71,18 @@ class CheckpointModel:
     dynamic_length = True
 
     def __init__(self, path):
-        import mindspore as ms  # noqa: PLC0415 -- ONNX prediction runs without MindSpore's start-up
-        from src.checkpoint import load_model  # noqa: PLC0415
-        from src.tinybert_model import LogitsOnly  # noqa: PLC0415
-        _, metadata = split_metadata(load_checkpoint(path))
-        architecture = metadata.get("architecture", "BertForSequenceClassification")
+        tensors, metadata = split_metadata(load_checkpoint(path))
+        # Checkpoints record their model class since task heads other than sentence classifiers exist.
+        architecture = metadata.get("architecture") or ("BertForSequenceClassification"
+                                                        if HEAD_PREFIX + "weight" in tensors else "BertModel")
+        if architecture == "BertModel":
+            raise ValueError(f"{path} has no classifier ({HEAD_PREFIX}weight): it is an encoder from general "
+                             "distillation; give a task checkpoint such as OUTPUT_DIR/td2/student_best.ckpt")
         if architecture != "BertForSequenceClassification":
             raise ValueError(f"{path} is a {architecture}: predict labels sentences and pairs (sequence "
                              "classification and regression) only")
         ms.set_context(mode=ms.GRAPH_MODE)
         model, metadata = load_model(path)
-        if not hasattr(model, "dense_1"):
-            raise ValueError(f"{path} has no classifier ({HEAD_PREFIX}weight): it is an encoder from general "
-                             "distillation; give a task checkpoint such as OUTPUT_DIR/td2/student_best.ckpt")
         self.network = LogitsOnly(model)
         self.network.set_train(False)
         self.network.set_inputs(*[ms.Tensor(shape=[None, None], dtype=ms.int32) for _ in INPUT_NAMES])
@@ -89,11 +91,10 @@ class CheckpointModel:
         self.label_names = json.loads(metadata.get(LABEL_NAMES, "[]"))
         self.task = metadata.get(TASK, "")
         self.seq_length = int(metadata.get(SEQ_LENGTH) or 0) or None
-        self._tensor = ms.Tensor
 
     def logits(self, input_ids, attention_mask, token_type_ids):
         """(B, num_labels) float32 logits of int32 arrays (B, T)."""
-        return self.network(*[self._tensor(x) for x in (input_ids, attention_mask, token_type_ids)]).asnumpy()
+        return self.network(*[ms.Tensor(x) for x in (input_ids, attention_mask, token_type_ids)]).asnumpy()
 
 
 def mindir_input_shape(path):
@@ -116,14 +117,11 @@ class MindirModel:
     dynamic_length = False
 
     def __init__(self, path):
-        import mindspore as ms  # noqa: PLC0415
-        from mindspore import nn  # noqa: PLC0415
         shape = mindir_input_shape(path)
         ms.set_context(mode=ms.GRAPH_MODE)
         self.network = nn.GraphCell(ms.load(str(path)))
         self.seq_length = shape[-1] if shape[-1] > 0 else None
         self.fixed_batch = shape[0] if shape[0] > 0 else None
-        self._tensor = ms.Tensor
 
     def logits(self, input_ids, attention_mask, token_type_ids):
         batch = input_ids.shape[0]
@@ -131,7 +129,7 @@ class MindirModel:
             rows = self.fixed_batch - batch
             input_ids, attention_mask, token_type_ids = (np.pad(x, ((0, rows), (0, 0))) for x in
                                                          (input_ids, attention_mask, token_type_ids))
-        out = self.network(*[self._tensor(x) for x in (input_ids, attention_mask, token_type_ids)])
+        out = self.network(*[ms.Tensor(x) for x in (input_ids, attention_mask, token_type_ids)])
         return (out[0] if isinstance(out, (tuple, list)) else out).asnumpy()[:batch]
 
 

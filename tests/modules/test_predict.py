@@ -48,7 +48,7 @@ def make_classifier(path, config, labels, seed=0):
     model = BertForSequenceClassification(config, len(labels) or 1)
     rng = np.random.default_rng(seed)
     model.dense_1.weight.set_data(ms.Tensor(rng.normal(0, 3.0, model.dense_1.weight.shape).astype(np.float32)))
-    save_checkpoint(path, named_parameters(model), model_metadata(config, len(labels) or 1, labels, "", SEQ))
+    save_checkpoint(path, named_parameters(model), model_metadata(model, len(labels) or 1, labels, "", SEQ))
     return model
 
 
@@ -180,7 +180,8 @@ def test_regression_model_gives_a_score(tmp_path):
 def test_bad_inputs_are_one_clear_line(models, tmp_path):
     ms.set_seed(0)
     config = models["config"]
-    save_checkpoint(tmp_path / "gd.ckpt", named_parameters(BertModel(config), "bert."), model_metadata(config))
+    encoder = BertModel(config)
+    save_checkpoint(tmp_path / "gd.ckpt", named_parameters(encoder, "bert."), model_metadata(encoder))
     with pytest.raises(ValueError, match="has no classifier.*give a task checkpoint"):
         Predictor(tmp_path / "gd.ckpt", models["vocab"])
     with pytest.raises(FileNotFoundError, match="no vocabulary for .*pass --vocab_file"):
