@@ -7,7 +7,7 @@ import pytest
 from mindspore import Tensor
 
 from conftest import BATCH, SEQ
-from src.checkpoint import load_model, model_metadata, named_parameters, save_checkpoint
+from src.checkpoint import MODEL_CONFIG, NUM_LABELS, SEQ_LENGTH, TASK, load_model, named_parameters, save_checkpoint
 from src.cli import run_cli
 from src.prune import structured
 from src.records_writer import RecordsWriter
@@ -207,7 +207,7 @@ def test_command_line(tmp_path, student_config, capsys):
     arrays = _random_arrays(config, num_labels=2, seed=8)
     checkpoint = tmp_path / "task.ckpt"
     save_checkpoint(checkpoint, {name: Tensor(value) for name, value in arrays.items()},
-                    model_metadata(config, num_labels=2, task="sst2", seq_length=SEQ))
+                    {MODEL_CONFIG: json.dumps(config.to_dict()), NUM_LABELS: 2, TASK: "sst2", SEQ_LENGTH: SEQ})
     records = tmp_path / "dev.mindrecord"
     with RecordsWriter(records, "mindrecord", SEQ, np.int32) as writer:
         for seed in (9, 10):

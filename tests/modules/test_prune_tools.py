@@ -9,8 +9,8 @@ from safetensors.numpy import save_file
 
 from conftest import BATCH, SEQ
 from src.cli import run_cli
-from src.checkpoint import load_checkpoint, load_model, model_metadata, named_parameters, save_checkpoint, \
-    split_metadata
+from src.checkpoint import MODEL_CONFIG, NUM_LABELS, TASK, load_checkpoint, load_model, named_parameters, \
+    save_checkpoint, split_metadata
 from src.prune import bake, count, sparse_format
 from src.prune.apply import PRUNING_METHOD, apply_masking, set_threshold
 from src.prune.settings import PruningConfig
@@ -32,6 +32,11 @@ def _inputs():
     return Tensor(ids), Tensor(mask), Tensor(np.zeros_like(ids))
 
 
+def _metadata(config, num_labels, task):
+    """The metadata with which load_model rebuilds a classifier."""
+    return {MODEL_CONFIG: json.dumps(config.to_dict()), NUM_LABELS: num_labels, TASK: task}
+
+
 def _masked_checkpoint(path, config, method, threshold, seed=0):
     """A masked model with random weights and scores, saved as the prune phase saves; its eval logits."""
     model = BertForSequenceClassification(config, num_labels=3)
@@ -44,8 +49,7 @@ def _masked_checkpoint(path, config, method, threshold, seed=0):
     set_threshold(model, threshold)
     model.set_train(False)
     logits = model(*_inputs())[0].asnumpy()
-    save_checkpoint(path, named_parameters(model), dict(model_metadata(config, num_labels=3, task="sst2"),
-                                                       **{PRUNING_METHOD: method}))
+    save_checkpoint(path, named_parameters(model), dict(_metadata(config, 3, "sst2"), **{PRUNING_METHOD: method}))
     return logits
 
 
@@ -145,7 +149,7 @@ def test_bake_equals_masked_for_gates_and_soft_movement(tmp_path, student_config
 def test_magnitude_on_a_plain_checkpoint_and_errors(tmp_path, student_config, capsys):
     model = BertForSequenceClassification(student_config, num_labels=2)
     plain = tmp_path / "plain.ckpt"
-    save_checkpoint(plain, named_parameters(model), model_metadata(student_config, num_labels=2))
+    save_checkpoint(plain, named_parameters(model), _metadata(student_config, 2, ""))
     count.main(["--checkpoint", str(plain), "--pruning_method", "magnitude", "--threshold", "0.25",
                 "--output", str(tmp_path / "c.json")])
     report = json.loads((tmp_path / "c.json").read_text())
