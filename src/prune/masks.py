@@ -188,6 +188,8 @@ class MaskRegularization(nn.Cell):
             raise ValueError(f"regularization {regularization!r} must be l1 or l0 for a regularisation term")
         if not masked_layers:
             raise ValueError("no masked layers to regularise: apply masking to the model first")
+        if any(layer.pruning_method == "magnitude" for layer in masked_layers):
+            raise ValueError("magnitude pruning has no scores to regularise: use regularization none")
         self.masked_layers = tuple(masked_layers)
         self.regularization = regularization
 

@@ -112,7 +112,8 @@ def gate_importance(config, arrays, batches, num_labels):
     Raises:
         ValueError: no batches.
     """
-    model = BertForSequenceClassification(config.for_inference(), num_labels)
+    # float32 whatever the training compute type: this is a measurement, and the gates are float32
+    model = BertForSequenceClassification(config.for_inference().replace(compute_type="float32"), num_labels)
     assign_parameters(named_parameters(model), {name: Tensor(value) for name, value in arrays.items()},
                       "the checkpoint")
     head_gates, row_gates = _swap_in_gates(model, config)
@@ -306,7 +307,7 @@ def main(argv=None):
                          "(a task-distilled or fine-tuned one written by this project)")
     config = BertConfig.from_dict(json.loads(metadata[MODEL_CONFIG]))
     arrays = {name: value.asnumpy() for name, value in tensors.items() if not name.startswith(STATE_PREFIX)}
-    needs_data = args.prune_heads or args.row_importance == "movement" and args.intermediate_size
+    needs_data = args.prune_heads or (args.row_importance == "movement" and args.intermediate_size)
     if needs_data and not args.data:
         raise ValueError("--data is needed: head importance and movement row importance come from labelled batches")
     head_scores = row_gradients = None

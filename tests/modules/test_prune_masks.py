@@ -305,3 +305,5 @@ def test_masking_errors(student_config):
         apply_masking(run, PruningConfig())
     with pytest.raises(ValueError, match="must be l1 or l0"):
         regularization_term(model, "l2")
+    with pytest.raises(ValueError, match="magnitude pruning has no scores"):
+        regularization_term(model, "l1")
