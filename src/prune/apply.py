@@ -85,7 +85,7 @@ def apply_masking(model, settings):
             prefix = dense.weight.name[:-len("weight")]
             masked = MaskedDense(dense, settings, threshold, compute_type)
             setattr(parent, attribute, masked)
-            # Attaching names Parameters after the attribute only; restore the full path.
+            # attaching renamed the Parameters to "<attribute>.weight": restore the full path
             masked.update_parameters_name(prefix)
     # shared: named where a model's parameter listing first meets it
     threshold.name = masked_layers(model)[0].weight.name[:-len("weight")] + THRESHOLD
