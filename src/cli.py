@@ -32,8 +32,10 @@ MAIN_KEYS = {
                "student.model", "seq_length", "device_target"),
 }
 
-# MindSpore appends its C++ call stack and library-loading details after a line of dashes.
+# MindSpore appends its C++ call stack and other details after a line of dashes, each section
+# headed `- NAME:` between two such lines; a first line may only say "Refer to 'NAME'".
 _MINDSPORE_DETAILS = re.compile(r"\n\s*-{10,}")
+_MINDSPORE_SECTION = re.compile(r"\n\s*-{10,}\s*\n- ([^\n]+?):\s*\n\s*-{10,}\s*\n")
 _UNSUPPORTED_DEVICE = re.compile(r"Unsupported device target (\w+)\. This process only supports one of the "
                                  r"\[([^\]]*)\]")
 
@@ -110,6 +112,11 @@ def _describe_os_error(error):
 
 def _describe_runtime_error(error):
     message = _first_line(str(error))
+    parts = _MINDSPORE_SECTION.split(str(error))
+    sections = dict(zip(parts[1::2], parts[2::2]))
+    referred = re.search(r"Refer to '([^']+)'", message)
+    if referred and referred.group(1) in sections:
+        message = _first_line(sections[referred.group(1)]).removeprefix("[ERROR] ")
     device = _UNSUPPORTED_DEVICE.search(str(error))
     if device:
         available = device.group(2).replace("'", "")

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import mindspore as ms
+from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
 
 from src.checkpoint import LABEL_NAMES, MODEL_CONFIG, STATE_PREFIX, TASK, assign_parameters, load_checkpoint, \
@@ -361,6 +362,17 @@ def import_hf(hf_dir, output_dir, task=None, label_map=None):
     return {"config": config, "num_labels": num_labels, "num_tensors": len(params)}
 
 
+def _save_safetensors(weights, path, shown_path):
+    """safetensors' save_file, its I/O failures (a full disk) raised as the OSError they are, naming shown_path."""
+    try:
+        save_file(weights, str(path), metadata={"format": "pt"})
+    except SafetensorError as err:
+        code = re.search(r"os error (\d+)", str(err))
+        if code is None:
+            raise
+        raise OSError(int(code.group(1)), os.strerror(int(code.group(1))), str(shown_path)) from None
+
+
 def _export_config(config_arg, metadata, checkpoint):
     """(BertConfig, label names or []) of the model in `checkpoint`.
 
@@ -447,7 +459,7 @@ def export_hf(checkpoint, config_json, vocab_file, output_dir, num_labels=None, 
                         "model_max_length": config.max_position_embeddings}
     get_logger().info("tokenizer do_lower_case = %s, %s", do_lower_case, casing_source)
     with _atomic_directory(output_dir) as tmp:
-        save_file(hf_weights, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        _save_safetensors(hf_weights, tmp / "model.safetensors", Path(output_dir) / "model.safetensors")
         (tmp / "config.json").write_text(json.dumps(hf_config, indent=2) + "\n", encoding="utf-8")
         (tmp / "tokenizer_config.json").write_text(json.dumps(tokenizer_config, indent=2) + "\n", encoding="utf-8")
         shutil.copyfile(vocab_file, tmp / "vocab.txt")

@@ -5,12 +5,14 @@ every shard is complete, so an error or an interrupt never leaves a half-written
 training run would read. TFRecord files are encoded here (tf.train.Example protobufs and the
 TFRecord framing with masked CRC-32C), so tensorflow is not needed.
 """
+import errno
 import json
 import os
 import re
 import shutil
 import struct
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 import google_crc32c
@@ -208,7 +210,8 @@ class RecordsWriter:
                 # MindRecord wants Python scalars, and numpy arrays for per-position columns.
                 for row, value in zip(rows, arrays[name] if per_token else arrays[name].tolist()):
                     row[name] = value
-            self._writer.write_raw_data(rows)
+            with self._full_disk_as_os_error():
+                self._writer.write_raw_data(rows)
         else:
             for i, example in enumerate(serialize_examples(arrays)):
                 self._files[(self.rows + i) % len(self._files)].write(tfrecord_frame(example))
@@ -217,7 +220,8 @@ class RecordsWriter:
     def close(self):
         """Completes every shard, moves them into place and returns their final paths."""
         if self.data_format == "mindrecord":
-            self._writer.commit()
+            with self._full_disk_as_os_error():
+                self._writer.commit()
         for f in self._files:
             f.close()
         keep = {final.name for final in self._moves.values()}
@@ -232,8 +236,21 @@ class RecordsWriter:
     def abort(self):
         """Removes everything written so far."""
         for f in self._files:
-            f.close()
+            try:
+                f.close()
+            except OSError:  # flushing the rest into a full disk fails again; the file goes anyway
+                pass
         shutil.rmtree(self._tmp_dir, ignore_errors=True)
+
+    @contextmanager
+    def _full_disk_as_os_error(self):
+        """MindRecord's writer reports a full disk as a RuntimeError; make it the OSError it is."""
+        try:
+            yield
+        except RuntimeError as err:
+            if "free disk" not in str(err):
+                raise
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(self.final_paths[0])) from None
 
     def __enter__(self):
         return self

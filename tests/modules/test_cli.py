@@ -2,6 +2,7 @@
 import errno
 import json
 import os
+import re
 import subprocess
 import sys
 import uuid
@@ -102,6 +103,20 @@ def test_mindspore_runtime_error_loses_its_cpp_stack():
                                      "traceback)", 1)
 
 
+def test_mindspore_runtime_error_that_refers_to_a_section_gives_that_section():
+    error = RuntimeError("Exception thrown from dataset pipeline. Refer to 'Dataset Pipeline Error Message'. \n\n"
+                         "------------------------------------------------------------------\n"
+                         "- Dataset Pipeline Error Message: \n"
+                         "------------------------------------------------------------------\n"
+                         "[ERROR] Invalid file, the file does not exist: /x.mindrecord\n\n"
+                         "------------------------------------------------------------------\n"
+                         "- C++ Call Stack: (For framework developers) \n"
+                         "------------------------------------------------------------------\n"
+                         "mindspore/ccsrc/minddata/mindrecord/io/shard_writer.cc(584).\n")
+    assert describe_error(error)[0] == ("Invalid file, the file does not exist: /x.mindrecord (MindSpore; "
+                                        "TINYBERT_DEBUG=1 shows the traceback)")
+
+
 def test_a_bug_keeps_its_traceback(capsys):
     def main(_):
         raise KeyError("a bug")
@@ -158,3 +173,45 @@ def test_read_only_output_folder_is_one_line(gd_inputs, mount_point):
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert result.stderr.splitlines()[-1] == (f"error: {mount_point / 'out'} is on a read-only file system: "
                                               "choose a writable output folder")
+
+
+@pytest.fixture
+def full_disk(mount_point):
+    """A 16 KiB tmpfs: every tool's output overflows it."""
+    mount_tmpfs(mount_point, "size=16k")
+    return mount_point
+
+
+@pytest.fixture
+def small_inputs(tmp_path, minilm_dir):
+    (tmp_path / "dev.tsv").write_text("sentence\tlabel\n" + "".join(f"a fine film number {i} .\t1\n"
+                                                                     for i in range(400)))
+    (tmp_path / "corpus.txt").write_text("".join(f"sentence {i} of the corpus .\n" for i in range(400)))
+    (tmp_path / "student.json").write_text(json.dumps(TINY))
+    ms.set_seed(0)
+    save_checkpoint(tmp_path / "student.ckpt", named_parameters(BertModel(BertConfig(**TINY)), "bert."))
+    (tmp_path / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "fine"]) + "\n")
+    return {"folder": tmp_path, "vocab": minilm_dir / "vocab.txt"}
+
+
+@pytest.mark.parametrize("tool", ["demo_data", "glue_mindrecord", "glue_tfrecord", "corpus_to_records",
+                                  "hf_convert_export"])
+def test_full_disk_is_one_line_and_leaves_no_file(full_disk, small_inputs, tool):
+    src, vocab = small_inputs["folder"], small_inputs["vocab"]
+    glue = ["-m", "src.glue_to_records", "--task", "sst2", "--input_file", src / "dev.tsv", "--vocab_file", vocab,
+            "--seq_length", 32]
+    command = {
+        "demo_data": ["-m", "src.demo_data", "--output_dir", full_disk / "demo"],
+        "glue_mindrecord": [*glue, "--output_file", full_disk / "out" / "dev.mindrecord"],
+        "glue_tfrecord": [*glue, "--output_file", full_disk / "out" / "dev.tfrecord", "--format", "tfrecord"],
+        "corpus_to_records": ["-m", "src.corpus_to_records", "--input_files", src / "corpus.txt", "--vocab_file",
+                              vocab, "--output_dir", full_disk / "gd", "--seq_length", 32],
+        "hf_convert_export": ["-m", "src.hf_convert", "export", "--checkpoint", src / "student.ckpt", "--config",
+                              src / "student.json", "--vocab_file", src / "vocab.txt", "--output_dir",
+                              full_disk / "hf"],
+    }[tool]
+    result = run(*command)
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert re.fullmatch(r"error: no space left on the device( writing \S+)?: free some space or choose an output "
+                        r"folder on another disk", result.stderr.splitlines()[-1]), result.stderr
+    assert [p for p in full_disk.rglob("*") if not p.is_dir()] == []
