@@ -27,8 +27,8 @@ from src.cli import run_cli
 from src.config import bert_config, default_presets, load_config, resolve_model
 from src.logger import get_logger
 from src.tokenization import TOKENIZER_CONFIG, read_tokenizer_config, resolve_casing
-from src.tinybert_model import BertConfig, BertForQuestionAnswering, BertForSequenceClassification, \
-    BertForTokenClassification, BertModel
+from src.tinybert_model import MLM_HEAD_PREFIX, BertConfig, BertForMaskedLM, BertForQuestionAnswering, \
+    BertForSequenceClassification, BertForTokenClassification, BertModel
 
 # One row per tensor: (Hugging Face name without its `bert.` prefix, our name). "{n}" is the layer
 # number. Import reads the rows left to right, export right to left.
@@ -70,6 +70,11 @@ NAME_TABLE = (
     ("classifier.bias", "dense_1.bias"),
     ("qa_outputs.weight", "dense1.weight"),
     ("qa_outputs.bias", "dense1.bias"),
+    ("cls.predictions.transform.dense.weight", "cls1.dense.weight"),
+    ("cls.predictions.transform.dense.bias", "cls1.dense.bias"),
+    ("cls.predictions.transform.LayerNorm.weight", "cls1.layernorm.gamma"),
+    ("cls.predictions.transform.LayerNorm.bias", "cls1.layernorm.beta"),
+    ("cls.predictions.bias", "cls1.output_bias"),
 )
 HF, OURS = 0, 1
 _PATTERNS = tuple(tuple(re.compile(re.escape(name).replace(r"\{n\}", r"(?P<n>\d+)")) for name in row)
@@ -89,13 +94,16 @@ LABELLED = ("BertForSequenceClassification", "BertForTokenClassification")  # he
 # Position and token-type id buffers some HF versions saved with the weights: not parameters.
 HF_BUFFERS = ("embeddings.position_ids", "embeddings.token_type_ids")
 HF_HEADS = "cls."  # masked-LM and next-sentence heads: distillation does not use them
+# Kept only on an encoder without a task head, and only whole: data augmentation predicts words with it.
+MLM_HEAD_NAMES = tuple(row[1] for row in NAME_TABLE if row[1].startswith(MLM_HEAD_PREFIX))
+HF_MLM_DECODER = "cls.predictions.decoder.weight"  # BERT ties it to the word embeddings; some files repeat it
 # Architectures whose weights are a BERT encoder plus, at most, a sequence classifier or MLM/NSP heads.
 HF_ARCHITECTURES = ("BertModel", "BertForSequenceClassification", "BertForPreTraining", "BertForMaskedLM",
                     "BertForNextSentencePrediction", "BertForTokenClassification", "BertForQuestionAnswering")
-SKIPPED_ON_EXPORT = ("fit_dense.", STATE_PREFIX)  # distillation projection, optimizer state
+SKIPPED_ON_EXPORT = ("fit_dense.", STATE_PREFIX, MLM_HEAD_PREFIX)  # projection, optimizer state, masked-LM head
 HF_ACTIVATIONS = {"gelu_tanh": "gelu_new"}  # our hidden_act -> HF's; the others share names
 # What a converted directory holds: only a directory with nothing else in it may be replaced.
-OUTPUT_FILES = {"model.ckpt", "config.json", "vocab.txt", "model.safetensors", "tokenizer_config.json"}
+OUTPUT_FILES = {"model.ckpt", "config.json", "vocab.txt", "model.safetensors", "tokenizer_config.json", "README.md"}
 
 
 def rename(name, source, target):
@@ -154,13 +162,16 @@ def _read_hf_weights(hf_dir):
 
 
 def _hf_to_ours(weights, source):
-    """Rename HF weights to ours. Returns ({our name: array}, number of MLM/NSP head tensors ignored)."""
-    renamed, unknown, heads = {}, [], 0
+    """Rename HF weights to ours. Returns ({our name: array}, number of MLM/NSP head tensors ignored).
+
+    The masked-LM head is kept when it is whole and no task head sits beside it."""
+    renamed, unknown, heads, decoder = {}, [], 0, None
     for name, value in weights.items():
         name = name[len("bert."):] if name.startswith("bert.") else name
         # Checkpoints converted from the original TensorFlow BERT name LayerNorm parameters gamma/beta.
         name = name.replace("LayerNorm.gamma", "LayerNorm.weight").replace("LayerNorm.beta", "LayerNorm.bias")
-        if name.startswith(HF_HEADS):
+        decoder = value if name == HF_MLM_DECODER else decoder
+        if name.startswith(HF_HEADS) and rename(name, HF, OURS) is None:
             heads += 1
         elif name not in HF_BUFFERS:
             ours = rename(name, HF, OURS)
@@ -170,6 +181,14 @@ def _hf_to_ours(weights, source):
                 renamed[ours] = value
     if unknown:
         raise ValueError(f"{source} has weights this converter does not understand: {_shown(unknown)}")
+    mlm = [name for name in MLM_HEAD_NAMES if name in renamed]
+    if len(mlm) < len(MLM_HEAD_NAMES) or any(head + "weight" in renamed for _, head in HEAD_MODELS.values()):
+        heads += len(mlm)
+        for name in mlm:
+            del renamed[name]
+    elif decoder is not None and not np.array_equal(decoder, renamed[NAME_TABLE[0][OURS]]):
+        raise ValueError(f"{source}: its masked-LM decoder ({HF_MLM_DECODER}) is not the word embedding table; "
+                         "only BERT's tied decoder converts: drop the cls.* tensors to import the encoder alone")
     return renamed, heads
 
 
@@ -196,6 +215,8 @@ def _load_into_model(config, weights, architecture, source, optional, hf_source)
     if architecture in HEAD_MODELS:
         build, head = HEAD_MODELS[architecture]
         params = named_parameters(build(config, weights[head + "weight"].shape[0]))
+    elif architecture == "BertForMaskedLM":
+        params = named_parameters(BertForMaskedLM(config))
     else:
         params = named_parameters(BertModel(config), "bert.")
     as_source = (lambda name: rename(name, OURS, HF)) if hf_source else (lambda name: name)
@@ -341,6 +362,9 @@ def import_hf(hf_dir, output_dir, task=None, label_map=None):
     hf_values = json.loads((hf_dir / "config.json").read_text(encoding="utf-8"))
     declared = hf_values.get("architectures") or [None]
     architecture = _head_architecture(weights, declared[0], hf_dir)
+    if architecture == "BertModel" and MLM_HEAD_NAMES[0] in weights:
+        architecture = "BertForMaskedLM"
+        logger.info("kept the masked-LM head (cls.predictions) of %s", hf_dir)
     num_labels = weights[HEAD_MODELS[architecture][1] + "weight"].shape[0] if architecture in HEAD_MODELS else None
     label_names = hf_label_names(hf_values, num_labels) if architecture in LABELLED else []
     if task and architecture != "BertForSequenceClassification":
@@ -463,6 +487,10 @@ def export_hf(checkpoint, config_json, vocab_file, output_dir, num_labels=None, 
         (tmp / "config.json").write_text(json.dumps(hf_config, indent=2) + "\n", encoding="utf-8")
         (tmp / "tokenizer_config.json").write_text(json.dumps(tokenizer_config, indent=2) + "\n", encoding="utf-8")
         shutil.copyfile(vocab_file, tmp / "vocab.txt")
+        from src.report import model_card  # noqa: PLC0415 -- the report reads the run's records
+        names = [hf_config["id2label"][str(i)] for i in range(found_labels)] if "id2label" in hf_config else []
+        (tmp / "README.md").write_text(model_card(checkpoint, hf_config["architectures"][0], names, config),
+                                       encoding="utf-8")
     return {"architecture": hf_config["architectures"][0], "num_labels": found_labels,
             "num_tensors": len(hf_weights)}
 

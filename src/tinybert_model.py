@@ -305,23 +305,29 @@ class BertForSequenceClassification(nn.Cell):
         self.dropout = nn.Dropout(p=dropout)
         self.dense_1 = _dense(config, config.hidden_size, num_labels)
 
-    def classify(self, pooled_output):
+    task = "sequence_classification"
+
+    def head(self, sequence_output, pooled_output):
+        """Logits (B, num_labels) from the encoder's outputs; every task model has this method."""
         return self.dense_1(self.dropout(pooled_output)).astype(ms.float32)
 
     def construct(self, input_ids, attention_mask, token_type_ids):
-        _, pooled_output, hidden_states, attention_scores = self.bert(input_ids, attention_mask, token_type_ids)
-        return self.classify(pooled_output), hidden_states, attention_scores
+        sequence_output, pooled_output, hidden_states, attention_scores = self.bert(
+            input_ids, attention_mask, token_type_ids)
+        return self.head(sequence_output, pooled_output), hidden_states, attention_scores
 
 
 class LogitsOnly(nn.Cell):
-    """The classifier with only its logits as output: what evaluation and export need."""
+    """A task model with only its head's logits as output (see each model's `head`: (B, C),
+    (B, T, C), or (B, 2, T) start/end for QA): what evaluation and export need."""
 
     def __init__(self, classifier):
         super().__init__(auto_prefix=False)
         self.classifier = classifier
 
     def construct(self, input_ids, attention_mask, token_type_ids):
-        return self.classifier(input_ids, attention_mask, token_type_ids)[0]
+        sequence_output, pooled_output, _, _ = self.classifier.bert(input_ids, attention_mask, token_type_ids)
+        return self.classifier.head(sequence_output, pooled_output)
 
 
 def count_parameters(cell, prefix=""):
@@ -344,10 +350,16 @@ class BertForTokenClassification(nn.Cell):
         self.dropout = nn.Dropout(p=dropout)
         self.dense_1 = _dense(config, config.hidden_size, num_labels)
 
+    task = "token_classification"
+
+    def head(self, sequence_output, pooled_output):
+        """Logits (B, T, num_labels) at every position."""
+        return self.dense_1(self.dropout(sequence_output)).astype(ms.float32)
+
     def construct(self, input_ids, attention_mask, token_type_ids):
-        sequence_output, _, hidden_states, attention_scores = self.bert(input_ids, attention_mask, token_type_ids)
-        logits = self.dense_1(self.dropout(sequence_output)).astype(ms.float32)  # (B, T, num_labels)
-        return logits, hidden_states, attention_scores
+        sequence_output, pooled_output, hidden_states, attention_scores = self.bert(
+            input_ids, attention_mask, token_type_ids)
+        return self.head(sequence_output, pooled_output), hidden_states, attention_scores
 
 
 class BertForQuestionAnswering(nn.Cell):
@@ -363,7 +375,61 @@ class BertForQuestionAnswering(nn.Cell):
         self.bert = BertModel(config)
         self.dense1 = _dense(config, config.hidden_size, 2)
 
+    task = "question_answering"
+
+    def head(self, sequence_output, pooled_output):
+        """Span logits (B, 2, T): row 0 scores each position as the answer's start, row 1 as its end,
+        so soft targets and the label loss are a softmax over positions."""
+        return self.dense1(sequence_output).astype(ms.float32).swapaxes(1, 2)
+
+    def construct(self, input_ids, attention_mask, token_type_ids):
+        sequence_output, pooled_output, hidden_states, attention_scores = self.bert(
+            input_ids, attention_mask, token_type_ids)
+        logits = self.head(sequence_output, pooled_output)  # (B, 2, T)
+        return logits[:, 0], logits[:, 1], hidden_states, attention_scores
+
+
+MLM_HEAD_PREFIX = "cls1."  # the masked-LM head's parameters, named as the zoo's BertPreTraining names them
+
+
+class BertLMPredictionHead(nn.Cell):
+    """BERT's masked-LM head: dense, activation and LayerNorm, then scores against the word embeddings.
+
+    Hugging Face's layout (cls.predictions.transform.dense, transform.LayerNorm, a decoder tied to
+    the word embeddings, cls.predictions.bias); the parameter names are those of the zoo's
+    GetMaskedLMOutput (`dense`, `layernorm`, `output_bias`).
+    """
+
+    def __init__(self, config):
+        super().__init__()
+        self.hidden_act = config.hidden_act
+        self.dense = _dense(config, config.hidden_size, config.hidden_size)
+        self.layernorm = _layer_norm(config, config.hidden_size)
+        self.output_bias = ms.Parameter(ms.Tensor(np.zeros(config.vocab_size, np.float32)), name="output_bias")
+
+    def construct(self, hidden_states, embedding_table):
+        """hidden_states (..., H) and the word embedding table (V, H) -> scores (..., V), float32."""
+        transformed = self.layernorm(_activation(self.hidden_act, self.dense(hidden_states)).astype(ms.float32))
+        return ops.matmul(transformed, embedding_table.swapaxes(0, 1)) + self.output_bias
+
+
+class BertForMaskedLM(nn.Cell):
+    """BertModel + the masked-LM head: a score for every vocabulary entry at every position.
+
+    Inputs as BertModel. Returns (prediction_scores (B, T, vocab_size) float32, hidden_states,
+    attention_scores). The decoder is the word embedding table itself (tied, as in BERT).
+    """
+
+    def __init__(self, config):
+        super().__init__()
+        self.bert = BertModel(config)
+        self.cls1 = BertLMPredictionHead(config)
+
+    def predict(self, sequence_output):
+        """Scores (..., vocab_size) of encoder outputs (..., H): the head alone, for callers that
+        need only some positions (masked-word prediction)."""
+        return self.cls1(sequence_output, self.bert.bert_embedding_lookup.embedding_table)
+
     def construct(self, input_ids, attention_mask, token_type_ids):
         sequence_output, _, hidden_states, attention_scores = self.bert(input_ids, attention_mask, token_type_ids)
-        logits = self.dense1(sequence_output).astype(ms.float32)  # (B, T, 2): start, end
-        return logits[:, :, 0], logits[:, :, 1], hidden_states, attention_scores
+        return self.predict(sequence_output), hidden_states, attention_scores
