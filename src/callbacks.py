@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from src.assessment_method import compute_metric
 from src.checkpoint import STATE_PREFIX, STEP_CHECKPOINT, rotate_checkpoints, save_checkpoint
 from src.dataset import create_dataset
+from src.tasks import TASK_TYPES, check_labels, evaluate
 from src.tinybert_model import LogitsOnly
 
 SHORT_METRIC = {"accuracy": "acc"}
@@ -86,40 +86,44 @@ def train_state(train_cell):
 
 
 class Evaluator:
-    """Runs the classifier over every dev example and keeps the best checkpoint.
+    """Runs the task model over every dev example and keeps the best checkpoint.
 
     Raises ValueError when a dev label is outside the task's labels, and FloatingPointError when
     the logits are not finite (a diverged model is never scored, nor saved as the best).
     """
 
-    def __init__(self, cfg, phase, classifier, best_path, logger, metrics):
-        self.network = LogitsOnly(classifier)
+    def __init__(self, cfg, phase, model, best_path, logger, metrics):
+        self.network = LogitsOnly(model)
+        self.task_type = cfg.task.type
+        self.label_columns = TASK_TYPES[self.task_type].label_columns
+        self.with_ids = self.task_type != "sequence_classification"
         self.dataset = create_dataset(cfg.data.eval_path, cfg.data.format, cfg.eval.batch_size, cfg.seq_length,
                                       with_labels=True, shuffle=False, drop_remainder=False,
                                       schema_file=cfg.data.schema_file, seed=cfg.seed, padding=cfg.data.padding,
-                                      buckets=cfg.data.buckets)
+                                      buckets=cfg.data.buckets, with_example_ids=self.with_ids,
+                                      label_columns=self.label_columns)
         self.phase, self.metric, self.num_labels = phase, cfg.task.metric, cfg.task.num_labels
+        self.eval_path, self.seq_length = cfg.data.eval_path, cfg.seq_length
         self.best_path, self.best = best_path, None
         self.logger, self.metrics = logger, metrics
 
     def evaluate(self):
         """({metric: value} over every dev example, the chosen metric first then its companions, count)."""
         self.network.set_train(False)
-        logits, labels = [], []
-        for input_ids, attention_mask, token_type_ids, label_ids in self.dataset.create_tuple_iterator(num_epochs=1):
-            logits.append(self.network(input_ids, attention_mask, token_type_ids).asnumpy())
-            labels.append(label_ids.asnumpy())
-        logits, labels = np.concatenate(logits), np.concatenate(labels)
-        check_labels(labels, self.num_labels, "the dev records")
-        if not np.isfinite(logits).all():
+        logits, labels, example_ids = [], [], []
+        for batch in self.dataset.create_tuple_iterator(num_epochs=1):
+            logits.append(self.network(*batch[:3]).asnumpy())
+            columns = [c.asnumpy() for c in batch[3:3 + len(self.label_columns)]]
+            labels.append(columns[0] if len(columns) == 1 else np.stack(columns, axis=1))
+            if self.with_ids:
+                example_ids.append(batch[-1].asnumpy())
+        for batch_labels in labels:
+            check_labels(self.task_type, batch_labels, self.num_labels, "the dev records", self.seq_length)
+        if not all(np.isfinite(x).all() for x in logits):
             raise FloatingPointError("the model's dev-set logits are NaN or infinite: training diverged; "
                                      "lower the learning rate")
-        if logits.shape[-1] == 1:
-            companions = ("pearson", "spearman")
-        else:
-            companions = ("accuracy", "f1", "mcc") if logits.shape[-1] == 2 else ("accuracy", "macro_f1")
-        names = [self.metric] + [m for m in companions if m != self.metric]
-        return {name: compute_metric(name, logits, labels) for name in names}, len(labels)
+        results = evaluate(self.task_type, self.metric, logits, labels, example_ids, self.eval_path)
+        return results, sum(len(x) for x in labels)
 
     @staticmethod
     def log_line(results, count):
@@ -133,18 +137,10 @@ class Evaluator:
         if self.best is None or value > self.best:
             self.best = value
             save_checkpoint(self.best_path, weights, {**metadata, "step": step, self.metric: float(value)})
-            self.logger.info("The best %s is %.6f (step %d), saved to %s", name, value, step, self.best_path)
+            also = f" (exact match {results['exact_match']:.6f})" if "exact_match" in results and \
+                self.metric != "exact_match" else ""
+            self.logger.info("The best %s is %.6f%s (step %d), saved to %s", name, value, also, step, self.best_path)
         return value
-
-
-def check_labels(labels, num_labels, where):
-    """Class labels must lie in 0..num_labels-1 (-100, ignored, is allowed); regression has any value."""
-    if num_labels == 1:
-        return
-    bad = labels[(labels != -100) & ((labels < 0) | (labels >= num_labels))]
-    if bad.size:
-        raise ValueError(f"{where} hold label {int(bad[0])} but the task has {num_labels} labels (0.."
-                         f"{num_labels - 1}): set task.num_labels / task.name to match, or convert the data again")
 
 
 def parameter_table(named_models):

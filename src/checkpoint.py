@@ -26,7 +26,8 @@ NAME_RULES = (
 
 # Name prefixes. The zoo's BERT names its encoder `bert.` inside a classifier and its head `dense_1.`.
 ENCODER_PREFIX = "bert."
-HEAD_PREFIX = "dense_1."
+HEAD_PREFIX = "dense_1."  # sentence and token classifiers
+HEAD_PREFIXES = (HEAD_PREFIX, "dense1.")  # ... and the QA span head (the zoo's BertSquad name)
 SHARED_PROJECTION_PREFIX = "fit_dense."  # TinyBERT's W_h: trained in GD, kept for task phase 1
 STATE_PREFIX = "state."  # optimizer and loss-scale state kept for resuming, not model weights
 
@@ -39,6 +40,7 @@ PARTIAL_SUFFIX = ".partial"  # hidden temporary files: ".NAME.partial.ckpt", nev
 # Metadata keys stored beside the tensors.
 MODEL_CONFIG, NUM_LABELS, LABEL_NAMES, TASK, SEQ_LENGTH = "model_config", "num_labels", "label_names", "task", \
     "seq_length"
+ARCHITECTURE = "architecture"  # the model class (Hugging Face's name), e.g. BertForTokenClassification
 
 
 def canonical_name(name):
@@ -52,10 +54,13 @@ def named_parameters(cell, prefix=""):
     return {prefix + name: param for name, param in cell.parameters_and_names()}
 
 
-def model_metadata(config, num_labels=0, label_names=(), task="", seq_length=0):
-    """The metadata that lets a checkpoint rebuild its model (see `load_model`)."""
+def model_metadata(model, num_labels=0, label_names=(), task="", seq_length=0):
+    """The metadata that lets a checkpoint rebuild its model (see `load_model`); model: the
+    BertModel or task model the checkpoint holds."""
+    config = model.bert.config if hasattr(model, "bert") else model.config
     return {MODEL_CONFIG: json.dumps(config.to_dict()), NUM_LABELS: int(num_labels),
-            LABEL_NAMES: json.dumps(list(label_names)), TASK: task, SEQ_LENGTH: int(seq_length)}
+            LABEL_NAMES: json.dumps(list(label_names)), TASK: task, SEQ_LENGTH: int(seq_length),
+            ARCHITECTURE: type(model).__name__}
 
 
 def _partial_files(directory, stem="*"):
@@ -159,19 +164,24 @@ def rotate_checkpoints(directory, model, keep):
 def load_model(path, for_inference=True):
     """(model, metadata) rebuilt from a checkpoint that carries its model config.
 
-    A checkpoint with a task head gives a BertForSequenceClassification, one without a BertModel
-    (general distillation). Raises ValueError for a checkpoint written without `model_config`
+    The model class is the recorded `architecture` (a sentence or token classifier, a QA model,
+    or a bare BertModel from general distillation). Raises ValueError for a checkpoint written without `model_config`
     (before checkpoints carried their model): pass the model config explicitly then.
     """
-    from src.tinybert_model import BertConfig, BertForSequenceClassification, BertModel
+    from src.tinybert_model import BertConfig, BertModel
+    from src.tasks import TASK_TYPES, build_task_model
     tensors, metadata = split_metadata(load_checkpoint(path))
     if MODEL_CONFIG not in metadata:
         raise ValueError(f"checkpoint {path} does not record its model config: give the model "
                          "(--student.model=PRESET_OR_CONFIG_JSON)")
     config = BertConfig.from_dict(json.loads(metadata[MODEL_CONFIG]))
     config = config.for_inference() if for_inference else config
-    if HEAD_PREFIX + "weight" in tensors:
-        model = BertForSequenceClassification(config, tensors[HEAD_PREFIX + "weight"].shape[0])
+    task_types = {task.model.__name__: name for name, task in TASK_TYPES.items()}
+    architecture = metadata.get(ARCHITECTURE) or ("BertForSequenceClassification"
+                                                  if HEAD_PREFIX + "weight" in tensors else "BertModel")
+    if architecture in task_types:
+        head = next((tensors[p + "weight"] for p in HEAD_PREFIXES if p + "weight" in tensors), None)
+        model = build_task_model(task_types[architecture], config, head.shape[0] if head is not None else 2)
         assign_parameters(named_parameters(model), tensors, f"checkpoint {path}")
     else:
         model = BertModel(config)

@@ -20,7 +20,6 @@ CHOICES = {
     "data.format": ("mindrecord", "tfrecord"),
     "student.init": ("auto", "random", "checkpoint", "teacher_layers"),
     "export.file_format": ("MINDIR", "ONNX", "AIR"),
-    "task.metric": ("accuracy", "f1", "macro_f1", "mcc", "pearson", "spearman"),
 }
 
 
@@ -29,7 +28,9 @@ def _registry_choices():
     from src.distill.matches import PRESETS
     from src.distill.schedules import TEMPERATURE_SCHEDULES, WEIGHT_SCHEDULES
     from src.phases import CHAINS, PHASES
-    return {"phase": tuple(p for p in PHASES if p != "gd") + tuple(CHAINS),
+    from src.tasks import TASK_TYPES
+    return {"task.type": tuple(TASK_TYPES),
+            "task.metric": tuple(dict.fromkeys(m for task in TASK_TYPES.values() for m in task.metrics)),"phase": tuple(p for p in PHASES if p != "gd") + tuple(CHAINS),
             "distill.preset": tuple(PRESETS),
             "distill.kd_weight_schedule": tuple(WEIGHT_SCHEDULES),
             "distill.hard_label_weight_schedule": tuple(WEIGHT_SCHEDULES),
@@ -44,6 +45,13 @@ def _check_losses(distill):
                       ("prediction_loss", "prediction"), ("label_loss", "label")):
         get_loss(kind, distill[key], f"distill.{key}")
     parse_matches(distill["intermediate_matches"])
+
+
+def _check_task(task):
+    from src.tasks import TASK_TYPES
+    metrics = TASK_TYPES[task["type"]].metrics
+    if task["metric"] not in metrics:
+        raise ValueError(f"task.metric: {task['metric']!r} is not a metric of {task['type']}: one of {', '.join(metrics)}")
 
 
 ENSEMBLE_KEYS = ("model", "checkpoint", "weight")
@@ -200,8 +208,8 @@ def _validate(values, prefix="", choices=None):
 
 def _apply_task(task, explicit):
     """A GLUE task name fixes num_labels and metric, unless the user set them explicitly."""
-    if not task["name"]:
-        return
+    if not task["name"] or task["type"] != "sequence_classification":
+        return  # GLUE names only; NER and QA name their data freely
     from src.glue_to_records import TASKS  # the converters own the task table
     if task["name"] not in TASKS:
         raise ValueError(f"task.name: unknown task {task['name']!r}; choose one of {', '.join(sorted(TASKS))} "
@@ -222,6 +230,7 @@ def load_config(argv=(), defaults_path=DEFAULT_CONFIG):
     _validate(values)
     _check_losses(values["distill"])
     _check_ensemble(values["teacher"]["ensemble"])
+    _check_task(values["task"])
     if values["compute_type"] == "auto":
         values["compute_type"] = "float32" if values["device_target"] == "CPU" else "float16"
     return Config(values)

@@ -207,7 +207,7 @@ def _cut_padding(lengths):
 
 def create_dataset(path, data_format, batch_size, seq_length, with_labels, shuffle=True, num_shards=1,
                    shard_id=0, drop_remainder=True, schema_file="", seed=0, padding="max_length", buckets=(),
-                   with_example_ids=False):
+                   with_example_ids=False, label_columns=(LABEL_COLUMN,)):
     """Batched dataset of BERT inputs (and labels) from MindRecord or TFRecord files.
 
     Sharding gives each of `num_shards` ranks an equal number of rows, disjoint and together
@@ -239,6 +239,8 @@ def create_dataset(path, data_format, batch_size, seq_length, with_labels, shuff
         with_example_ids (bool): also return example_id, the id the converter wrote with each
             row (src.glue_to_records: its row in the source file), to match predictions back to
             the examples. Default: False.
+        label_columns (tuple[str]): the label columns with_labels reads: label_ids, or for
+            extractive QA start_positions and end_positions. Default: ('label_ids',).
 
     Returns:
         mindspore.dataset.Dataset with columns input_ids, attention_mask, token_type_ids (int32,
@@ -255,7 +257,7 @@ def create_dataset(path, data_format, batch_size, seq_length, with_labels, shuff
     if not 0 <= shard_id < num_shards:
         raise ValueError(f"shard_id {shard_id} is outside 0..{num_shards - 1}: pass the rank of this device")
     lengths = padding_lengths(padding, buckets, seq_length)
-    columns = list(ID_COLUMNS) + ([LABEL_COLUMN] if with_labels else []) + \
+    columns = list(ID_COLUMNS) + (list(label_columns) if with_labels else []) + \
         ([EXAMPLE_ID_COLUMN] if with_example_ids else [])
     first_row = _check_files(files, data_format, columns, seq_length)
     ds.config.set_seed(seed)
@@ -276,11 +278,11 @@ def create_dataset(path, data_format, batch_size, seq_length, with_labels, shuff
         data = data.map(transforms.TypeCast(ms.int32), input_columns=name)
     per_row = []  # columns with one value per row, (B, 1) from a TFRecord schema of rank 1
     per_token = list(inputs)  # columns that padding cuts
-    if with_labels:
-        label_type = ms.float32 if np.issubdtype(first_row[LABEL_COLUMN].dtype, np.floating) else ms.int32
-        data = data.map(transforms.TypeCast(label_type), input_columns=LABEL_COLUMN)
+    for name in label_columns if with_labels else ():
+        label_type = ms.float32 if np.issubdtype(first_row[name].dtype, np.floating) else ms.int32
+        data = data.map(transforms.TypeCast(label_type), input_columns=name)
         # Per-token labels (token classification) hold one value per position; the others one.
-        (per_token if first_row[LABEL_COLUMN].size > 1 else per_row).append(LABEL_COLUMN)
+        (per_token if first_row[name].size > 1 else per_row).append(name)
     if with_example_ids:
         data = data.map(transforms.TypeCast(ms.int64), input_columns=EXAMPLE_ID_COLUMN)
         per_row.append(EXAMPLE_ID_COLUMN)

@@ -11,14 +11,15 @@ branch in `build_models`.
 """
 import dataclasses
 
-from src.checkpoint import (ENCODER_PREFIX, HEAD_PREFIX, assign_parameters, load_checkpoint, model_metadata,
+from src.checkpoint import (ENCODER_PREFIX, HEAD_PREFIXES, assign_parameters, load_checkpoint, model_metadata,
                             named_parameters, split_metadata)
 from src.config import bert_config, teacher_specs
 from src.distill.matches import resolve_matches
 from src.distill.teacher import LiveTeacher, TeacherEnsemble, freeze, no_teacher
 from src.student_init import copy_teacher_layers
 from src.tinybert_for_gd_td import DistillationLoss, make_projections
-from src.tinybert_model import BertForSequenceClassification, BertModel
+from src.tasks import build_task_model, label_names_from_records
+from src.tinybert_model import BertModel
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,7 +102,7 @@ def _init_student(cfg, student, prefix, checkpoint, teacher, logger, chained):
         init_mode = "checkpoint" if checkpoint else "random"
     if init_mode == "checkpoint":
         _require(checkpoint, "student.checkpoint", "the student's initial weights")
-        tensors, left = _load_into(student, checkpoint, "student checkpoint", prefix, allow_missing=(HEAD_PREFIX,))
+        tensors, left = _load_into(student, checkpoint, "student checkpoint", prefix, allow_missing=HEAD_PREFIXES)
         logger.info("student initialised from %s%s", checkpoint,
                     f" (left as initialised: {', '.join(left)})" if left else "")
         return tensors
@@ -116,12 +117,18 @@ def _init_student(cfg, student, prefix, checkpoint, teacher, logger, chained):
 
 
 def task_label_names(cfg):
-    """Label names of the configured task: the GLUE task's, or class indices."""
+    """Label names of the configured task: the GLUE task's, those written beside NER records, or
+    class indices."""
     from src.glue_to_records import TASKS  # the converters own the task table
     spec = TASKS.get(cfg.task.name)
     if spec is not None and spec.labels:
         return [str(label) for label in spec.labels]
-    return [] if cfg.task.num_labels == 1 else [str(i) for i in range(cfg.task.num_labels)]
+    from_records = label_names_from_records(cfg.task.type, cfg.data.train_path)
+    if from_records:
+        return list(from_records)
+    if cfg.task.type == "question_answering" or cfg.task.num_labels == 1:
+        return []
+    return [str(i) for i in range(cfg.task.num_labels)]
 
 
 def build_models(cfg, phase, logger, student_checkpoint=""):
@@ -131,13 +138,18 @@ def build_models(cfg, phase, logger, student_checkpoint=""):
     student.checkpoint). Raises ValueError / FileNotFoundError for missing or mismatched inputs.
     """
     num_labels = cfg.task.num_labels
-    regression = num_labels == 1
+    regression = num_labels == 1 and cfg.task.type == "sequence_classification"
     labels = task_label_names(cfg)
+    from_records = label_names_from_records(cfg.task.type, cfg.data.train_path)
+    if from_records and len(from_records) != num_labels:
+        raise ValueError(f"task.num_labels is {num_labels} but the training records' label list has "
+                         f"{len(from_records)} labels ({', '.join(from_records)}): set --task.num_labels="
+                         f"{len(from_records)}")
     if phase.trains == "teacher":
-        teacher = BertForSequenceClassification(bert_config(cfg, "teacher"), num_labels)
+        teacher = build_task_model(cfg.task.type, bert_config(cfg, "teacher"), num_labels)
         if cfg.teacher.checkpoint:
-            _load_into(teacher, cfg.teacher.checkpoint, "teacher checkpoint", allow_missing=(HEAD_PREFIX,))
-        metadata = model_metadata(teacher.bert.config, num_labels, labels, cfg.task.name, cfg.seq_length)
+            _load_into(teacher, cfg.teacher.checkpoint, "teacher checkpoint", allow_missing=HEAD_PREFIXES)
+        metadata = model_metadata(teacher, num_labels, labels, cfg.task.name, cfg.seq_length)
         loss = DistillationLoss(teacher, phase.terms, cfg.distill, regression=regression)
         return Models(teacher, "teacher", "", metadata, loss=loss, teacher_source=no_teacher)
 
@@ -145,9 +157,9 @@ def build_models(cfg, phase, logger, student_checkpoint=""):
     checkpoint = student_checkpoint or cfg.student.checkpoint
     if not phase.trains:  # evaluation
         _require(checkpoint, "student.checkpoint", "the student to evaluate")
-        student = BertForSequenceClassification(s_config.for_inference(), num_labels)
+        student = build_task_model(cfg.task.type, s_config.for_inference(), num_labels)
         _load_into(student, checkpoint, "student checkpoint")
-        return Models(student, "student", "", model_metadata(s_config, num_labels, labels, cfg.task.name,
+        return Models(student, "student", "", model_metadata(student, num_labels, labels, cfg.task.name,
                                                                cfg.seq_length))
 
     specs = teacher_specs(cfg)
@@ -160,15 +172,15 @@ def build_models(cfg, phase, logger, student_checkpoint=""):
         _require(path, f"{what}.checkpoint" if cfg.teacher.ensemble else "teacher.checkpoint",
                  "the task-fine-tuned teacher" if phase.head else "the pretrained teacher")
         if phase.head:
-            teacher = freeze(BertForSequenceClassification(t_config.for_inference(), num_labels))
+            teacher = freeze(build_task_model(cfg.task.type, t_config.for_inference(), num_labels))
             _load_into(teacher, path, f"{what} checkpoint",
-                       allow_missing=() if "prediction" in phase.terms else (HEAD_PREFIX,))
+                       allow_missing=() if "prediction" in phase.terms else HEAD_PREFIXES)
         else:
             teacher = freeze(BertModel(t_config.for_inference()))
             _load_into(teacher, path, f"{what} checkpoint", ENCODER_PREFIX)
         teachers.append(teacher)
     teacher = teachers[0]
-    student, prefix = (BertForSequenceClassification(s_config, num_labels), "") if phase.head \
+    student, prefix = (build_task_model(cfg.task.type, s_config, num_labels), "") if phase.head \
         else (BertModel(s_config), ENCODER_PREFIX)
     tensors = _init_student(cfg, student, prefix, checkpoint, teacher, logger, bool(student_checkpoint))
     t_configs = [spec[0] for spec in specs]
@@ -183,7 +195,7 @@ def build_models(cfg, phase, logger, student_checkpoint=""):
     with_logits = "prediction" in phase.terms
     source = LiveTeacher(teacher, matches, with_logits) if len(teachers) == 1 else \
         TeacherEnsemble(teachers, [spec[2] for spec in specs], matches, with_logits)
-    metadata = model_metadata(s_config, num_labels if phase.head else 0, labels if phase.head else [],
+    metadata = model_metadata(student, num_labels if phase.head else 0, labels if phase.head else [],
                               cfg.task.name if phase.head else "", cfg.seq_length)
     return Models(student, "student", prefix, metadata, loss=loss, teachers=teachers, teacher_source=source,
                   projections=projections, matches=matches)

@@ -56,8 +56,9 @@ class DistillationLoss(nn.Cell):
     """The total distillation loss of one phase, and its components.
 
     Args:
-        student (nn.Cell): BertModel (no task head) or a model whose outputs are (logits,
-            hidden_states, attention_scores).
+        student (nn.Cell): BertModel (no task head) or a task model with `.bert` and
+            `.head(sequence_output, pooled_output)` -> logits: (B, C) sentence classes, (B, T, C)
+            token classes, (B, 2, T) answer start/end positions (src/tinybert_model.py).
         terms (tuple[str]): which of "matches", "prediction", "label" the phase uses.
         distill: the `distill` config section (prediction_loss, label_loss, temperature schedule).
         matches (tuple[Match]): intermediate matches (used when "matches" is in terms).
@@ -66,7 +67,8 @@ class DistillationLoss(nn.Cell):
 
     Inputs: teacher_outputs (tuple: a teacher feature per match, then the teacher's logits when
     "prediction" is in terms), schedule (Tensor (3,): kd_weight, hard_label_weight, temperature in
-    force), input_ids, attention_mask, token_type_ids (B, T), then label_ids and any further columns.
+    force), input_ids, attention_mask, token_type_ids (B, T), then the label columns (label_ids; for
+    QA start_positions and end_positions) and any further columns.
     Returns (total loss, components): components (n_matches + 2,) holds each weighted match loss,
     then the weighted prediction and label terms (0 where a term is off).
     """
@@ -74,7 +76,8 @@ class DistillationLoss(nn.Cell):
     def __init__(self, student, terms, distill, matches=(), projections=None, regression=False):
         super().__init__()
         self.student = student
-        self.has_head = hasattr(student, "classify")
+        self.has_head = hasattr(student, "head")
+        self.task = getattr(student, "task", "")
         encoder = student.bert if self.has_head else student
         self.use_matches = "matches" in terms and len(matches) > 0
         self.use_prediction = "prediction" in terms
@@ -110,12 +113,20 @@ class DistillationLoss(nn.Cell):
             value = self.projections[projection](value)
         return value
 
+    def _prediction_mask(self, logits, attention_mask, columns):
+        """Where soft targets count: every sentence; in NER the labelled first word-pieces (or every
+        real token when no labels are read); both rows of a QA span."""
+        if self.task == "token_classification":
+            if self.use_label:
+                return (columns[0] != -100).astype(ms.float32)
+            return attention_mask.astype(ms.float32)
+        return ops.ones(logits.shape[:-1], ms.float32)
+
     def construct(self, teacher_outputs, schedule, input_ids, attention_mask, token_type_ids, *columns):
-        outputs = self.student(input_ids, attention_mask, token_type_ids)
-        if self.has_head:
-            logits, hidden_states, attention_scores = outputs[0], outputs[1], outputs[2]
-        else:
-            logits, hidden_states, attention_scores = None, outputs[2], outputs[3]
+        encoder = self.student.bert if self.has_head else self.student
+        sequence_output, pooled_output, hidden_states, attention_scores = encoder(
+            input_ids, attention_mask, token_type_ids)
+        logits = self.student.head(sequence_output, pooled_output) if self.has_head else None
         mask_bias = (1.0 - attention_mask.astype(ms.float32)).reshape(attention_mask.shape[0], 1, 1, -1) * -10000.0
         components = ()
         layer_index = 0
@@ -132,18 +143,26 @@ class DistillationLoss(nn.Cell):
             components += (self.feature_losses[i](student_feature, teacher_outputs[i], attention_mask),)
         zero = ops.zeros((), ms.float32)
         prediction, label = zero, zero
+        if self.task == "question_answering":
+            # The classes of a span are positions: padded ones are out of the softmax on both sides.
+            span_bias = mask_bias.reshape(mask_bias.shape[0], 1, -1)
+            logits = logits + span_bias
         if self.use_prediction:
             teacher_logits = teacher_outputs[-1]
+            if self.task == "question_answering":
+                teacher_logits = teacher_logits + span_bias
             temperature = self.temperature(logits, teacher_logits, schedule[2], self.temperature_beta,
                                            self.temperature_gamma)
-            prediction = self.prediction_loss(logits, teacher_logits, temperature, ops.ones_like(logits[..., 0]))
+            prediction = self.prediction_loss(logits, teacher_logits, temperature,
+                                              self._prediction_mask(logits, attention_mask, columns))
             if self.temperature_squared:
                 # The mean of T^2 over examples: exact for a constant temperature, an average
                 # for the per-example flsw/cwsm ones.
                 prediction = prediction * ops.square(temperature).mean()
             prediction = schedule[0] * prediction
         if self.use_label:
-            label = schedule[1] * self.label_loss(logits, columns[0])
+            labels = ops.stack(columns[:2], axis=1) if self.task == "question_answering" else columns[0]
+            label = schedule[1] * self.label_loss(logits, labels)
         components = ops.stack(components + (prediction, label))
         return components.sum(), components
 

@@ -305,23 +305,29 @@ class BertForSequenceClassification(nn.Cell):
         self.dropout = nn.Dropout(p=dropout)
         self.dense_1 = _dense(config, config.hidden_size, num_labels)
 
-    def classify(self, pooled_output):
+    task = "sequence_classification"
+
+    def head(self, sequence_output, pooled_output):
+        """Logits (B, num_labels) from the encoder's outputs; every task model has this method."""
         return self.dense_1(self.dropout(pooled_output)).astype(ms.float32)
 
     def construct(self, input_ids, attention_mask, token_type_ids):
-        _, pooled_output, hidden_states, attention_scores = self.bert(input_ids, attention_mask, token_type_ids)
-        return self.classify(pooled_output), hidden_states, attention_scores
+        sequence_output, pooled_output, hidden_states, attention_scores = self.bert(
+            input_ids, attention_mask, token_type_ids)
+        return self.head(sequence_output, pooled_output), hidden_states, attention_scores
 
 
 class LogitsOnly(nn.Cell):
-    """The classifier with only its logits as output: what evaluation and export need."""
+    """A task model with only its head's logits as output (see each model's `head`: (B, C),
+    (B, T, C), or (B, 2, T) start/end for QA): what evaluation and export need."""
 
     def __init__(self, classifier):
         super().__init__(auto_prefix=False)
         self.classifier = classifier
 
     def construct(self, input_ids, attention_mask, token_type_ids):
-        return self.classifier(input_ids, attention_mask, token_type_ids)[0]
+        sequence_output, pooled_output, _, _ = self.classifier.bert(input_ids, attention_mask, token_type_ids)
+        return self.classifier.head(sequence_output, pooled_output)
 
 
 def count_parameters(cell, prefix=""):
@@ -344,10 +350,16 @@ class BertForTokenClassification(nn.Cell):
         self.dropout = nn.Dropout(p=dropout)
         self.dense_1 = _dense(config, config.hidden_size, num_labels)
 
+    task = "token_classification"
+
+    def head(self, sequence_output, pooled_output):
+        """Logits (B, T, num_labels) at every position."""
+        return self.dense_1(self.dropout(sequence_output)).astype(ms.float32)
+
     def construct(self, input_ids, attention_mask, token_type_ids):
-        sequence_output, _, hidden_states, attention_scores = self.bert(input_ids, attention_mask, token_type_ids)
-        logits = self.dense_1(self.dropout(sequence_output)).astype(ms.float32)  # (B, T, num_labels)
-        return logits, hidden_states, attention_scores
+        sequence_output, pooled_output, hidden_states, attention_scores = self.bert(
+            input_ids, attention_mask, token_type_ids)
+        return self.head(sequence_output, pooled_output), hidden_states, attention_scores
 
 
 class BertForQuestionAnswering(nn.Cell):
@@ -363,10 +375,18 @@ class BertForQuestionAnswering(nn.Cell):
         self.bert = BertModel(config)
         self.dense1 = _dense(config, config.hidden_size, 2)
 
+    task = "question_answering"
+
+    def head(self, sequence_output, pooled_output):
+        """Span logits (B, 2, T): row 0 scores each position as the answer's start, row 1 as its end,
+        so soft targets and the label loss are a softmax over positions."""
+        return self.dense1(sequence_output).astype(ms.float32).swapaxes(1, 2)
+
     def construct(self, input_ids, attention_mask, token_type_ids):
-        sequence_output, _, hidden_states, attention_scores = self.bert(input_ids, attention_mask, token_type_ids)
-        logits = self.dense1(sequence_output).astype(ms.float32)  # (B, T, 2): start, end
-        return logits[:, :, 0], logits[:, :, 1], hidden_states, attention_scores
+        sequence_output, pooled_output, hidden_states, attention_scores = self.bert(
+            input_ids, attention_mask, token_type_ids)
+        logits = self.head(sequence_output, pooled_output)  # (B, 2, T)
+        return logits[:, 0], logits[:, 1], hidden_states, attention_scores
 
 
 MLM_HEAD_PREFIX = "cls1."  # the masked-LM head's parameters, named as the zoo's BertPreTraining names them

@@ -12,8 +12,7 @@ import mindspore as ms
 from mindspore.communication import get_group_size, get_rank, init
 from mindspore.ops.communication import all_reduce
 
-from src.callbacks import Evaluator, MetricsFile, StepCheckpoints, TrainingLog, check_labels, parameter_table, \
-    train_state
+from src.callbacks import Evaluator, MetricsFile, StepCheckpoints, TrainingLog, parameter_table, train_state
 from src.checkpoint import (BEST_CHECKPOINT, FINAL_CHECKPOINT, assign_parameters, load_checkpoint,
                             remove_partial_files, save_checkpoint, split_metadata, step_checkpoints)
 from src.config import bert_config, config_changes, save_config, teacher_specs
@@ -23,6 +22,7 @@ from src.distill.teacher import CachedTeacher, cache_key, combine_logits, load_o
 from src.logger import get_logger
 from src.optimizer import build_optimizer
 from src.phases import PHASES, build_models
+from src.tasks import TASK_TYPES, check_labels
 from src.tinybert_for_gd_td import BertTrainWithLossScaleCell, make_scale_update_cell
 
 _PROCESS = {"communication": False, "config_logged": False}
@@ -83,7 +83,8 @@ def _teacher_source(cfg, models, phase, logger):
         batches = create_dataset(cfg.data.train_path, cfg.data.format, cfg.eval.batch_size, cfg.seq_length,
                                  with_labels=phase.labels, shuffle=False, drop_remainder=False,
                                  schema_file=cfg.data.schema_file, seed=cfg.seed, padding=cfg.data.padding,
-                                 buckets=cfg.data.buckets, with_example_ids=True)
+                                 buckets=cfg.data.buckets, with_example_ids=True,
+                                 label_columns=TASK_TYPES[cfg.task.type].label_columns)
         key = cache_key(checkpoint, files, teacher.bert.config.to_dict())
         logits.append(load_or_build_cache(Path(cfg.output_dir) / "teacher_cache", key,
                                           batches.create_tuple_iterator(num_epochs=1), teacher, logger))
@@ -113,11 +114,13 @@ def run_phase(cfg, name, student_checkpoint=""):
         return results[cfg.task.metric]
 
     block = getattr(cfg, phase.optimizer)
+    label_columns = TASK_TYPES[cfg.task.type].label_columns
     teacher, cached = _teacher_source(cfg, models, phase, logger)
     dataset = create_dataset(cfg.data.train_path, cfg.data.format, block.batch_size, cfg.seq_length,
                              with_labels=phase.labels, shuffle=cfg.data.shuffle, num_shards=group_size,
                              shard_id=rank, drop_remainder=True, schema_file=cfg.data.schema_file, seed=cfg.seed,
-                             padding=cfg.data.padding, buckets=cfg.data.buckets, with_example_ids=cached)
+                             padding=cfg.data.padding, buckets=cfg.data.buckets, with_example_ids=cached,
+                             label_columns=label_columns)
     steps_per_epoch = dataset.get_dataset_size()
     total_steps = steps_per_epoch * block.epochs
     if block.max_steps:
@@ -157,7 +160,9 @@ def run_phase(cfg, name, student_checkpoint=""):
                 break
             _check_vocab(batch[0].asnumpy(), vocab_size)
             if phase.labels:
-                check_labels(batch[3].asnumpy(), cfg.task.num_labels, "the training records")
+                labels = [c.asnumpy() for c in batch[3:3 + len(label_columns)]]
+                check_labels(cfg.task.type, labels[0] if len(labels) == 1 else np.stack(labels, axis=1),
+                             cfg.task.num_labels, "the training records", cfg.seq_length)
             schedule = schedule_values(cfg.distill, step, total_steps, phase.terms)
             loss, components, overflow, scale = train_cell(teacher(*batch), ms.Tensor(schedule, ms.float32),
                                                            *batch)

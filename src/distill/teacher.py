@@ -38,14 +38,14 @@ class _Embeddings(nn.Cell):
 
 
 class _Head(nn.Cell):
-    """Pooler and classifier: sequence output -> logits."""
+    """The task model's head: sequence output -> logits (pooled first where the head needs it)."""
 
-    def __init__(self, classifier):
+    def __init__(self, model):
         super().__init__(auto_prefix=False)
-        self.classifier = classifier
+        self.model = model
 
     def construct(self, sequence_output):
-        return self.classifier.classify(self.classifier.bert.pool(sequence_output))
+        return self.model.head(sequence_output, self.model.bert.pool(sequence_output))
 
 
 class _Feature(nn.Cell):
@@ -69,13 +69,13 @@ class LiveTeacher:
     at a time (0.6 GB measured), identical outputs, and nothing kept for the student's backward.
 
     Args:
-        teacher: BertModel, or a classifier with `.bert` and `.classify` (needed for logits).
+        teacher: BertModel, or a task model with `.bert` and `.head` (needed for logits).
         matches (tuple[Match]): the intermediate matches whose teacher features to return.
         with_logits (bool): also return the classifier's logits, last.
     """
 
     def __init__(self, teacher, matches=(), with_logits=False):
-        bert = teacher.bert if hasattr(teacher, "classify") else teacher
+        bert = teacher.bert if hasattr(teacher, "head") else teacher
         self.matches = tuple(matches)
         self.num_heads = bert.config.num_attention_heads
         self.embeddings = _Embeddings(bert)

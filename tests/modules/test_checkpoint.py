@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from src.checkpoint import (assign_parameters, canonical_name, load_checkpoint, named_parameters,
-                            rotate_checkpoints, save_checkpoint, split_metadata)
+                            rotate_checkpoints, save_checkpoint, split_metadata, step_checkpoints)
 from src.tinybert_model import BertForSequenceClassification, BertModel
 
 
@@ -62,6 +62,10 @@ def test_rotation_keeps_newest(tmp_path):
     for step in (5, 10, 15, 100):
         (tmp_path / f"student_step_{step}.ckpt").write_text("x")
     (tmp_path / "student_best.ckpt").write_text("x")
-    rotate_checkpoints(tmp_path, "student_step_{step}.ckpt", keep=2)
+    (tmp_path / "student_step_17.tmp.ckpt").write_text("an older version's temporary name")
+    (tmp_path / ".student_step_20.partial.ckpt").write_text("a save killed half-way")
+    rotate_checkpoints(tmp_path, "student", keep=2)
     assert sorted(p.name for p in tmp_path.iterdir()) == [
-        "student_best.ckpt", "student_step_100.ckpt", "student_step_15.ckpt"]
+        ".student_step_20.partial.ckpt", "student_best.ckpt", "student_step_100.ckpt", "student_step_15.ckpt",
+        "student_step_17.tmp.ckpt"]
+    assert [step for step, _ in step_checkpoints(tmp_path)] == [15, 100]
