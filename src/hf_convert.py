@@ -103,7 +103,7 @@ HF_ARCHITECTURES = ("BertModel", "BertForSequenceClassification", "BertForPreTra
 SKIPPED_ON_EXPORT = ("fit_dense.", STATE_PREFIX, MLM_HEAD_PREFIX)  # projection, optimizer state, masked-LM head
 HF_ACTIVATIONS = {"gelu_tanh": "gelu_new"}  # our hidden_act -> HF's; the others share names
 # What a converted directory holds: only a directory with nothing else in it may be replaced.
-OUTPUT_FILES = {"model.ckpt", "config.json", "vocab.txt", "model.safetensors", "tokenizer_config.json"}
+OUTPUT_FILES = {"model.ckpt", "config.json", "vocab.txt", "model.safetensors", "tokenizer_config.json", "README.md"}
 
 
 def rename(name, source, target):
@@ -487,6 +487,10 @@ def export_hf(checkpoint, config_json, vocab_file, output_dir, num_labels=None, 
         (tmp / "config.json").write_text(json.dumps(hf_config, indent=2) + "\n", encoding="utf-8")
         (tmp / "tokenizer_config.json").write_text(json.dumps(tokenizer_config, indent=2) + "\n", encoding="utf-8")
         shutil.copyfile(vocab_file, tmp / "vocab.txt")
+        from src.report import model_card  # noqa: PLC0415 -- the report reads the run's records
+        names = [hf_config["id2label"][str(i)] for i in range(found_labels)] if "id2label" in hf_config else []
+        (tmp / "README.md").write_text(model_card(checkpoint, hf_config["architectures"][0], names, config),
+                                       encoding="utf-8")
     return {"architecture": hf_config["architectures"][0], "num_labels": found_labels,
             "num_tensors": len(hf_weights)}
 
