@@ -10,8 +10,9 @@ checkpoint. A new phase (pruning, say) is one more entry and, if it builds somet
 branch in `build_models`.
 """
 import dataclasses
+import json
 
-from src.checkpoint import (ENCODER_PREFIX, HEAD_PREFIXES, assign_parameters, load_checkpoint, model_metadata,
+from src.checkpoint import (ENCODER_PREFIX, HEAD_PREFIXES, LABEL_NAMES, assign_parameters, load_checkpoint, model_metadata,
                             named_parameters, split_metadata)
 from src.config import bert_config, teacher_specs
 from src.distill.matches import resolve_matches
@@ -82,8 +83,15 @@ class Models:
         return saved
 
 
-def _load_into(cell, path, what, prefix="", allow_missing=()):
-    tensors, _ = split_metadata(load_checkpoint(path))
+def _load_into(cell, path, what, prefix="", allow_missing=(), label_names=()):
+    """Load `path` into `cell`; with label_names, a checkpoint that records its labels in another
+    order (a classifier fine-tuned elsewhere) is an error, not a silently permuted model."""
+    tensors, metadata = split_metadata(load_checkpoint(path))
+    stored = json.loads(metadata.get(LABEL_NAMES) or "[]")
+    if label_names and stored and [str(x) for x in stored] != list(label_names):
+        raise ValueError(f"{what} {path} orders its labels {stored} but the task's order is {list(label_names)}: "
+                         "import it with `python -m src.hf_convert import --task TASK`, which reorders the "
+                         "classifier to the task's order")
     left = assign_parameters(named_parameters(cell, prefix), tensors, f"{what} {path}", allow_missing)
     return tensors, left
 
@@ -148,7 +156,8 @@ def build_models(cfg, phase, logger, student_checkpoint=""):
     if phase.trains == "teacher":
         teacher = build_task_model(cfg.task.type, bert_config(cfg, "teacher"), num_labels)
         if cfg.teacher.checkpoint:
-            _load_into(teacher, cfg.teacher.checkpoint, "teacher checkpoint", allow_missing=HEAD_PREFIXES)
+            _load_into(teacher, cfg.teacher.checkpoint, "teacher checkpoint", allow_missing=HEAD_PREFIXES,
+                       label_names=labels)
         metadata = model_metadata(teacher, num_labels, labels, cfg.task.name, cfg.seq_length)
         loss = DistillationLoss(teacher, phase.terms, cfg.distill, regression=regression)
         return Models(teacher, "teacher", "", metadata, loss=loss, teacher_source=no_teacher)
@@ -174,7 +183,7 @@ def build_models(cfg, phase, logger, student_checkpoint=""):
         if phase.head:
             teacher = freeze(build_task_model(cfg.task.type, t_config.for_inference(), num_labels))
             _load_into(teacher, path, f"{what} checkpoint",
-                       allow_missing=() if "prediction" in phase.terms else HEAD_PREFIXES)
+                       allow_missing=() if "prediction" in phase.terms else HEAD_PREFIXES, label_names=labels)
         else:
             teacher = freeze(BertModel(t_config.for_inference()))
             _load_into(teacher, path, f"{what} checkpoint", ENCODER_PREFIX)

@@ -15,6 +15,7 @@ from mindspore.ops.communication import all_reduce
 from src.callbacks import Evaluator, MetricsFile, StepCheckpoints, TrainingLog, parameter_table, train_state
 from src.checkpoint import (BEST_CHECKPOINT, FINAL_CHECKPOINT, assign_parameters, load_checkpoint,
                             remove_partial_files, save_checkpoint, split_metadata, step_checkpoints)
+from src.cli import require_device
 from src.config import bert_config, config_changes, save_config, teacher_specs
 from src.dataset import create_dataset, record_files
 from src.distill.schedules import schedule_values
@@ -30,6 +31,7 @@ _PROCESS = {"communication": False, "config_logged": False}
 
 def init_context(cfg):
     """Device, mode, seeds and, for distributed runs, the communication group. Returns (rank, size)."""
+    require_device(cfg.device_target)
     ms.set_context(mode=ms.GRAPH_MODE, device_target=cfg.device_target)
     if not cfg.distribute or not os.getenv("MS_ROLE"):
         # msrun (which sets MS_ROLE) picks each worker's device; a rank-table launch passes --device_id

@@ -115,3 +115,13 @@ def test_td2_from_cached_teacher_logits_matches_the_live_teacher(work):
     stale = run([*base, f"--output_dir={work / 'cached'}", "--distill.teacher_cache=true",
                  f"--teacher.checkpoint={other}"], work)
     assert "is stale" in stale.stdout and "teacher logits of 96 examples cached" in stale.stdout
+
+
+def test_a_teacher_with_another_label_order_is_refused(work):
+    swapped = work / "swapped_teacher.ckpt"
+    save_checkpoint(swapped, named_parameters(BertForSequenceClassification(BertConfig(**TEACHER), 2)),
+                    {"label_names": json.dumps(["1", "0"])})
+    result = run(["run_task_distill.py", *common(work, out="swapped"), "--task.name=sst2", "--phase=td2",
+                  f"--teacher.checkpoint={swapped}", f"--data.train_path={work / 'train.mindrecord'}",
+                  f"--data.eval_path={work / 'dev.mindrecord'}", "--student.init=random"], work, expect_ok=False)
+    assert "orders its labels ['1', '0'] but the task's order is ['0', '1']" in _error_line(result)
