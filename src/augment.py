@@ -18,7 +18,7 @@ Here:
   token ([CLS], [MASK], [unused0]...), never a ## continuation piece, never one without a letter,
   never the word itself.
 - Speed: the masked sentences of a chunk of examples go through the model in batches, one forward
-  pass for all masked positions of a batch, through one graph compiled for every shape; the
+  pass for all masked positions of a batch, through one graph compiled once for all shapes; the
   neighbours of all distinct new words of a chunk come from one matrix product and are cached.
 - Determinism: example i's copies come from a generator seeded with (seed, i), and each word's
   candidates are kept in token-id order, so the output depends neither on batch sizes nor on score
@@ -170,6 +170,7 @@ class Augmenter:
         self.column_of = np.full(table.shape[0], -1)
         self.column_of[self.candidate_ids] = np.arange(len(self.candidate_ids))
         self.neighbour_cache = {}  # word's piece ids -> candidate ids
+        self.mask_id = vocab.get("[MASK]")
         self.counts = collections.Counter()  # words served by each source, for the summary
         has_head = any(name.startswith(MLM_HEAD_PREFIX) for name in tensors)
         if candidates == "mlm" and not has_head:
@@ -177,15 +178,14 @@ class Augmenter:
                              "a Hugging Face BertForMaskedLM, whose head `hf_convert import` keeps")
         self.scorer = None
         if has_head and candidates != "embeddings":
-            self.scorer = self._build_scorer(tensors, metadata, model_dir, vocab)
+            self.scorer = self._build_scorer(tensors, metadata, model_dir)
 
 
-    def _build_scorer(self, tensors, metadata, model_dir, vocab):
+    def _build_scorer(self, tensors, metadata, model_dir):
         """The masked-LM scorer, compiled once for every batch size and sequence length."""
-        if "[MASK]" not in vocab:
+        if self.mask_id is None:
             raise ValueError(f"{model_dir / 'vocab.txt'} has no [MASK] token for the masked LM: use --candidates "
                              "embeddings")
-        self.mask_id = vocab["[MASK]"]
         config = (BertConfig.from_dict(json.loads(metadata[MODEL_CONFIG])) if MODEL_CONFIG in metadata
                   else BertConfig.from_json_file(model_dir / "config.json"))
         mlm = BertForMaskedLM(config.for_inference())

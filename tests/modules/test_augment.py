@@ -366,3 +366,22 @@ def test_errors_are_one_line_and_leave_no_file(hf_mlm, tmp_path, capsys):
     run_cli(augment.main, base + ["--output_file", str(tmp_path / "o.tsv"), "--skip_bad_rows"])
     assert re.search(r": 2 examples and \d+ augmented copies \(.*; 1 bad rows skipped\)", capsys.readouterr().out)
     assert {row["source_example_id"] for row in _read_tsv(tmp_path / "o.tsv")} == {"0", "1"}
+
+
+def test_model_directory_errors(hf_mlm, tmp_path):
+    shutil.copytree(hf_mlm["mlm"], tmp_path / "no_mask")
+    vocab = [token if token != "[MASK]" else "[unused9]" for token in VOCAB]
+    (tmp_path / "no_mask" / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"has no \[MASK\] token for the masked LM: use --candidates embeddings"):
+        Augmenter(tmp_path / "no_mask", num_candidates=K)
+    assert Augmenter(tmp_path / "no_mask", num_candidates=K, candidates="embeddings").scorer is None
+
+    shutil.copytree(hf_mlm["bare"], tmp_path / "long_vocab")
+    (tmp_path / "long_vocab" / "vocab.txt").write_text("\n".join(VOCAB + ["extra"]) + "\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=rf"has {len(VOCAB) + 1} tokens but the model only {len(VOCAB)} embeddings"):
+        Augmenter(tmp_path / "long_vocab", num_candidates=K)
+    for options, message in (({"seq_length": 2}, r"--seq_length is 2: it must be at least 3"),
+                             ({"batch_size": 0}, r"--batch_size is 0"),
+                             ({"candidates": "glove"}, r"--candidates 'glove' is not one of auto, mlm, embeddings")):
+        with pytest.raises(ValueError, match=message):
+            Augmenter(hf_mlm["bare"], **options)
