@@ -180,7 +180,6 @@ class Augmenter:
         if has_head and candidates != "embeddings":
             self.scorer = self._build_scorer(tensors, metadata, model_dir)
 
-
     def _build_scorer(self, tensors, metadata, model_dir):
         """The masked-LM scorer, compiled once for every batch size and sequence length."""
         if self.mask_id is None:

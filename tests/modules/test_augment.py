@@ -13,7 +13,7 @@ from safetensors.numpy import load_file, save_file
 
 from src import augment
 from src.augment import Augmenter, augment_file, render
-from src.checkpoint import load_checkpoint, split_metadata
+from src.checkpoint import load_checkpoint, save_checkpoint, split_metadata
 from src.cli import run_cli
 from src.hf_convert import import_hf
 from src.tinybert_model import BertConfig, BertForMaskedLM
@@ -341,6 +341,7 @@ def test_pairs_stay_pairs(mlm_augmenter, tmp_path):
 
 def test_errors_are_one_line_and_leave_no_file(hf_mlm, tmp_path, capsys):
     source = _write_tsv(tmp_path / "in.tsv", ["sentence", "label"], SST[:2] + [("fine", "7")])
+    header_only = _write_tsv(tmp_path / "empty.tsv", ["sentence", "label"], [])
     base = ["--task", "sst2", "--input_file", str(source), "--model_dir", str(hf_mlm["bare"]), "--no_progress"]
     cases = [
         (["--output_file", str(tmp_path / "o.tsv"), "--num_aug", "0"], r"--num_aug is 0: .* at least 1"),
@@ -350,6 +351,9 @@ def test_errors_are_one_line_and_leave_no_file(hf_mlm, tmp_path, capsys):
         (["--output_file", str(tmp_path / "o.tsv"), "--candidates", "mlm"], r"has no masked-LM head: use --candidates"),
         (["--output_file", str(tmp_path / "o.tsv")], r"in\.tsv:4: unknown label '7' .* pass --skip_bad_rows"),
         (["--output_file", str(tmp_path / "o.tsv"), "--num_candidates", "99"], r"too few for --num_candidates 99"),
+        (["--output_file", str(tmp_path / "o.tsv"), "--input_file", str(tmp_path / "absent.tsv")],
+         r"input file .*absent\.tsv does not exist"),
+        (["--output_file", str(tmp_path / "o.tsv"), "--input_file", str(header_only)], r"no examples in .*empty\.tsv"),
     ]
     for extra, message in cases:
         with pytest.raises(SystemExit) as exit_info:
@@ -380,6 +384,11 @@ def test_model_directory_errors(hf_mlm, tmp_path):
     (tmp_path / "long_vocab" / "vocab.txt").write_text("\n".join(VOCAB + ["extra"]) + "\n", encoding="utf-8")
     with pytest.raises(ValueError, match=rf"has {len(VOCAB) + 1} tokens but the model only {len(VOCAB)} embeddings"):
         Augmenter(tmp_path / "long_vocab", num_candidates=K)
+    (tmp_path / "no_embeddings").mkdir()
+    save_checkpoint(tmp_path / "no_embeddings" / "model.ckpt", {"dense_1.weight": ms.Tensor(np.ones((2, 3), np.float32))})
+    shutil.copyfile(hf_mlm["bare"] / "vocab.txt", tmp_path / "no_embeddings" / "vocab.txt")
+    with pytest.raises(ValueError, match=r"holds no word embeddings \(bert\.bert_embedding_lookup\.embedding_table\)"):
+        Augmenter(tmp_path / "no_embeddings")
     for options, message in (({"seq_length": 2}, r"--seq_length is 2: it must be at least 3"),
                              ({"batch_size": 0}, r"--batch_size is 0"),
                              ({"candidates": "glove"}, r"--candidates 'glove' is not one of auto, mlm, embeddings")):
