@@ -38,6 +38,7 @@ from src.tinybert_model import BertConfig, BertForSequenceClassification, Logits
 
 HEAD = "dense_1."
 NUM_LABELS = 2
+VARIANTS = {"max_length": "max_length", "buckets": "buckets", "longest": "longest", "longest+dyn": "longest"}
 
 
 def ms_network(model_dir, dynamic):
@@ -107,6 +108,8 @@ def main():
     parser.add_argument("--records", required=True, nargs="+", help="SEQ_LENGTH=PATH of dev-set MindRecord files")
     parser.add_argument("--batch_size", type=int, default=32)
     parser.add_argument("--warm_epochs", type=int, default=2)
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS),
+                        help="the MindSpore variants to run (torch always runs: it is the reference)")
     args = parser.parse_args()
     ms.set_context(mode=ms.GRAPH_MODE, device_target="CPU")
     import torch
@@ -117,12 +120,11 @@ def main():
     for spec in args.records:
         seq_length, records = int(spec.split("=", 1)[0]), spec.split("=", 1)[1]
         variants = {}
-        for name, padding in (("max_length", "max_length"), ("buckets", "buckets"), ("longest", "longest"),
-                              ("longest+dyn", "longest")):
+        for name in ["max_length"] + [v for v in args.variants if v != "max_length"]:  # the logits' reference first
             network, classifier = ms_network(args.model_dir, dynamic=name == "longest+dyn")
             variants[name] = network, create_dataset(records, "mindrecord", args.batch_size, seq_length,
                                                      with_labels=True, shuffle=False, drop_remainder=False,
-                                                     padding=padding)
+                                                     padding=VARIANTS[name])
         model, collator, rows = torch_setup(args.hf_dir, named_parameters(classifier), records, seq_length)
 
         def run(name):
