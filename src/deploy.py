@@ -113,7 +113,7 @@ def description(metadata, seq_length, num_labels, files, mindir_shape, check):
     """The model.json dict: inputs, outputs, labels, task, files, the int8 check."""
     labels = json.loads(metadata.get(LABEL_NAMES, "[]"))
     output = "one score (regression)" if num_labels == 1 else \
-        f"one logit per label, in the order of `labels`; softmax gives probabilities"
+        "one logit per label, in the order of `labels`; softmax gives probabilities"
     return {
         "task": metadata.get(TASK, ""),
         "problem": "regression" if num_labels == 1 else "single_label_classification",

@@ -240,6 +240,7 @@ def plot_dev_metric(phases, path):
         ax.scatter([best["step"]], [best["eval"][metric]], s=120, facecolors="none", edgecolors=line.get_color())
         ax.annotate(f"best {best['eval'][metric]:.4f}", (best["step"], best["eval"][metric]), fontsize=8,
                     textcoords="offset points", xytext=(4, 6))
+    ax.margins(y=0.15)  # room for the "best" labels
     ax.set_xlabel("step of its phase")
     ax.set_ylabel(f"dev {metric}")
     ax.set_title(f"dev {metric} at each evaluation (circle: the checkpoint kept)", fontsize=9)
@@ -257,15 +258,14 @@ def _exported_files(deploy_dir, files):
     """{kind: {path, bytes}} of the exported student files found."""
     from src.deploy import INT8_ONNX, MINDIR  # noqa: PLC0415
     from src.predict import FLOAT_ONNX  # noqa: PLC0415
-    found = {}
+    missing = [str(f) for f in files or () if not Path(f).is_file()]
+    if missing:
+        raise FileNotFoundError(f"--files: {', '.join(missing)} does not exist")
     candidates = [Path(f) for f in files or ()]
     if deploy_dir and Path(deploy_dir).is_dir():
         candidates += [Path(deploy_dir) / name for name in (MINDIR, FLOAT_ONNX, INT8_ONNX)]
-    for path in candidates:
-        if not path.is_file():
-            if str(path) in map(str, files or ()):
-                raise FileNotFoundError(f"--files: {path} does not exist")
-            continue
+    found = {}
+    for path in (c for c in candidates if c.is_file()):
         kind = "onnx_int8" if path.name.endswith(".int8.onnx") else path.suffix.lstrip(".").lower()
         found.setdefault(kind, {"path": str(path), "bytes": path.stat().st_size})
     return found
@@ -322,9 +322,13 @@ def _size(n):
     return f"{n / 2**20:.1f} MiB" if n >= 2**20 else f"{n / 1024:.0f} KiB"
 
 
+def _layers(count):
+    return f"{count} layer{'' if count == 1 else 's'}"
+
+
 def _shape(info):
     s = info["shape"]
-    return (f"{s.get('num_hidden_layers')} layers, hidden {s.get('hidden_size')}, {s.get('num_attention_heads')} heads, "
+    return (f"{_layers(s.get('num_hidden_layers'))}, hidden {s.get('hidden_size')}, {s.get('num_attention_heads')} heads, "
             f"FFN {s.get('intermediate_size')}") if s else "unknown"
 
 
@@ -447,7 +451,7 @@ def model_card(checkpoint, architecture, label_names, config):
     phases = read_metrics(run_dir / METRICS_FILE) if run_config and (run_dir / METRICS_FILE).is_file() else {}
     _, metadata = split_metadata(load_checkpoint(checkpoint))
     task = metadata.get(TASK, "") or _dotted(run_config, "task.name") or ""
-    shape = (f"{config.num_hidden_layers} layers, hidden size {config.hidden_size}, {config.num_attention_heads} "
+    shape = (f"{_layers(config.num_hidden_layers)}, hidden size {config.hidden_size}, {config.num_attention_heads} "
              f"attention heads, feed-forward size {config.intermediate_size}, vocabulary {config.vocab_size}")
     lines = ["---", "library_name: transformers", "pipeline_tag: " + ("text-classification" if architecture ==
              "BertForSequenceClassification" else "feature-extraction"),

@@ -15,9 +15,9 @@ from src.report import latency_stats, main, read_metrics, time_in_turns, write_r
 from src.tinybert_model import BertConfig, BertForSequenceClassification, BertModel, count_parameters
 
 SEQ = 12
-TEACHER = dict(vocab_size=99, hidden_size=48, num_hidden_layers=4, num_attention_heads=4, intermediate_size=64,
+TEACHER = dict(vocab_size=99, hidden_size=48, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
                max_position_embeddings=32)
-STUDENT = dict(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=48,
+STUDENT = dict(vocab_size=99, hidden_size=32, num_hidden_layers=1, num_attention_heads=4, intermediate_size=48,
                max_position_embeddings=32)
 
 
@@ -106,7 +106,7 @@ def test_model_card_of_the_hugging_face_export(run, tmp_path):
     export_hf(run / "out/td2/student_best.ckpt", None, run / "vocab.txt", tmp_path / "hf")
     card = (tmp_path / "hf" / "README.md").read_text()
     assert card.startswith("---\nlibrary_name: transformers\npipeline_tag: text-classification\n")
-    assert "2 layers, hidden size 32, 4 attention heads, feed-forward size 48" in card
+    assert "1 layer, hidden size 32, 4 attention heads, feed-forward size 48" in card
     assert "Labels (output order): `0`, `1`" in card and f"Teacher: `{run / 'teacher.json'}`" in card
     td2_steps = max(r["step"] for r in records(run / "out/metrics.jsonl") if r["phase"] == "td2" and "loss" in r)
     assert f"| task distillation 2 (prediction layer) | {td2_steps} |" in card
