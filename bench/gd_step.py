@@ -53,7 +53,7 @@ def mindspore_step(args, presets):
     cell = BertTrainWithLossScaleCell(loss, optimizer, make_scale_update_cell(scale), 1.0)
     cell.set_train(True)
     inputs = [ms.Tensor(x) for x in batch(args.batch, args.seq, t_config.vocab_size)]
-    schedule = ms.Tensor([1.0, 0.0, 1.0], ms.float32)
+    schedule = ms.Tensor([1.0, 0.0, 1.0, 0.0], ms.float32)
 
     def step():  # as src/trainer.py does it: the teacher's graph, then the training step's
         return float(cell(teacher(*inputs), schedule, *inputs)[0].asnumpy())

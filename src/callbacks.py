@@ -48,7 +48,7 @@ class TrainingLog:
     def start(self, step):
         self.tick, self.last_step = time.time(), step
 
-    def step_done(self, epoch, step, loss, components, overflow, scale, lr, schedule):
+    def step_done(self, epoch, step, loss, components, overflow, scale, lr, schedule, extra=None):
         if step % self.log_steps and step != self.total_steps:
             return
         ms_per_step = (time.time() - self.tick) * 1000 / max(step - self.last_step, 1)
@@ -57,8 +57,10 @@ class TrainingLog:
                          epoch, step, loss, overflow, scale, lr, ms_per_step)
         record = {"phase": self.phase, "step": step, "epoch": epoch, "loss": loss, "overflow": overflow,
                   "loss_scale": scale, "lr": lr, "ms_per_step": round(ms_per_step, 1),
-                  "kd_weight": schedule[0], "hard_label_weight": schedule[1], "temperature": schedule[2]}
+                  "kd_weight": schedule[0], "hard_label_weight": schedule[1], "temperature": schedule[2],
+                  "regu_lambda": schedule[3]}
         record.update({name: float(value) for name, value in zip(self.component_names, components)})
+        record.update(extra or {})
         self.metrics.write(record)
 
 
@@ -129,12 +131,14 @@ class Evaluator:
     def log_line(results, count):
         return ", ".join(f"{SHORT_METRIC.get(k, k)} = {v:.6f}" for k, v in results.items()) + f" on {count} examples"
 
-    def evaluate_and_keep_best(self, weights, step, metadata):
+    def evaluate_and_keep_best(self, weights, step, metadata, eligible=True):
+        """Evaluate; keep the checkpoint if it is the best so far and `eligible` (pruning: at its
+        final threshold)."""
         results, count = self.evaluate()
         value, name = results[self.metric], SHORT_METRIC.get(self.metric, self.metric)
         self.logger.info("eval: step %d, %s", step, self.log_line(results, count))
         self.metrics.write({"phase": self.phase, "step": step, "eval": results, "examples": count})
-        if self.best is None or value > self.best:
+        if eligible and (self.best is None or value > self.best):
             self.best = value
             save_checkpoint(self.best_path, weights, {**metadata, "step": step, self.metric: float(value)})
             also = f" (exact match {results['exact_match']:.6f})" if "exact_match" in results and \

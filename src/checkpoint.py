@@ -35,6 +35,7 @@ STATE_PREFIX = "state."  # optimizer and loss-scale state kept for resuming, not
 STEP_CHECKPOINT = "{model}_step_{step}.ckpt"
 FINAL_CHECKPOINT = "{model}_final.ckpt"
 BEST_CHECKPOINT = "{model}_best.ckpt"
+BAKED_CHECKPOINT = "{model}_final_baked.ckpt"  # prune phase: the plain model, pruned weights set to 0
 PARTIAL_SUFFIX = ".partial"  # hidden temporary files: ".NAME.partial.ckpt", never a step checkpoint
 
 # Metadata keys stored beside the tensors.

@@ -54,6 +54,16 @@ def _check_task(task):
         raise ValueError(f"task.metric: {task['metric']!r} is not a metric of {task['type']}: one of {', '.join(metrics)}")
 
 
+def pruning_settings(pruning):
+    """The `pruning` section as a checked PruningConfig (alpha_ce/alpha_distil stay with the loss)."""
+    from src.prune.settings import PruningConfig
+    values = {k: v for k, v in pruning.to_dict().items() if k not in ("alpha_ce", "alpha_distil")}
+    try:
+        return PruningConfig(**values)
+    except ValueError as error:
+        raise ValueError(f"pruning: {error}") from None
+
+
 ENSEMBLE_KEYS = ("model", "checkpoint", "weight")
 
 
@@ -85,7 +95,8 @@ def teacher_specs(cfg):
     return specs
 POSITIVE = ("seq_length", "epochs", "batch_size", "learning_rate", "eps", "clip_norm", "temperature",
             "num_labels", "init_value", "factor", "window", "save_steps", "max_num", "log_steps")
-NON_NEGATIVE = ("end_learning_rate", "weight_decay", "warmup_ratio", "max_steps", "every_steps",
+NON_NEGATIVE = ("end_learning_rate", "weight_decay", "warmup_ratio", "max_steps", "every_steps", "alpha_ce",
+                "alpha_distil", "final_lambda",
                 "attention_weight", "hidden_weight", "hard_label_weight", "power", "kd_weight",
                 "temperature_beta", "temperature_gamma")
 ZERO_MEANS_ANY = ("export.batch_size",)
@@ -231,6 +242,7 @@ def load_config(argv=(), defaults_path=DEFAULT_CONFIG):
     _check_losses(values["distill"])
     _check_ensemble(values["teacher"]["ensemble"])
     _check_task(values["task"])
+    pruning_settings(Config(values["pruning"]))
     if values["compute_type"] == "auto":
         values["compute_type"] = "float32" if values["device_target"] == "CPU" else "float16"
     return Config(values)

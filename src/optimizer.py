@@ -20,7 +20,7 @@ _adamw_update = ops.MultitypeFuncGraph("adamw_update")
 
 @_adamw_update.register("Number", "Number", "Number", "Tensor", "Tensor", "Tensor", "Tensor", "Tensor", "Tensor",
                         "Tensor", "Tensor")
-def _update(beta1, beta2, eps, lr, correction1, correction2, weight_decay, param, m, v, grad):
+def _update(beta1, beta2, eps, correction1, correction2, lr, weight_decay, param, m, v, grad):
     """torch.optim.AdamW's step for one parameter: decay, then the bias-corrected Adam update."""
     grad = grad.astype(ms.float32)
     next_m = beta1 * m + (1.0 - beta1) * grad
@@ -52,22 +52,37 @@ class AdamW(nn.Optimizer):
         step = self.global_step.astype(ms.float32)  # 1 at the first update
         correction1 = 1.0 - ops.pow(self.beta1, step)
         correction2 = 1.0 - ops.pow(self.beta2, step)
+        update = ops.partial(_adamw_update, self.beta1, self.beta2, self.eps, correction1, correction2)
+        if self.is_group_lr:  # one learning rate and one weight decay per parameter
+            return self.hyper_map(update, lr, weight_decay, self._parameters, self.moments1, self.moments2,
+                                  gradients)
         if self.is_group:  # one weight decay per parameter
-            update = ops.partial(_adamw_update, self.beta1, self.beta2, self.eps, lr, correction1, correction2)
-            return self.hyper_map(update, weight_decay, self._parameters, self.moments1, self.moments2, gradients)
-        update = ops.partial(_adamw_update, self.beta1, self.beta2, self.eps, lr, correction1, correction2,
-                             weight_decay)
-        return self.hyper_map(update, self._parameters, self.moments1, self.moments2, gradients)
+            return self.hyper_map(ops.partial(update, lr), weight_decay, self._parameters, self.moments1,
+                                  self.moments2, gradients)
+        return self.hyper_map(ops.partial(update, lr, weight_decay), self._parameters, self.moments1, self.moments2,
+                              gradients)
 
 
-def build_optimizer(params, phase_cfg, total_steps):
-    """The phase's optimizer and schedule; biases and LayerNorm parameters are not decayed."""
-    schedule = WarmupPolynomialDecayLR(phase_cfg.learning_rate, phase_cfg.end_learning_rate,
-                                       phase_cfg.warmup_ratio * total_steps, total_steps, phase_cfg.power)
+def build_optimizer(params, phase_cfg, total_steps, own_rate=(), own_learning_rate=0.0):
+    """The phase's optimizer and schedule; biases and LayerNorm parameters are not decayed.
+
+    own_rate: parameters trained at `own_learning_rate` (same warm-up and decay shape) without weight
+    decay: Movement Pruning's mask scores (mask_scores_learning_rate).
+    """
+    def schedule_from(learning_rate):
+        end = phase_cfg.end_learning_rate * learning_rate / phase_cfg.learning_rate
+        return WarmupPolynomialDecayLR(learning_rate, end, phase_cfg.warmup_ratio * total_steps, total_steps,
+                                       phase_cfg.power)
+    schedule = schedule_from(phase_cfg.learning_rate)
+    own = {id(p) for p in own_rate}
+    params = [p for p in params if id(p) not in own]
     exempt = [any(key in p.name.lower() for key in NO_DECAY) for p in params]
     decay = [p for p, skip in zip(params, exempt) if not skip]
     rest = [p for p, skip in zip(params, exempt) if skip]
     groups = [{"params": decay, "weight_decay": phase_cfg.weight_decay},
               {"params": rest, "weight_decay": 0.0}]
+    if own_rate:
+        groups = [dict(group, lr=schedule) for group in groups]
+        groups.append({"params": list(own_rate), "weight_decay": 0.0, "lr": schedule_from(own_learning_rate)})
     optimizer = AdamW if phase_cfg.bias_correction else nn.AdamWeightDecay
     return optimizer(groups, learning_rate=schedule, eps=phase_cfg.eps)

@@ -3,6 +3,8 @@
   gd       general distillation: bare student encoder vs the pretrained teacher, intermediate matches
   td1      task distillation phase 1: student classifier vs the task teacher, intermediate matches
   td2      task distillation phase 2: prediction (soft targets) and label terms; evaluates
+  prune    pruning with distillation: a masked student (src/prune/), soft targets, gold labels and
+           explicit matches, the cubic threshold schedule; evaluates at the final threshold
   teacher  supervised fine-tuning of the teacher on the task; evaluates
   eval     a student checkpoint on the dev set
 `--phase=td` runs the chain td1 -> td2; each phase of a chain starts from its predecessor's final
@@ -14,9 +16,10 @@ import json
 
 from src.checkpoint import (ENCODER_PREFIX, HEAD_PREFIXES, LABEL_NAMES, assign_parameters, load_checkpoint, model_metadata,
                             named_parameters, split_metadata)
-from src.config import bert_config, teacher_specs
+from src.config import bert_config, pruning_settings, teacher_specs
 from src.distill.matches import resolve_matches
 from src.distill.teacher import LiveTeacher, TeacherEnsemble, freeze, no_teacher
+from src.prune.apply import PRUNING_METHOD, apply_masking, mask_score_parameters, regularization_term
 from src.student_init import copy_teacher_layers
 from src.tinybert_for_gd_td import DistillationLoss, make_projections
 from src.tasks import build_task_model, label_names_from_records
@@ -41,6 +44,8 @@ class Phase:
     terms: tuple
     teacher: bool
     evaluates: bool
+    preset: bool = True
+    prunes: bool = False
 
 
 PHASES = {phase.name: phase for phase in (
@@ -50,6 +55,8 @@ PHASES = {phase.name: phase for phase in (
           evaluates=True),
     Phase("teacher", "teacher_finetune", "teacher", head=True, labels=True, terms=("label",), teacher=False,
           evaluates=True),
+    Phase("prune", "prune", "student", head=True, labels=True, terms=("prediction", "label", "matches"),
+          teacher=True, evaluates=True, preset=False, prunes=True),
     Phase("eval", "", "", head=True, labels=True, terms=(), teacher=False, evaluates=True),
 )}
 CHAINS = {"td": ("td1", "td2")}
@@ -66,13 +73,15 @@ class Models:
     trained: the model trained or evaluated; name: what its checkpoint files are called after
     ("student" or "teacher"); prefix: checkpoint name prefix of its parameters; loss: the
     DistillationLoss (None for eval); teachers: the frozen teacher models, if the phase has them;
-    teacher_source: what the step gets the teachers' outputs from; projections: {name: Dense} saved with the student;
-    metadata: what the checkpoints record about the model.
+    teacher_source: what the step gets the teachers' outputs from; projections: {name: Dense}
+    saved with the student; matches: the intermediate matches; metadata: what the checkpoints
+    record about the model; pruning: a `Pruning` in the prune phase.
     """
 
     def __init__(self, trained, name, prefix, metadata, loss=None, teachers=(), teacher_source=None,
-                 projections=None, matches=()):
+                 projections=None, matches=(), pruning=None):
         self.trained, self.name, self.prefix, self.metadata = trained, name, prefix, metadata
+        self.pruning = pruning
         self.loss, self.teachers, self.teacher_source = loss, list(teachers), teacher_source
         self.projections, self.matches = projections or {}, matches
 
@@ -193,18 +202,45 @@ def build_models(cfg, phase, logger, student_checkpoint=""):
         else (BertModel(s_config), ENCODER_PREFIX)
     tensors = _init_student(cfg, student, prefix, checkpoint, teacher, logger, bool(student_checkpoint))
     t_configs = [spec[0] for spec in specs]
-    matches = resolve_matches(cfg.distill, s_config, t_configs) if "matches" in phase.terms else ()
+    wants_matches = "matches" in phase.terms and (phase.preset or cfg.distill.intermediate_matches)
+    matches = resolve_matches(cfg.distill, s_config, t_configs) if wants_matches else ()
+    pruning = _mask_student(cfg, student, checkpoint, logger) if phase.prunes else None
     projections = make_projections(matches, s_config, t_configs[0])
     for name, projection in projections.items():
         # GD's fit_dense carries into task phase 1 (the zoo discards it and starts from scratch)
         if f"{name}.weight" in tensors:
             assign_parameters(named_parameters(projection, f"{name}."), tensors, f"{name} in {checkpoint}")
             logger.info("projection %s restored from %s", name, checkpoint)
-    loss = DistillationLoss(student, phase.terms, cfg.distill, matches, projections, regression)
+    loss = DistillationLoss(student, phase.terms, cfg.distill, matches, projections, regression,
+                            pruning.regularizer if pruning else None)
     with_logits = "prediction" in phase.terms
     source = LiveTeacher(teacher, matches, with_logits) if len(teachers) == 1 else \
         TeacherEnsemble(teachers, [spec[2] for spec in specs], matches, with_logits)
     metadata = model_metadata(student, num_labels if phase.head else 0, labels if phase.head else [],
                               cfg.task.name if phase.head else "", cfg.seq_length)
+    if pruning:
+        metadata[PRUNING_METHOD] = pruning.settings.pruning_method
     return Models(student, "student", prefix, metadata, loss=loss, teachers=teachers, teacher_source=source,
-                  projections=projections, matches=matches)
+                  projections=projections, matches=matches, pruning=pruning)
+
+
+@dataclasses.dataclass
+class Pruning:
+    """A masked student's pruning state: settings (PruningConfig), the shared threshold Parameter,
+    the mask scores (their own learning rate), the regularisation Cell or None."""
+    settings: object
+    threshold: object
+    scores: list
+    regularizer: object
+
+
+def _mask_student(cfg, student, checkpoint, logger):
+    """Mask the encoder's dense layers of the (dense, loaded) student, before any Cell is built on it."""
+    _require(checkpoint, "student.checkpoint", "the fine-tuned model to prune")
+    settings = pruning_settings(cfg.pruning)
+    threshold = apply_masking(student, settings)
+    regularizer = regularization_term(student, settings.regularization) if settings.regularization != "none" \
+        else None
+    logger.info("pruning %s: threshold %g -> %g, regularization %s", settings.pruning_method,
+                settings.initial_threshold, settings.final_threshold, settings.regularization)
+    return Pruning(settings, threshold, mask_score_parameters(student), regularizer)

@@ -64,17 +64,20 @@ class DistillationLoss(nn.Cell):
         matches (tuple[Match]): intermediate matches (used when "matches" is in terms).
         projections (dict[str, nn.Dense]): from `make_projections(matches, ...)`.
         regression (bool): one output, MSE losses instead of the classification ones.
+        regularizer (nn.Cell): Movement Pruning's mask penalty (no inputs, a scalar), weighted by
+            the schedule's regu_lambda; None outside pruning.
 
     Inputs: teacher_outputs (tuple: a teacher feature per match, then the teacher's logits when
-    "prediction" is in terms), schedule (Tensor (3,): kd_weight, hard_label_weight, temperature in
-    force), input_ids, attention_mask, token_type_ids (B, T), then the label columns (label_ids; for
+    "prediction" is in terms), schedule (Tensor (4,): kd_weight, hard_label_weight, temperature,
+    regu_lambda in force), input_ids, attention_mask, token_type_ids (B, T), then the label columns (label_ids; for
     QA start_positions and end_positions) and any further columns.
-    Returns (total loss, components): components (n_matches + 2,) holds each weighted match loss,
-    then the weighted prediction and label terms (0 where a term is off).
+    Returns (total loss, components): components (n_matches + 3,) holds each weighted match loss,
+    then the weighted prediction, label and pruning-regularisation terms (0 where a term is off).
     """
 
-    def __init__(self, student, terms, distill, matches=(), projections=None, regression=False):
+    def __init__(self, student, terms, distill, matches=(), projections=None, regression=False, regularizer=None):
         super().__init__()
+        self.regularizer = regularizer
         self.student = student
         self.has_head = hasattr(student, "head")
         self.task = getattr(student, "task", "")
@@ -163,7 +166,10 @@ class DistillationLoss(nn.Cell):
         if self.use_label:
             labels = ops.stack(columns[:2], axis=1) if self.task == "question_answering" else columns[0]
             label = schedule[1] * self.label_loss(logits, labels)
-        components = ops.stack(components + (prediction, label))
+        regularization = zero
+        if self.regularizer is not None:
+            regularization = schedule[3] * self.regularizer()
+        components = ops.stack(components + (prediction, label, regularization))
         return components.sum(), components
 
 

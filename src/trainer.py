@@ -13,7 +13,7 @@ from mindspore.communication import get_group_size, get_rank, init
 from mindspore.ops.communication import all_reduce
 
 from src.callbacks import Evaluator, MetricsFile, StepCheckpoints, TrainingLog, parameter_table, train_state
-from src.checkpoint import (BEST_CHECKPOINT, FINAL_CHECKPOINT, assign_parameters, load_checkpoint,
+from src.checkpoint import (BAKED_CHECKPOINT, BEST_CHECKPOINT, FINAL_CHECKPOINT, assign_parameters, load_checkpoint,
                             remove_partial_files, save_checkpoint, split_metadata, step_checkpoints)
 from src.cli import require_device
 from src.config import bert_config, config_changes, save_config, teacher_specs
@@ -23,6 +23,8 @@ from src.distill.teacher import CachedTeacher, cache_key, combine_logits, load_o
 from src.logger import get_logger
 from src.optimizer import build_optimizer
 from src.phases import PHASES, build_models
+from src.prune.apply import PRUNING_METHOD, baked_parameters, set_threshold
+from src.prune.schedule import schedule_for
 from src.tasks import TASK_TYPES, check_labels
 from src.tinybert_for_gd_td import BertTrainWithLossScaleCell, make_scale_update_cell
 
@@ -128,8 +130,11 @@ def run_phase(cfg, name, student_checkpoint=""):
     if block.max_steps:
         total_steps = min(total_steps, block.max_steps)
     params = models.loss.trainable_params()
-    train_cell = BertTrainWithLossScaleCell(models.loss, build_optimizer(params, block, total_steps),
-                                            make_scale_update_cell(cfg.loss_scale), block.clip_norm)
+    pruning = models.pruning
+    optimizer = build_optimizer(params, block, total_steps, *(
+        (pruning.scores, pruning.settings.mask_scores_learning_rate) if pruning else ()))
+    train_cell = BertTrainWithLossScaleCell(models.loss, optimizer, make_scale_update_cell(cfg.loss_scale),
+                                            block.clip_norm)
     train_cell.set_train(True)
     # Teacher and student read the same token ids: both vocabularies must hold them.
     vocab_size = min([spec[0].vocab_size for spec in teacher_specs(cfg)]
@@ -147,7 +152,7 @@ def run_phase(cfg, name, student_checkpoint=""):
                 name, total_steps, block.epochs, steps_per_epoch, block.batch_size,
                 sum(int(np.prod(p.shape)) for p in params), ", teacher logits from the cache" if cached else "")
 
-    component_names = [f"match_{i}" for i in range(len(models.matches))] + ["prediction", "label"]
+    component_names = [f"match_{i}" for i in range(len(models.matches))] + ["prediction", "label", "regularization"]
     log = TrainingLog(name, component_names, cfg.log_steps, total_steps, logger, metrics)
     saver = StepCheckpoints(phase_dir, models.name, cfg.checkpoint.save_steps, cfg.checkpoint.max_num)
     loss_value = None
@@ -165,7 +170,9 @@ def run_phase(cfg, name, student_checkpoint=""):
                 labels = [c.asnumpy() for c in batch[3:3 + len(label_columns)]]
                 check_labels(cfg.task.type, labels[0] if len(labels) == 1 else np.stack(labels, axis=1),
                              cfg.task.num_labels, "the training records", cfg.seq_length)
-            schedule = schedule_values(cfg.distill, step, total_steps, phase.terms)
+            regu_lambda = _prune_step(models, step, total_steps, block) if pruning else 0.0
+            schedule = schedule_values(cfg.distill, step, total_steps, phase.terms,
+                                       cfg.pruning if pruning else None, regu_lambda)
             loss, components, overflow, scale = train_cell(teacher(*batch), ms.Tensor(schedule, ms.float32),
                                                            *batch)
             step += 1
@@ -173,15 +180,17 @@ def run_phase(cfg, name, student_checkpoint=""):
             if not np.isfinite(loss_value):
                 raise FloatingPointError(f"the loss became {loss_value} at step {step}: training diverged; "
                                          "lower the learning rate")
+            lr = train_cell.optimizer.get_lr()  # a tuple, one per parameter, when groups have their own rate
             log.step_done(epoch + 1, step, loss_value, components.asnumpy(), bool(overflow.asnumpy()),
-                          float(scale.asnumpy()), float(train_cell.optimizer.get_lr().asnumpy()), schedule)
+                          float(scale.asnumpy()), float((lr[0] if isinstance(lr, tuple) else lr).asnumpy()), schedule,
+                          {"threshold": float(pruning.threshold.asnumpy()[0])} if pruning else None)
             if rank == 0:
                 saver.step_done(step, models.weights(), train_state(train_cell), models.metadata)
             if evaluator and cfg.eval.every_steps and step % cfg.eval.every_steps == 0:
-                evaluator.evaluate_and_keep_best(models.weights(), step, models.metadata)
+                evaluator.evaluate_and_keep_best(models.weights(), step, models.metadata, _pruned_enough(models))
                 train_cell.set_train(True)
         if evaluator and not cfg.eval.every_steps and (epoch + 1) * steps_per_epoch > start_step:
-            evaluator.evaluate_and_keep_best(models.weights(), step, models.metadata)
+            evaluator.evaluate_and_keep_best(models.weights(), step, models.metadata, _pruned_enough(models))
             train_cell.set_train(True)
         if step >= total_steps:
             break
@@ -189,12 +198,36 @@ def run_phase(cfg, name, student_checkpoint=""):
         final = phase_dir / FINAL_CHECKPOINT.format(model=models.name)
         save_checkpoint(final, models.weights(), {**models.metadata, "step": step, "phase": name})
         logger.info("phase %s done at step %d, final checkpoint %s", name, step, final)
+        if pruning:
+            baked = phase_dir / BAKED_CHECKPOINT.format(model=models.name)
+            metadata = {k: v for k, v in models.metadata.items() if k != PRUNING_METHOD}
+            save_checkpoint(baked, baked_parameters(models.trained), {**metadata, "step": step, "phase": name})
+            logger.info("pruned weights set to zero once and for all (bertarize): %s, a plain %s", baked,
+                        type(models.trained).__name__)
     # Logged on every rank: data-parallel ranks must agree (compare the per-rank logs).
     l1_norm = sum(float(np.abs(p.asnumpy()).sum(dtype=np.float64)) for p in models.weights().values())
     logger.info("phase %s: %s weights L1 norm %.17g on rank %d", name, models.name, l1_norm, rank)
     if group_size > 1:
         all_reduce(ms.Tensor(0, ms.int32))  # barrier: td2 reads td1's final checkpoint on every rank
     return evaluator.best if evaluator else loss_value
+
+
+def _prune_step(models, step, total_steps, block):
+    """Set the masks' threshold for optimizer step `step` + 1 (the paper counts from 1) from the
+    cubic schedule; returns the regularisation weight in force."""
+    settings = models.pruning.settings
+    threshold, regu_lambda = schedule_for(settings, step + 1, total_steps, int(block.warmup_ratio * total_steps))
+    set_threshold(models.trained, threshold)
+    return regu_lambda
+
+
+def _pruned_enough(models):
+    """Whether an evaluation may be kept as the best: always, except while pruning has not reached
+    its final threshold (a barely pruned model would win every comparison)."""
+    if models.pruning is None:
+        return True
+    current = float(models.pruning.threshold.asnumpy()[0])
+    return abs(current - models.pruning.settings.final_threshold) < 1e-6  # a float32 Parameter
 
 
 def final_checkpoint(cfg, name):

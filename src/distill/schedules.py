@@ -44,15 +44,20 @@ def _cwsm(student_logits, teacher_logits, temperature, beta, gamma):
 TEMPERATURE_SCHEDULES = {"constant": _constant, "flsw": _flsw, "cwsm": _cwsm}
 
 
-def schedule_values(distill, step, total_steps, terms):
-    """(kd_weight, hard_label_weight, temperature) in force at `step` (0-based) of `total_steps`.
+def schedule_values(distill, step, total_steps, terms, pruning=None, regu_lambda=0.0):
+    """(kd_weight, hard_label_weight, temperature, regu_lambda) in force at `step` (0-based) of
+    `total_steps`.
 
     terms: the phase's loss terms; a phase with the label term alone is plain supervised training
-    (teacher fine-tuning), whose label weight is 1.
+    (teacher fine-tuning), whose label weight is 1. pruning: the `pruning` section in the prune
+    phase, whose weights are Movement Pruning's alpha_distil and alpha_ce; regu_lambda: the
+    pruning schedule's regularisation weight.
     """
     if tuple(terms) == ("label",):
-        return 0.0, 1.0, distill.temperature
+        return 0.0, 1.0, distill.temperature, 0.0
     progress = step / max(total_steps, 1)
-    return (distill.kd_weight * WEIGHT_SCHEDULES[distill.kd_weight_schedule](progress),
-            distill.hard_label_weight * WEIGHT_SCHEDULES[distill.hard_label_weight_schedule](progress),
-            distill.temperature)
+    kd_weight, hard_label_weight = (pruning.alpha_distil, pruning.alpha_ce) if pruning is not None \
+        else (distill.kd_weight, distill.hard_label_weight)
+    return (kd_weight * WEIGHT_SCHEDULES[distill.kd_weight_schedule](progress),
+            hard_label_weight * WEIGHT_SCHEDULES[distill.hard_label_weight_schedule](progress),
+            distill.temperature, regu_lambda)

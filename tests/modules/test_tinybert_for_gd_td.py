@@ -18,7 +18,7 @@ DISTILL = types.SimpleNamespace(
     hidden_loss="hidden_mse", attention_weight=1.0, hidden_weight=1.0, prediction_loss="soft_cross_entropy",
     label_loss="cross_entropy", temperature_schedule="constant", temperature_beta=1.0, temperature_gamma=2.0,
     temperature_squared=False)
-SCHEDULE = ms.Tensor([1.0, 0.5, 2.0], ms.float32)  # kd weight, hard-label weight, temperature
+SCHEDULE = ms.Tensor([1.0, 0.5, 2.0, 0.0], ms.float32)  # kd weight, hard-label weight, temperature, regu_lambda
 
 
 def _batch(seed=0):
@@ -62,7 +62,7 @@ def test_tinybert_preset_equals_numpy_composition(student_config, teacher_config
     for s, t in [(1, 2), (2, 4)]:
         diff = s_scores[s - 1].asnumpy() - t_scores[t - 1].asnumpy()
         expected.append((diff ** 2 * pairs).sum() / (pairs.sum() * 4))
-    np.testing.assert_allclose(components.asnumpy(), expected + [0.0, 0.0], rtol=1e-4, atol=1e-7)
+    np.testing.assert_allclose(components.asnumpy(), expected + [0.0, 0.0, 0.0], rtol=1e-4, atol=1e-7)
     np.testing.assert_allclose(total.asnumpy(), sum(expected), rtol=1e-4)
 
 
@@ -102,7 +102,7 @@ def test_prediction_and_label_terms_equal_numpy(student_config, teacher_config):
     t = teacher(ids, mask, segments)[0].asnumpy().astype(np.float64)
     soft = -(np.exp(_log_softmax(t / 2.0)) * _log_softmax(s / 2.0)).sum(-1).mean()
     hard = -_log_softmax(s)[np.arange(BATCH), labels.asnumpy()].mean()
-    np.testing.assert_allclose(components.asnumpy(), [soft, 0.5 * hard], rtol=1e-4)
+    np.testing.assert_allclose(components.asnumpy(), [soft, 0.5 * hard, 0.0], rtol=1e-4)
     np.testing.assert_allclose(total.asnumpy(), soft + 0.5 * hard, rtol=1e-4)
 
 

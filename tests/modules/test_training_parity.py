@@ -46,7 +46,7 @@ def test_fine_tuning_steps_match_transformers(minilm_dir, tmp_path):
     phase = SimpleNamespace(learning_rate=LR, end_learning_rate=0.0, warmup_ratio=WARMUP / STEPS, power=1.0,
                             weight_decay=WEIGHT_DECAY, eps=1e-6, bias_correction=True)
     loss = DistillationLoss(ours, ("label",), SimpleNamespace(prediction_loss="soft_cross_entropy", label_loss="cross_entropy", temperature_schedule="constant", temperature_beta=1.0, temperature_gamma=2.0, temperature_squared=False))
-    schedule_values = ms.Tensor([0.0, 1.0, 1.0], ms.float32)  # plain fine-tuning: the label term alone
+    schedule_values = ms.Tensor([0.0, 1.0, 1.0, 0.0], ms.float32)  # plain fine-tuning: the label term alone
     scale = SimpleNamespace(enabled=True, init_value=2.0 ** 16, factor=2, window=1000)
     step = BertTrainWithLossScaleCell(loss, build_optimizer(loss.trainable_params(), phase, STEPS),
                                       make_scale_update_cell(scale), clip_norm=1.0)

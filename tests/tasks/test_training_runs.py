@@ -125,3 +125,37 @@ def test_a_teacher_with_another_label_order_is_refused(work):
                   f"--teacher.checkpoint={swapped}", f"--data.train_path={work / 'train.mindrecord'}",
                   f"--data.eval_path={work / 'dev.mindrecord'}", "--student.init=random"], work, expect_ok=False)
     assert "orders its labels ['1', '0'] but the task's order is ['0', '1']" in _error_line(result)
+
+
+@pytest.mark.parametrize("method, extra", [
+    ("topK", []),
+    ("sigmoied_threshold", ["--pruning.initial_threshold=0.0", "--pruning.final_threshold=0.1",
+                            "--pruning.regularization=l1", "--pruning.final_lambda=10.0"]),
+])
+def test_prune_phase_masks_distils_and_bakes(work, method, extra):
+    out = work / f"prune_{method}"
+    result = run(["run_task_distill.py", *common(work, out=out.name, student="teacher_nodrop.json"), "--task.name=sst2",
+                  "--phase=prune", f"--teacher.checkpoint={_task_teacher(work)}",
+                  f"--student.checkpoint={_task_teacher(work)}", f"--data.train_path={work / 'train.mindrecord'}",
+                  f"--data.eval_path={work / 'dev.mindrecord'}", "--prune.batch_size=16", "--prune.epochs=2",
+                  "--prune.warmup_ratio=0.1", "--eval.every_steps=3", f"--pruning.pruning_method={method}", *extra],
+                 work)
+    evals = [line for line in result.stdout.splitlines() if "eval: step" in line]
+    best = [line for line in result.stdout.splitlines() if "The best acc is" in line]
+    assert len(evals) == 4 and len(best) == 1 and "(step 12)" in best[0], result.stdout  # at the final threshold only
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if '"threshold"' in line]
+    assert records[0]["threshold"] == (1.0 if method == "topK" else 0.0)
+    assert records[-1]["threshold"] == pytest.approx(0.1)
+    if method == "sigmoied_threshold":
+        assert records[-1]["regularization"] > 0 and records[-1]["regu_lambda"] == pytest.approx(10.0)
+    counted = run(["-m", "src.prune.count", "--checkpoint", str(out / "prune/student_final.ckpt")], work)
+    assert "encoder" in counted.stdout
+    baked, metadata = load_model(out / "prune/student_final_baked.ckpt")
+    weights = baked.bert.bert_encoder.layers[0].attention.attention.query_layer.weight.asnumpy()
+    if method == "topK":
+        assert (weights != 0).mean() == pytest.approx(0.1, abs=0.01)  # 10% kept at the final threshold
+    else:  # 12 steps keep every sigmoid(score) above 0.1, but the L1 penalty has pushed the scores down
+        tensors, _ = split_metadata(load_checkpoint(out / "prune/student_final.ckpt"))
+        scores = [t.asnumpy() for name, t in tensors.items() if name.endswith("mask_scores")]
+        assert len(scores) == 6 * 4 and np.mean([s.mean() for s in scores]) < 0
+    assert "pruning_method" not in metadata
