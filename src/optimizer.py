@@ -52,15 +52,15 @@ class AdamW(nn.Optimizer):
         step = self.global_step.astype(ms.float32)  # 1 at the first update
         correction1 = 1.0 - ops.pow(self.beta1, step)
         correction2 = 1.0 - ops.pow(self.beta2, step)
-        update = ops.partial(_adamw_update, self.beta1, self.beta2, self.eps, correction1, correction2)
+        b1, b2, eps = self.beta1, self.beta2, self.eps
         if self.is_group_lr:  # one learning rate and one weight decay per parameter
-            return self.hyper_map(update, lr, weight_decay, self._parameters, self.moments1, self.moments2,
-                                  gradients)
+            return self.hyper_map(ops.partial(_adamw_update, b1, b2, eps, correction1, correction2), lr,
+                                  weight_decay, self._parameters, self.moments1, self.moments2, gradients)
         if self.is_group:  # one weight decay per parameter
-            return self.hyper_map(ops.partial(update, lr), weight_decay, self._parameters, self.moments1,
-                                  self.moments2, gradients)
-        return self.hyper_map(ops.partial(update, lr, weight_decay), self._parameters, self.moments1, self.moments2,
-                              gradients)
+            return self.hyper_map(ops.partial(_adamw_update, b1, b2, eps, correction1, correction2, lr),
+                                  weight_decay, self._parameters, self.moments1, self.moments2, gradients)
+        return self.hyper_map(ops.partial(_adamw_update, b1, b2, eps, correction1, correction2, lr, weight_decay),
+                              self._parameters, self.moments1, self.moments2, gradients)
 
 
 def build_optimizer(params, phase_cfg, total_steps, own_rate=(), own_learning_rate=0.0):

@@ -20,6 +20,8 @@ import mindspore as ms
 from mindspore import nn, ops
 from mindspore.common.initializer import TruncatedNormal
 
+from src.dropout import StatelessDropout
+
 # gelu_poly: exact GELU through a polynomial erf (|error| < 1.5e-7), for ONNX, which lacks Erf here.
 ACTIVATIONS = ("gelu", "gelu_tanh", "gelu_poly", "relu")
 
@@ -146,7 +148,7 @@ class BertEmbeddings(nn.Cell):
         self.full_position_embedding = nn.Embedding(config.max_position_embeddings, config.hidden_size,
                                                     embedding_table=TruncatedNormal(config.initializer_range))
         self.layernorm = _layer_norm(config, config.hidden_size)
-        self.dropout = nn.Dropout(p=config.hidden_dropout_prob)
+        self.dropout = StatelessDropout(p=config.hidden_dropout_prob)
 
     def construct(self, word_embeddings, token_type_ids):
         seq_length = token_type_ids.shape[1]
@@ -173,7 +175,7 @@ class BertSelfAttention(nn.Cell):
         self.query_layer = _dense(config, config.hidden_size, self.all_head_size)
         self.key_layer = _dense(config, config.hidden_size, self.all_head_size)
         self.value_layer = _dense(config, config.hidden_size, self.all_head_size)
-        self.dropout = nn.Dropout(p=config.attention_probs_dropout_prob)
+        self.dropout = StatelessDropout(p=config.attention_probs_dropout_prob)
 
     def _split_heads(self, x):
         batch, seq_length, _ = x.shape
@@ -199,7 +201,7 @@ class BertSelfOutput(nn.Cell):
     def __init__(self, config, in_channels):
         super().__init__()
         self.dense = _dense(config, in_channels, config.hidden_size)
-        self.dropout = nn.Dropout(p=config.hidden_dropout_prob)
+        self.dropout = StatelessDropout(p=config.hidden_dropout_prob)
         self.layernorm = _layer_norm(config, config.hidden_size)
 
     def construct(self, hidden_states, residual):
@@ -302,7 +304,7 @@ class BertForSequenceClassification(nn.Cell):
         self.num_labels = num_labels
         self.bert = BertModel(config)
         dropout = config.hidden_dropout_prob if classifier_dropout is None else classifier_dropout
-        self.dropout = nn.Dropout(p=dropout)
+        self.dropout = StatelessDropout(p=dropout)
         self.dense_1 = _dense(config, config.hidden_size, num_labels)
 
     task = "sequence_classification"
@@ -335,31 +337,19 @@ def count_parameters(cell, prefix=""):
     return int(sum(np.prod(p.shape) for name, p in cell.parameters_and_names() if name.startswith(prefix)))
 
 
-class BertForTokenClassification(nn.Cell):
+class BertForTokenClassification(BertForSequenceClassification):
     """BertModel + dropout + linear head at every position: NER and other tagging tasks.
 
+    The same layers as BertForSequenceClassification, its head applied to the sequence output.
     Inputs as BertModel. Returns (logits (B, T, num_labels), hidden_states, attention_scores).
     The head is `dense_1`, as in the zoo's BertNER checkpoints; the pooler is kept but unused.
     """
-
-    def __init__(self, config, num_labels, classifier_dropout=None):
-        super().__init__()
-        self.num_labels = num_labels
-        self.bert = BertModel(config)
-        dropout = config.hidden_dropout_prob if classifier_dropout is None else classifier_dropout
-        self.dropout = nn.Dropout(p=dropout)
-        self.dense_1 = _dense(config, config.hidden_size, num_labels)
 
     task = "token_classification"
 
     def head(self, sequence_output, pooled_output):
         """Logits (B, T, num_labels) at every position."""
         return self.dense_1(self.dropout(sequence_output)).astype(ms.float32)
-
-    def construct(self, input_ids, attention_mask, token_type_ids):
-        sequence_output, pooled_output, hidden_states, attention_scores = self.bert(
-            input_ids, attention_mask, token_type_ids)
-        return self.head(sequence_output, pooled_output), hidden_states, attention_scores
 
 
 class BertForQuestionAnswering(nn.Cell):

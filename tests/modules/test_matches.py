@@ -181,7 +181,7 @@ def test_intermediate_matches_replace_the_preset(s4, t12):
 @pytest.mark.parametrize("row, message", [
     ({"layer_S": 1, "layer_T": 2, "feature": "hidden", "loss": "hidden_mse", "layer_s": 1},
      rf"^{KEY}\[0\]: unknown key\(s\) layer_s; a match has layer_S, layer_T, feature, loss, weight, proj, "
-     r"relation_heads$"),
+     r"relation_heads, teacher$"),
     ({"layer_S": 1}, rf"^{KEY}\[0\]: missing layer_T, feature, loss$"),
     ({"layer_S": 1, "layer_T": 2, "feature": "hiden", "loss": "hidden_mse"},
      rf"^{KEY}\[0\]\.feature: 'hiden' is not one of hidden, cls, attention, attention_probs, query_relation"),

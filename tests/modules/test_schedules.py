@@ -55,12 +55,12 @@ def test_schedule_values_follow_the_configured_schedules():
                            "--distill.hard_label_weight=0.5", "--distill.hard_label_weight_schedule=linear_growth",
                            "--distill.temperature=3.0"]).distill
     terms = ("prediction", "label")
-    assert schedule_values(distill, 0, 12, terms) == pytest.approx((2.0, 0.0, 3.0))
-    assert schedule_values(distill, 3, 12, terms) == pytest.approx((2.0 * 0.75, 0.5 * 0.25, 3.0))
-    assert schedule_values(distill, 6, 12, terms) == pytest.approx((1.0, 0.25, 3.0))
-    assert schedule_values(distill, 0, 0, terms) == pytest.approx((2.0, 0.0, 3.0))  # no division by zero
+    assert schedule_values(distill, 0, 12, terms) == pytest.approx((2.0, 0.0, 3.0, 0.0))
+    assert schedule_values(distill, 3, 12, terms) == pytest.approx((2.0 * 0.75, 0.5 * 0.25, 3.0, 0.0))
+    assert schedule_values(distill, 6, 12, terms) == pytest.approx((1.0, 0.25, 3.0, 0.0))
+    assert schedule_values(distill, 0, 0, terms) == pytest.approx((2.0, 0.0, 3.0, 0.0))  # no division by zero
     # The teacher phase (the label term alone) is plain supervised training: label weight 1, no KD.
-    assert schedule_values(distill, 3, 12, ("label",)) == pytest.approx((0.0, 1.0, 3.0))
+    assert schedule_values(distill, 3, 12, ("label",)) == pytest.approx((0.0, 1.0, 3.0, 0.0))
 
 
 def test_constant_temperature_is_one_value_per_prediction():
