@@ -20,6 +20,7 @@ from src.config import bert_config, config_changes, save_config, teacher_specs
 from src.dataset import create_dataset, record_files
 from src.distill.schedules import schedule_values
 from src.distill.teacher import CachedTeacher, cache_key, combine_logits, load_or_build_cache
+from src.dropout import number_dropout_sites, set_dropout_step
 from src.logger import get_logger
 from src.optimizer import build_optimizer
 from src.phases import PHASES, build_models
@@ -109,6 +110,7 @@ def run_phase(cfg, name, student_checkpoint=""):
     phase_dir = Path(cfg.output_dir) / name
     metrics = MetricsFile(Path(cfg.output_dir) / "metrics.jsonl" if rank == 0 else None)
     models = build_models(cfg, phase, logger, student_checkpoint)
+    number_dropout_sites(models.trained)  # masks by place in the model, whatever else the process built
     best_path = phase_dir / BEST_CHECKPOINT.format(model=models.name)
     evaluator = Evaluator(cfg, name, models.trained, best_path, logger, metrics) \
         if phase.evaluates and rank == 0 else None
@@ -173,6 +175,7 @@ def run_phase(cfg, name, student_checkpoint=""):
             regu_lambda = _prune_step(models, step, total_steps, block) if pruning else 0.0
             schedule = schedule_values(cfg.distill, step, total_steps, phase.terms,
                                        cfg.pruning if pruning else None, regu_lambda)
+            set_dropout_step(cfg.seed, step, rank)  # masks of (seed, step, rank): a resumed run draws the same
             loss, components, overflow, scale = train_cell(teacher(*batch), ms.Tensor(schedule, ms.float32),
                                                            *batch)
             step += 1
