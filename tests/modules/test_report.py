@@ -1,19 +1,23 @@
 """report: a small run made by the real training entry point, read back into report.md, report.json,
 plots and a Hugging Face model card."""
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import matplotlib.image
 import numpy as np
 import mindspore as ms
 import pytest
 
-import run_task_distill
 from src.checkpoint import load_checkpoint, named_parameters, save_checkpoint, split_metadata
 from src.hf_convert import export_hf
 from src.records_writer import RecordsWriter
 from src.report import latency_stats, main, read_metrics, time_in_turns, write_report
 from src.tinybert_model import BertConfig, BertForSequenceClassification, BertModel, count_parameters
 
+ROOT = Path(__file__).resolve().parents[2]
 SEQ = 12
 TEACHER = dict(vocab_size=99, hidden_size=48, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
                max_position_embeddings=32)
@@ -23,7 +27,7 @@ STUDENT = dict(vocab_size=99, hidden_size=32, num_hidden_layers=1, num_attention
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    """Teacher fine-tuning, then task distillation, through run_task_distill.py's main."""
+    """Teacher fine-tuning, then task distillation, through run_task_distill.py."""
     root = tmp_path_factory.mktemp("report")
     rng = np.random.default_rng(0)
     for name, count in (("train", 32), ("dev", 21)):
@@ -43,13 +47,15 @@ def run(tmp_path_factory):
               "--log_steps=1", f"--data.train_path={root / 'train.mindrecord'}",
               f"--data.eval_path={root / 'dev.mindrecord'}"]
     # Two phases keep the test short: the teacher's fine-tuning and task distillation's prediction layer
-    # (td2) from a random student; each evaluates after every step.
-    run_task_distill.main(common + ["--phase=teacher", f"--teacher.checkpoint={root / 'pretrained.ckpt'}",
-                                    "--teacher_finetune.epochs=1", "--teacher_finetune.batch_size=16",
-                                    "--teacher_finetune.learning_rate=1e-3", "--eval.every_steps=1"])
-    run_task_distill.main(common + ["--phase=td2", f"--teacher.checkpoint={root / 'out/teacher/teacher_best.ckpt'}",
-                                    "--student.init=random", "--td2.epochs=1", "--td2.batch_size=16",
-                                    "--td2.learning_rate=1e-3", "--eval.every_steps=1"])
+    # (td2) from a random student; each evaluates after every step. Subprocesses, as a user runs them
+    # (MindSpore's device is set once per process, before any kernel runs).
+    for phase in (["--phase=teacher", f"--teacher.checkpoint={root / 'pretrained.ckpt'}", "--teacher_finetune.epochs=1",
+                   "--teacher_finetune.batch_size=16", "--teacher_finetune.learning_rate=1e-3"],
+                  ["--phase=td2", f"--teacher.checkpoint={root / 'out/teacher/teacher_best.ckpt'}",
+                   "--student.init=random", "--td2.epochs=1", "--td2.batch_size=16", "--td2.learning_rate=1e-3"]):
+        result = subprocess.run([sys.executable, "run_task_distill.py", *common, *phase, "--eval.every_steps=1"],
+                                cwd=ROOT, env=dict(os.environ, GLOG_v="3"), capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     return root
 
 
