@@ -72,7 +72,10 @@ def test_report_says_what_the_run_did(run):
     check = {"metric": "accuracy", "examples": 21, "float32": 0.9, "int8": 0.88, "drop_points": 2.0,
              "max_drop_points": 3.0}
     (deploy / "model.json").write_text(json.dumps({"int8_check": check}))
-    main([str(out), "--deploy_dir", str(deploy)])
+    bench = {"rows": [{"model": "student", "engine": "onnxruntime-int8", "batch": 1, "sequence": 128, "median_ms": 8.74,
+                       "p95_ms": 9.53, "throughput_per_s": 114.4, "calls": 20}]}
+    (run / "latency.json").write_text(json.dumps(bench))  # as bench/latency.py --json writes it
+    main([str(out), "--deploy_dir", str(deploy), "--latency", str(run / "latency.json")])
     report = json.loads((out / "report" / "report.json").read_text())
 
     teacher_model = BertForSequenceClassification(BertConfig(**TEACHER), 2)
@@ -101,6 +104,8 @@ def test_report_says_what_the_run_did(run):
     assert f"| parameters | {count_parameters(teacher_model):,} | {count_parameters(student_model):,} |" in markdown
     assert "The student keeps **" in markdown and "![loss per phase](loss.png)" in markdown
     assert "ONNX int8 against float32 on 21 dev examples: accuracy 0.8800 vs 0.9000 (+2.00 points lost" in markdown
+    assert "| student | onnxruntime-int8 | 1 | 128 | 8.74 | 9.53 | 114.4 |" in markdown
+    assert report["latency"]["bench"] == bench
     for plot in ("loss.png", "dev_metric.png"):
         pixels = matplotlib.image.imread(out / "report" / plot)
         assert pixels.shape[0] > 200 and len(np.unique(pixels.reshape(-1, pixels.shape[-1]), axis=0)) > 20
