@@ -20,6 +20,7 @@ graph has a fixed sequence length). Output: one record per input, in input order
 its id and every label's probability (softmax of the logits), or the score of a regression model.
 """
 import argparse
+import contextlib
 import csv
 import io
 import json
@@ -403,6 +404,22 @@ def main(argv=None):
     parser.add_argument("--labels", default=None, help="label names, comma-separated, for an exported file "
                                                        "without a model.json")
     args = parser.parse_args(argv)
+    with _log_to_stderr():
+        _predict(args)
+
+
+@contextlib.contextmanager
+def _log_to_stderr():
+    """Send the log lines to standard error while standard output carries the records."""
+    handler = get_logger().handlers[0]
+    previous, handler.stream = handler.stream, sys.stderr
+    try:
+        yield
+    finally:
+        handler.stream = previous
+
+
+def _predict(args):
     if bool(args.texts) == bool(args.input):
         raise ValueError("give texts on the command line or --input FILE (- for standard input), not both or neither")
     if args.batch_size < 1:

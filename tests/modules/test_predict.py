@@ -3,6 +3,7 @@ import csv
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -203,3 +204,13 @@ def test_bad_inputs_are_one_clear_line(models, tmp_path):
         main(["--model", str(models["onnx"]), "--input", str(bad), "--text_a", "sentence"])
     with pytest.raises(ValueError, match="name it .jsonl or .csv"):
         main(["--model", str(models["onnx"]), "the cat", "--output", str(tmp_path / "x.txt")])
+
+
+def test_a_bare_exported_file_names_its_outputs_and_keeps_stdout_for_records(models, tmp_path, capsys):
+    shutil.copy(models["onnx"], tmp_path / "student.onnx")  # no model.json beside it
+    write_vocab(tmp_path)
+    main(["--model", str(tmp_path / "student.onnx"), *TEXTS[:2]])
+    captured = capsys.readouterr()
+    records = [json.loads(line) for line in captured.out.splitlines()]
+    assert [set(r["probabilities"]) for r in records] == [{"LABEL_0", "LABEL_1", "LABEL_2"}] * 2
+    assert "the model names no labels" in captured.err
