@@ -210,7 +210,7 @@ class Predictor:
         self.task = getattr(self.model, "task", "") or description.get("task", "")
         self.label_names = list(labels or getattr(self.model, "label_names", None) or description.get("labels") or [])
         self.seq_length = self._sequence_length(seq_length, description.get("max_seq_length"))
-        self.regression = None  # known after the first batch for exported files (the logits' width)
+        self.regression = None  # set by `logits` from the width of the logits (exported files do not say)
 
     def _sequence_length(self, requested, described):
         fixed = None if self.model.dynamic_length else self.model.seq_length
