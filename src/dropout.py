@@ -1,13 +1,16 @@
 """Stateless dropout: masks that are a pure function of (seed, step, rank, site), so a resumed run
 draws the masks the uninterrupted run drew and two runs of one command are identical.
 
-Why not `nn.Dropout` (MindSpore 2.10, CPU): its kernel keeps a random engine per op, seeded when
-the graph is built and advanced by every call. Nothing saves that engine, so a resumed process
-starts it over and draws other masks; `ms.get_rng_state`/`set_rng_state` do not reach it. From
-its sixth call on the kernel also splits the mask over threads that draw from the one engine at
-once (`ParallelLaunchAutoSearch` tries 2 threads after 5 calls), so two runs of one command part
-at the 6th or 7th step. The seed-and-offset random ops that would fix this (`DropoutExt`,
-`RandExt`, `UniformExt`, `mint.nn.functional.dropout`) have no CPU kernel in 2.10.
+Why not `nn.Dropout` (MindSpore 2.10, CPU), measured: its kernel keeps a random engine per op,
+seeded when the graph is built and advanced by every call. Nothing saves that engine, so a resumed
+process starts it over and draws other masks; `ms.get_rng_state`/`set_rng_state` do not reach it.
+The kernel also splits its work over the CPU kernel threads (25 by default), which draw from that
+one engine at once once its thread-count search moves past one thread: two runs of one command
+agree for 6 steps and part at step 7, and agree throughout with
+`ms.device_context.cpu.op_tuning.threads_num(1)`. The random ops that take a seed and an offset as
+inputs (`DropoutExt`, `RandExt`, `UniformExt`, `mint.nn.functional.dropout`, ...) have no CPU
+kernel, and a per-unit integer hash built from MindSpore's integer ops costs several times
+nn.Dropout (bitwise ops take 60-130 ms per op on 6.3M units).
 
 How (the name follows TensorFlow's stateless random ops, which take their seed as an input):
 a fixed table of 2^23 uniform 16-bit numbers is made once. A site's mask at a step adds two
@@ -17,16 +20,13 @@ scaled by 2^16 / that threshold, so the expected output equals the input. Masks 
 2^22 units are made of several such pairs of windows. A sum of two independent uniforms modulo
 2^16 is uniform and independent of each of them, so units that happen to share one table entry
 are still independent; two units draw the same pair of entries only when both offsets of their
-windows differ by the same amount (odds about 1 in 8 million per pair of windows). One window
+windows differ by the same amount (odds about 1 in 4 million per pair of windows). One window
 alone would be cheaper, but its masks are shifted copies of one another wherever windows overlap.
 
 The training loop calls `set_dropout_step(seed, step, rank)` before every step; `number_dropout_sites`
 numbers the sites of a model by their place in it, so a model's masks do not depend on what else
 the process built. The hash is Chris Wellons' "lowbias32" integer finalizer (hash-prospector).
-
-Measured (MindSpore 2.10 CPU, 2 shared cores, a 3-layer, 384-wide student, batch 32, one
-training step, paired runs in one process; bench notes in this task's report): against no
-dropout, nn.Dropout +8% (seq 64) and +11% (seq 128), this dropout +8.4% and +8.4%.
+A training step costs about what it costs with nn.Dropout (bench/DROPOUT.md: -4% to +4%).
 """
 import numpy as np
 import mindspore as ms
