@@ -8,6 +8,7 @@ has learnt nothing, so "keep the best" comparisons never meet a NaN.
 import numpy as np
 
 from src.conll_to_records import IGNORE_INDEX
+from src.windows import words_from_windows
 
 
 def _as_arrays(predictions, labels):
@@ -216,14 +217,8 @@ def ner_scores(logits, label_ids, example_ids, features_file):
     if missing.size:
         raise ValueError(f"predictions cover {len(first_word) - missing.size} of the {len(first_word)} records of "
                          f"{features_file}: evaluate every record (keep the last partial batch)")
-    predicted = np.full(len(gold), labels.index("O") if "O" in labels else -1)
-    for scores, token_labels, record in zip(logits, label_ids, example_ids):
-        word_predictions = scores.argmax(-1)[token_labels != IGNORE_INDEX]
-        first = starts[sentence_index[record]] + first_word[record]
-        if first + len(word_predictions) > starts[sentence_index[record] + 1]:
-            raise ValueError(f"record {record} has more words than its sentence in {features_file}: pass the "
-                             f"features file written with these records")
-        predicted[first:first + len(word_predictions)] = word_predictions
+    predicted = words_from_windows(logits.argmax(-1), label_ids != IGNORE_INDEX, example_ids, sentence_index,
+                                   first_word, starts, labels.index("O") if "O" in labels else -1)
     names = np.array(labels + ["O"])  # index -1 (no O in the label list) reads as O
     gold_tags, predicted_tags = names[gold].tolist(), names[predicted].tolist()
     return entity_scores([gold_tags[a:b] for a, b in zip(starts[:-1], starts[1:])],

@@ -29,10 +29,9 @@ import argparse
 import collections
 import dataclasses
 import json
-import os
 import re
 import time
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +41,7 @@ from src.glue_to_records import BadRow
 from src.logger import get_logger
 from src.records_writer import EXAMPLE_ID_COLUMN, ID_COLUMNS, LABEL_COLUMN, RecordsWriter, add_output_args
 from src.tokenization import WordPieceTokenizer, add_tokenizer_args
+from src.windows import features_path, files_beside, pack_word_windows, word_windows
 
 IGNORE_INDEX = -100  # label of positions left out of the loss and the metric (torch's CrossEntropyLoss default)
 DOCSTART = "-DOCSTART-"
@@ -63,36 +63,6 @@ def labels_path(output_file):
     """Where the label list of `output_file` goes: `stem.labels.json` beside it."""
     output_file = Path(output_file)
     return output_file.with_name(f"{output_file.stem}.labels.json")
-
-
-def features_path(output_file):
-    """Where the evaluation mapping of `output_file` goes: `stem.features.npz` beside it."""
-    output_file = Path(output_file)
-    return output_file.with_name(f"{output_file.stem}.features.npz")
-
-
-@contextmanager
-def files_beside(paths):
-    """Temporary names, in the same folders, for files that belong with a set of records.
-
-    They replace `paths` only when the block completes (after the records writer, entered inside
-    this block, has moved its shards into place), and are removed if it fails: a failed run leaves
-    neither records nor half of their companions.
-
-    Args:
-        paths (list[Path]): the final paths.
-    Yields:
-        dict[Path, Path]: final path -> temporary path to write.
-    """
-    temporary = {Path(p): Path(p).with_name(f".{Path(p).name}.tmp-{os.getpid()}") for p in paths}
-    try:
-        yield temporary
-    except BaseException:
-        for tmp in temporary.values():
-            tmp.unlink(missing_ok=True)
-        raise
-    for final, tmp in temporary.items():
-        os.replace(tmp, final)
 
 
 def _parse_line(raw, tag_column):
@@ -146,21 +116,6 @@ def label_order(tags):
     return sorted(set(tags), key=lambda tag: (tag != "O", tag[2:], tag[:1]))
 
 
-def _windows(piece_counts, room):
-    """[(first word, end word)] of consecutive words whose pieces fit in `room`, greedily.
-
-    A word longer than `room` on its own gets a window to itself (its pieces are cut when built).
-    """
-    windows, start, used = [], 0, 0
-    for index, count in enumerate(piece_counts):
-        if used and used + count > room:
-            windows.append((start, index))
-            start, used = index, 0
-        used += count
-    windows.append((start, len(piece_counts)))
-    return windows
-
-
 @dataclasses.dataclass
 class ConversionStats:
     """What a conversion wrote and left out, for its summary line."""
@@ -191,37 +146,25 @@ def build_features(sentences, label_ids, tokenizer, seq_length, long_sentences, 
     room = seq_length - 2
     all_words = [word for sentence in sentences for word in sentence.words]
     all_pieces = iter([ids or [tokenizer.unk_id] for ids in tokenizer.token_ids(all_words)])
-    rows, sentence_index, first_word = [], [], []
+    windows, window_labels, sentence_index, first_word = [], [], [], []
     for index, (sentence, labels) in enumerate(zip(sentences, label_ids)):
         pieces = [next(all_pieces) for _ in sentence.words]
-        windows = _windows([len(p) for p in pieces], room)
-        if len(windows) > 1:
+        spans = word_windows([len(p) for p in pieces], room)
+        if len(spans) > 1:
             stats.long_sentences += 1
             if long_sentences == "truncate":
-                stats.dropped_words += len(sentence.words) - windows[0][1]
-                windows = windows[:1]
-        for start, end in windows:
-            ids, token_labels = [], []
-            for word_pieces, label in zip(pieces[start:end], labels[start:end]):
-                if len(word_pieces) > room:
-                    stats.cut_words += 1
-                    word_pieces = word_pieces[:room]
-                ids += word_pieces
-                token_labels += [label] + [IGNORE_INDEX] * (len(word_pieces) - 1)
-            rows.append((ids, token_labels))
+                stats.dropped_words += len(sentence.words) - spans[0][1]
+                spans = spans[:1]
+        for start, end in spans:
+            stats.cut_words += sum(len(p) > room for p in pieces[start:end])
+            windows.append(pieces[start:end])
+            window_labels.append(np.array(labels[start:end] + [IGNORE_INDEX], np.int32))  # index -1 -> ignored
             sentence_index.append(index)
             first_word.append(start)
-    count = len(rows)
-    input_ids = np.full((count, seq_length), tokenizer.pad_id, np.int32)
-    input_mask = np.zeros((count, seq_length), np.int32)
-    token_labels = np.full((count, seq_length), IGNORE_INDEX, np.int32)
-    for row, (ids, labels) in enumerate(rows):
-        length = len(ids) + 2
-        input_ids[row, :length] = [tokenizer.cls_id] + ids + [tokenizer.sep_id]
-        input_mask[row, :length] = 1
-        token_labels[row, 1:length - 1] = labels
-    columns = {ID_COLUMNS[0]: input_ids, ID_COLUMNS[1]: input_mask,
-               ID_COLUMNS[2]: np.zeros((count, seq_length), np.int32), LABEL_COLUMN: token_labels}
+    input_ids, input_mask, segment_ids, word_index = pack_word_windows(windows, tokenizer, seq_length)
+    token_labels = np.stack([labels[words] for labels, words in zip(window_labels, word_index)])
+    columns = {ID_COLUMNS[0]: input_ids, ID_COLUMNS[1]: input_mask, ID_COLUMNS[2]: segment_ids,
+               LABEL_COLUMN: token_labels}
     mapping = {"sentence_index": np.array(sentence_index, np.int32), "first_word": np.array(first_word, np.int32)}
     return columns, mapping
 

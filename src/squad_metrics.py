@@ -1,5 +1,6 @@
-"""SQuAD v1.1 scoring: the answer span chosen from start/end logits over all windows, then exact
-match and F1 as the official evaluation script defines them (Rajpurkar et al. 2016).
+"""SQuAD v1.1 scoring: the answer span chosen from start/end logits over all windows
+(`windows.best_answer_spans`), then exact match and F1 as the official evaluation script defines
+them (Rajpurkar et al. 2016).
 
 Scores are fractions in [0, 1], as the project's other metrics; the official script prints them
 multiplied by 100.
@@ -10,6 +11,8 @@ import re
 import string
 
 import numpy as np
+
+from src.windows import best_answer_spans
 
 _PUNCTUATION = set(string.punctuation)
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
@@ -65,33 +68,6 @@ def squad_scores(predictions, examples):
     return {"exact_match": exact / len(examples), "f1": overlap / len(examples), "count": len(examples)}
 
 
-def best_span(start_logits, end_logits, token_offsets, n_best_size=20, max_answer_length=30):
-    """The highest-scoring answer span of one window, as BERT's SQuAD decoding chooses it.
-
-    Only the `n_best_size` highest start and end logits are paired (BERT's `n_best_size`); a pair
-    counts when both tokens are in the context (offset >= 0), start <= end and the span has at
-    most `max_answer_length` tokens. Its score is start logit + end logit.
-
-    Args:
-        start_logits, end_logits (array (T,)): one window's logits.
-        token_offsets (array (T, 2) int): character offsets [begin, end) in the context of each
-            token, -1 where the token is not context ([CLS], the question, [SEP], padding).
-        n_best_size (int): candidates per end. Default: 20.
-        max_answer_length (int): longest answer in tokens. Default: 30.
-    Returns:
-        tuple (score, start token, end token), or None when no pair is valid.
-    """
-    starts = np.argsort(-start_logits, kind="stable")[:n_best_size, None]  # (n, 1)
-    ends = np.argsort(-end_logits, kind="stable")[None, :n_best_size]  # (1, n)
-    in_context = token_offsets[:, 0] >= 0
-    valid = in_context[starts] & in_context[ends] & (starts <= ends) & (ends < starts + max_answer_length)
-    if not valid.any():
-        return None
-    scores = np.where(valid, start_logits[starts].astype(np.float64) + end_logits[ends], -np.inf)
-    row, column = np.unravel_index(scores.argmax(), scores.shape)
-    return float(scores[row, column]), int(starts[row, 0]), int(ends[0, column])
-
-
 def predict_answers(start_logits, end_logits, example_ids, examples, example_index, token_offsets,
                     n_best_size=20, max_answer_length=30):
     """The answer text of every question: the best span over all of its windows.
@@ -103,17 +79,14 @@ def predict_answers(start_logits, end_logits, example_ids, examples, example_ind
         example_index (array (F,) int): the question of each record (features file).
         token_offsets (array (F, T, 2) int): character offsets of each record's tokens in its
             context, -1 outside it (features file).
-        n_best_size (int): see `best_span`. Default: 20.
-        max_answer_length (int): see `best_span`. Default: 30.
+        n_best_size (int): see `windows.best_span`. Default: 20.
+        max_answer_length (int): see `windows.best_span`. Default: 30.
     Returns:
         dict[str, str]: question id -> answer text, "" where no window has a valid span.
     """
-    best = {}
-    for starts, ends, record in zip(np.asarray(start_logits), np.asarray(end_logits), np.asarray(example_ids)):
-        question = int(example_index[record])
-        span = best_span(starts, ends, token_offsets[record], n_best_size, max_answer_length)
-        if span is not None and (question not in best or span[0] > best[question][0]):
-            best[question] = (span[0], token_offsets[record, span[1], 0], token_offsets[record, span[2], 1])
+    example_ids = np.asarray(example_ids).reshape(-1)
+    best = best_answer_spans(start_logits, end_logits, token_offsets[example_ids], example_index[example_ids],
+                             n_best_size, max_answer_length)
     return {example["id"]: example["context"][best[i][1]:best[i][2]] if i in best else ""
             for i, example in enumerate(examples)}
 
@@ -129,8 +102,8 @@ def squad_evaluate(start_logits, end_logits, example_ids, features_file, example
         example_ids (array (N,) int): the records' `example_id` column.
         features_file (str | Path): the STEM.features.npz written beside the records.
         examples_file (str | Path): the STEM.examples.json written beside them.
-        n_best_size (int): see `best_span`. Default: 20.
-        max_answer_length (int): see `best_span`. Default: 30.
+        n_best_size (int): see `windows.best_span`. Default: 20.
+        max_answer_length (int): see `windows.best_span`. Default: 30.
     Returns:
         dict: exact_match, f1 (fractions), count; and predictions {question id: answer text}.
     Raises:

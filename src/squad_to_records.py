@@ -32,11 +32,12 @@ from pathlib import Path
 import numpy as np
 
 from src.cli import run_cli
-from src.conll_to_records import features_path, files_beside
 from src.glue_to_records import BadRow
 from src.logger import get_logger
 from src.records_writer import EXAMPLE_ID_COLUMN, ID_COLUMNS, RecordsWriter, add_output_args
 from src.tokenization import WordPieceTokenizer, add_tokenizer_args
+from src.windows import (context_windows, encode_with_offsets, features_path, files_beside,
+                         pack_question_windows)
 
 START_COLUMN, END_COLUMN = "start_positions", "end_positions"  # Hugging Face's names for the targets
 
@@ -160,8 +161,8 @@ def build_features(questions, answer_spans, context_pieces, query_ids, tokenizer
     Args:
         questions (list[Question]): good questions.
         answer_spans (list[tuple(int, int)]): first and last context piece of each one's first answer.
-        context_pieces (list[tuple(list[int], array (L, 2))]): ids and character offsets of
-            every context's pieces.
+        context_pieces (list[tuple]): ids, character offsets (L, 2) and words of every context's
+            pieces (`windows.encode_with_offsets`).
         query_ids (list[list[int]]): each question's pieces, already cut to max_query_length.
         tokenizer (WordPieceTokenizer): for [CLS], [SEP] and [PAD].
         seq_length (int): tokens per record.
@@ -170,54 +171,33 @@ def build_features(questions, answer_spans, context_pieces, query_ids, tokenizer
     Returns:
         (dict of columns, dict of mapping arrays).
     """
-    rows = []
+    rows, example_index, positions = [], [], []
     for index, (question, (first, last), query) in enumerate(zip(questions, answer_spans, query_ids)):
-        ids, offsets = context_pieces[question.context_index]
+        ids, offsets = context_pieces[question.context_index][:2]
         text, start_char = question.answers[0]
         if offsets[first, 0] != start_char or offsets[last, 1] != start_char + len(text):
             stats.answer_inside_piece += 1
-        room = seq_length - len(query) - 3
-        window_starts = [0]
-        while window_starts[-1] + room < len(ids):
-            window_starts.append(window_starts[-1] + min(room, doc_stride))
-        stats.multi_window += len(window_starts) > 1
+        windows = context_windows(len(ids), seq_length - len(query) - 3, doc_stride)
+        stats.multi_window += len(windows) > 1
         held = False
-        for window_start in window_starts:
-            window_end = min(window_start + room, len(ids))
+        for window_start, window_end in windows:
             context_at = len(query) + 2  # position of the window's first piece in the record
             if window_start <= first and last < window_end:
-                positions, held = (first - window_start + context_at, last - window_start + context_at), True
+                positions.append((first - window_start + context_at, last - window_start + context_at))
+                held = True
             else:
-                positions = (0, 0)
-            rows.append((index, query, ids[window_start:window_end], offsets[window_start:window_end], positions))
+                positions.append((0, 0))
+            rows.append((query, ids[window_start:window_end], offsets[window_start:window_end]))
+            example_index.append(index)
         stats.answer_in_no_window += not held
+    input_ids, input_mask, segment_ids, token_offsets = pack_question_windows(rows, tokenizer, seq_length)
     count = len(rows)
-    input_ids = np.full((count, seq_length), tokenizer.pad_id, np.int32)
-    input_mask = np.zeros((count, seq_length), np.int32)
-    segment_ids = np.zeros((count, seq_length), np.int32)
-    token_offsets = np.full((count, seq_length, 2), -1, np.int32)
-    for row, (_, query, window_ids, window_offsets, _) in enumerate(rows):
-        context_at, length = len(query) + 2, len(query) + len(window_ids) + 3
-        input_ids[row, :length] = [tokenizer.cls_id, *query, tokenizer.sep_id, *window_ids, tokenizer.sep_id]
-        input_mask[row, :length] = 1
-        segment_ids[row, context_at:length] = 1
-        token_offsets[row, context_at:context_at + len(window_ids)] = window_offsets
-    positions = np.array([row[4] for row in rows], np.int32).reshape(count, 2)
+    positions = np.array(positions, np.int32).reshape(count, 2)
     columns = {ID_COLUMNS[0]: input_ids, ID_COLUMNS[1]: input_mask, ID_COLUMNS[2]: segment_ids,
                START_COLUMN: positions[:, 0], END_COLUMN: positions[:, 1],
                EXAMPLE_ID_COLUMN: np.arange(count, dtype=np.int64)}
-    mapping = {"example_index": np.array([row[0] for row in rows], np.int32), "token_offsets": token_offsets}
+    mapping = {"example_index": np.array(example_index, np.int32), "token_offsets": token_offsets}
     return columns, mapping
-
-
-def context_pieces(tokenizer, contexts):
-    """WordPiece ids and character offsets (L, 2) of each context, with the project's tokenizer.
-
-    The offsets come from the `tokenizers` encoding that `WordPieceTokenizer` wraps: they point into
-    the original text through its lower-casing and accent stripping, which `token_ids` drops.
-    """
-    encodings = tokenizer._tokenizer.encode_batch(contexts, add_special_tokens=False)  # noqa: SLF001
-    return [(encoding.ids, np.array(encoding.offsets, np.int32).reshape(-1, 2)) for encoding in encodings]
 
 
 def convert(input_file, tokenizer, output_file, seq_length, doc_stride=128, max_query_length=64,
@@ -251,7 +231,7 @@ def convert(input_file, tokenizer, output_file, seq_length, doc_stride=128, max_
     start = time.perf_counter()
     stats = ConversionStats()
     contexts, entries = read_squad(input_file)
-    pieces = context_pieces(tokenizer, contexts)
+    pieces = encode_with_offsets(tokenizer, contexts)
     questions, answer_spans = [], []
     for entry in entries:
         try:

@@ -8,10 +8,10 @@ import mindspore as ms
 import numpy as np
 import pytest
 
-from src.conll_to_records import (IGNORE_INDEX, convert, features_path, label_order, labels_path, main,
-                                  read_labels_file, read_sentences)
+from src.conll_to_records import IGNORE_INDEX, convert, label_order, labels_path, main, read_labels_file, read_sentences
 from src.records_writer import schema_path
 from src.tokenization import WordPieceTokenizer
+from src.windows import features_path
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = """-DOCSTART- -X- -X- O

@@ -6,11 +6,10 @@ import json
 import numpy as np
 import pytest
 
-from src.conll_to_records import features_path
-from src.squad_metrics import (best_span, exact_match, f1, normalize_answer, predict_answers, squad_evaluate,
-                               squad_scores)
+from src.squad_metrics import exact_match, f1, normalize_answer, predict_answers, squad_evaluate, squad_scores
 from src.squad_to_records import convert, examples_path
 from src.tokenization import WordPieceTokenizer
+from src.windows import best_span, features_path
 from tests.modules.test_squad_to_records import SAMPLE, read_back, write
 
 

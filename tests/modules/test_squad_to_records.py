@@ -8,10 +8,10 @@ import mindspore as ms
 import numpy as np
 import pytest
 
-from src.conll_to_records import features_path
 from src.records_writer import schema_path
-from src.squad_to_records import answer_tokens, context_pieces, convert, examples_path, main, read_squad
+from src.squad_to_records import answer_tokens, convert, examples_path, main, read_squad
 from src.tokenization import WordPieceTokenizer
+from src.windows import encode_with_offsets, features_path
 
 ROOT = Path(__file__).resolve().parents[2]
 LONG_CONTEXT = ("The Normans were the people who in the 10th and 11th centuries gave their name to Normandy, "
@@ -193,7 +193,7 @@ def test_real_squad_subset(tmp_path, tokenizer, shared_data):
     assert len(questions) == 10593 and len(contexts) == 2053
     # Every training answer's pieces map back to its text; where SQuAD's answer is part of a word
     # piece ("six" of "sixth"), to that whole piece, which holds it.
-    pieces = context_pieces(tokenizer, contexts)
+    pieces = encode_with_offsets(tokenizer, contexts)
     exact = 0
     for question in questions:
         text, start = question.answers[0]
