@@ -7,8 +7,9 @@ read-only, and a failed write (a full disk) must leave nothing behind.
 ONNX: MindSpore writes fixed shapes only. The graph is exported at probe sizes (a batch size and a
 sequence length that no dimension of the model uses) and rewritten with the `onnx` package so both
 are dynamic: the shapes given to Reshape, the position ids and full-size constants are recomputed from
-the input's shape. The inputs are input_ids, attention_mask, token_type_ids; the outputs logits, or
-sequence_output and pooled_output for an encoder. The reload check runs the file at several batch
+the input's shape. The inputs are input_ids, attention_mask, token_type_ids; the output logits (a
+sentence classifier's (batch, labels), a token classifier's (batch, sequence, labels), a QA model's
+(batch, 2, sequence): start, then end logits), or sequence_output and pooled_output for an encoder. The reload check runs the file at several batch
 sizes and sequence lengths against the MindSpore Cell.
 """
 import json
@@ -21,11 +22,12 @@ import numpy as np
 import mindspore as ms
 from mindspore import nn
 
-from src.checkpoint import assign_parameters, load_checkpoint, named_parameters, split_metadata
+from src.checkpoint import (ARCHITECTURE, HEAD_PREFIXES, assign_parameters, load_checkpoint, named_parameters,
+                            split_metadata)
 from src.cli import require_device
 from src.config import DEFAULT_CONFIG, bert_config, load_config
 from src.logger import get_logger
-from src.tinybert_model import BertConfig, BertForSequenceClassification, BertModel, LogitsOnly
+from src.tinybert_model import BertConfig, BertModel, LogitsOnly
 
 EXTENSIONS = {"MINDIR": ".mindir", "ONNX": ".onnx", "AIR": ".air"}
 TOLERANCE = 1e-4
@@ -63,11 +65,26 @@ def export_seq_length(cfg, metadata):
     return int(metadata["seq_length"])
 
 
-def build_exportable(config, tensors, source):
-    """(network, output names) of an inference BertConfig and checkpoint tensors: the classifier's
-    logits if the tensors hold one, else the encoder's sequence and pooled outputs."""
-    if "dense_1.weight" in tensors:
-        model = BertForSequenceClassification(config, tensors["dense_1.weight"].shape[0])
+def head_weight(tensors):
+    """The task head's weight (labels or 2 spans, hidden) among checkpoint tensors, or None for an encoder."""
+    return next((tensors[p + "weight"] for p in HEAD_PREFIXES if p + "weight" in tensors), None)
+
+
+def build_exportable(config, tensors, source, architecture=""):
+    """(network, output names) of an inference BertConfig and checkpoint tensors: the task head's
+    logits if the tensors hold a head (sequence classifier (B, C), token classifier (B, T, C), QA
+    span head (B, 2, T): start then end logits), else the encoder's sequence and pooled outputs.
+
+    architecture: the model class the checkpoint records (`checkpoint.ARCHITECTURE`); a `dense_1`
+    head without one is a sentence classifier, as checkpoints were before token classifiers existed.
+    """
+    from src.tasks import TASK_TYPES, build_task_model  # noqa: PLC0415 -- tasks imports the converters
+    head = head_weight(tensors)
+    if head is not None:
+        task_types = {task.model.__name__: name for name, task in TASK_TYPES.items()}
+        architecture = architecture or ("BertForQuestionAnswering" if HEAD_PREFIXES[1] + "weight" in tensors
+                                        else "BertForSequenceClassification")
+        model = build_task_model(task_types[architecture], config, head.shape[0])
         network, outputs = LogitsOnly(model), ("logits",)
         assign_parameters(named_parameters(model), tensors, f"student checkpoint {source}")
     else:
@@ -266,14 +283,16 @@ def export_student(cfg):
     if seq_length > config.max_position_embeddings:
         raise ValueError(f"seq_length {seq_length} exceeds the student's max_position_embeddings "
                          f"{config.max_position_embeddings}")
-    network, output_names = build_exportable(config, tensors, cfg.export.checkpoint)
+    architecture = metadata.get(ARCHITECTURE, "")
+    network, output_names = build_exportable(config, tensors, cfg.export.checkpoint, architecture)
     batch_size = cfg.export.batch_size or (1 if file_format == "AIR" else None)
     path = Path(cfg.export.file_name + EXTENSIONS[file_format])
     if file_format == "ONNX":
         # The exact GELU through a polynomial erf: ONNX export has no Erf op.
         exported, _ = build_exportable(config.replace(hidden_act="gelu_poly") if config.hidden_act == "gelu"
-                                       else config, tensors, cfg.export.checkpoint)
-        head_width = tensors["dense_1.weight"].shape[0] if "dense_1.weight" in tensors else config.hidden_size
+                                       else config, tensors, cfg.export.checkpoint, architecture)
+        head = head_weight(tensors)
+        head_width = head.shape[0] if head is not None else config.hidden_size
         probe_batch, probe_sequence = probe_sizes(config, head_width)
         shape = [batch_size or probe_batch, probe_sequence]
         dynamic = (shape[0], probe_sequence, output_names, batch_size is not None)

@@ -1,23 +1,34 @@
-"""Label raw text with a trained classifier: a checkpoint, an exported MINDIR or an ONNX file.
+"""Label raw text with a trained model: a checkpoint, an exported MINDIR or an ONNX file.
 
   python predict.py --model MODEL [--vocab_file VOCAB] "a sentence" "another one" [--text_b "pair" ...]
   python predict.py --model MODEL --input dev.tsv|dev.csv|dev.jsonl|- [--text_a COL] [--text_b COL] \
       [--output out.jsonl|out.csv] [--batch_size 32]
 
+What comes out follows the model's task shape:
+  sequence classification  one label per text or pair: label, label_id, every label's probability
+                           (softmax of the logits), or the score of a regression model
+  token classification     (NER) one tag per word and the entities of the sentence: words, tags,
+                           entities [{type, text, start_char, end_char, score}]
+  question answering       (SQuAD) the answer span of a question (text_a, `question` in files) in
+                           its context (--text_b, `context` in files): answer, start_char,
+                           end_char, score
+Character offsets index the input text, end exclusive (`text[start_char:end_char]`).
+
 MODEL is a task checkpoint (`OUTPUT_DIR/td2/student_best.ckpt`), a MINDIR or ONNX file from
 export.py or `src.deploy`, or a deploy folder (its model.onnx). What each format knows about itself:
 
   what                 checkpoint           MINDIR / ONNX
-  model shape          recorded in it       in the graph
-  label names, task    recorded in it       model.json beside the file (src.deploy writes it), else --labels
+  model shape, task    recorded in it       in the graph (the shape of its logits output)
+  label names          recorded in it       model.json beside the file (src.deploy writes it), else --labels
   vocabulary, casing   --vocab_file, else vocab.txt beside the file; do_lower_case from the
                        tokenizer_config.json beside the vocabulary (hf_convert import and src.deploy write it)
   sequence length      recorded in it       MINDIR: fixed in the graph; ONNX: model.json, else --seq_length
 
 Texts are tokenized with the model's WordPiece vocabulary, sorted by length and batched, and each
 batch is padded only to its longest row where the format allows it (checkpoint and ONNX; a MINDIR
-graph has a fixed sequence length). Output: one record per input, in input order, with the label,
-its id and every label's probability (softmax of the logits), or the score of a regression model.
+graph has a fixed sequence length). Sentence classification truncates a long text; NER and QA
+cover it with windows as their training records do (src/windows.py). Output: one record per
+input, in input order.
 """
 import argparse
 import contextlib
@@ -32,16 +43,23 @@ import numpy as np
 import mindspore as ms
 from mindspore import nn
 
-from src.checkpoint import HEAD_PREFIX, LABEL_NAMES, SEQ_LENGTH, TASK, load_checkpoint, load_model, split_metadata
+from src.checkpoint import (HEAD_PREFIX, HEAD_PREFIXES, LABEL_NAMES, SEQ_LENGTH, TASK, load_checkpoint, load_model,
+                            split_metadata)
+from src.assessment_method import entity_spans
 from src.logger import get_logger
-from src.tinybert_model import LogitsOnly
+from src.tinybert_model import (BertForQuestionAnswering, BertForSequenceClassification, BertForTokenClassification,
+                                LogitsOnly)
 from src.tokenization import WordPieceTokenizer
+from src.windows import (best_answer_spans, context_windows, encode_with_offsets, pack_question_windows,
+                         pack_word_windows, word_windows, words_from_windows)
 
 MODEL_DESCRIPTION = "model.json"  # written by src.deploy beside the exported files
 VOCAB_FILE = "vocab.txt"
 FLOAT_ONNX = "model.onnx"
 INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
 DEFAULT_SEQ_LENGTH = 128
+SEQUENCE_CLASSIFICATION, TOKEN_CLASSIFICATION, QUESTION_ANSWERING = (
+    model.task for model in (BertForSequenceClassification, BertForTokenClassification, BertForQuestionAnswering))
 
 
 def read_description(folder):
@@ -68,6 +86,25 @@ def onnx_session(path, threads=0, spinning=True):
     return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
+def task_type_of_logits(dims, sequence):
+    """The task shape of a graph's logits output: (B, C) sentence classification, (B, T, C) token
+    classification, (B, 2, T) question answering (start, then end logits).
+
+    Args:
+        dims (tuple): the output's dimensions, a name or -1 where dynamic.
+        sequence: the graph's sequence dimension as `dims` writes it (a name, or the fixed length).
+    """
+    if len(dims) == 2:
+        return SEQUENCE_CLASSIFICATION
+    if len(dims) == 3 and dims[1] == 2 and dims[2] == sequence:
+        return QUESTION_ANSWERING
+    if len(dims) == 3 and dims[1] == sequence:
+        return TOKEN_CLASSIFICATION
+    raise ValueError(f"the model's logits have shape {list(dims)}, which is none of a classifier's (batch, labels), "
+                     "a token classifier's (batch, sequence, labels) or a QA model's (batch, 2, sequence): export "
+                     "it with export.py")
+
+
 class CheckpointModel:
     """A task checkpoint run by MindSpore in GRAPH mode with dynamic batch and sequence sizes (one
     compilation serves every batch shape)."""
@@ -76,43 +113,42 @@ class CheckpointModel:
 
     def __init__(self, path):
         tensors, metadata = split_metadata(load_checkpoint(path))
-        # Checkpoints record their model class since task heads other than sentence classifiers exist.
-        architecture = metadata.get("architecture") or ("BertForSequenceClassification"
-                                                        if HEAD_PREFIX + "weight" in tensors else "BertModel")
-        if architecture == "BertModel":
-            raise ValueError(f"{path} has no classifier ({HEAD_PREFIX}weight): it is an encoder from general "
+        if not any(prefix + "weight" in tensors for prefix in HEAD_PREFIXES):
+            raise ValueError(f"{path} has no task head ({HEAD_PREFIX}weight): it is an encoder from general "
                              "distillation; give a task checkpoint such as OUTPUT_DIR/td2/student_best.ckpt")
-        if architecture != "BertForSequenceClassification":
-            raise ValueError(f"{path} is a {architecture}: predict labels sentences and pairs (sequence "
-                             "classification and regression) only")
         ms.set_context(mode=ms.GRAPH_MODE)
         model, metadata = load_model(path)
         self.network = LogitsOnly(model)
         self.network.set_train(False)
         self.network.set_inputs(*[ms.Tensor(shape=[None, None], dtype=ms.int32) for _ in INPUT_NAMES])
         self.config = model.bert.config
-        self.num_labels = model.num_labels
+        self.task_type = model.task
         self.label_names = json.loads(metadata.get(LABEL_NAMES, "[]"))
         self.task = metadata.get(TASK, "")
         self.seq_length = int(metadata.get(SEQ_LENGTH) or 0) or None
 
     def logits(self, input_ids, attention_mask, token_type_ids):
-        """(B, num_labels) float32 logits of int32 arrays (B, T)."""
+        """float32 logits of int32 arrays (B, T): (B, C), (B, T, C) or (B, 2, T) by task shape."""
         return self.network(*[ms.Tensor(x) for x in (input_ids, attention_mask, token_type_ids)]).asnumpy()
 
 
-def mindir_input_shape(path):
-    """The (batch, sequence) shape of a MINDIR file's first input, -1 for a dynamic dimension.
+def mindir_shapes(path):
+    """(first input's shape, first output's shape) of a MINDIR file, -1 for a dynamic dimension.
 
-    MindSpore's GraphCell does not expose its input shapes, so they are read from the file's
-    protobuf (mind_ir_pb2, the schema MindSpore writes it with).
+    MindSpore's GraphCell does not expose its shapes, so they are read from the file's protobuf
+    (mind_ir_pb2, the schema MindSpore writes it with).
     """
     from mindspore.train import mind_ir_pb2  # noqa: PLC0415
     proto = mind_ir_pb2.ModelProto()
     proto.ParseFromString(Path(path).read_bytes())
-    if not proto.graph.input or not proto.graph.input[0].tensor:
-        raise ValueError(f"{path} is not a MINDIR file with inputs: export it with export.py")
-    return tuple(int(d) for d in proto.graph.input[0].tensor[0].dims)
+    if not proto.graph.input or not proto.graph.input[0].tensor or not proto.graph.output:
+        raise ValueError(f"{path} is not a MINDIR file with inputs and outputs: export it with export.py")
+    return tuple(tuple(int(d) for d in part[0].tensor[0].dims) for part in (proto.graph.input, proto.graph.output))
+
+
+def mindir_input_shape(path):
+    """The (batch, sequence) shape of a MINDIR file's first input, -1 for a dynamic dimension."""
+    return mindir_shapes(path)[0]
 
 
 class MindirModel:
@@ -121,11 +157,12 @@ class MindirModel:
     dynamic_length = False
 
     def __init__(self, path):
-        shape = mindir_input_shape(path)
+        shape, output = mindir_shapes(path)
         ms.set_context(mode=ms.GRAPH_MODE)
         self.network = nn.GraphCell(ms.load(str(path)))
         self.seq_length = shape[-1] if shape[-1] > 0 else None
         self.fixed_batch = shape[0] if shape[0] > 0 else None
+        self.task_type = task_type_of_logits(output, shape[-1])
 
     def logits(self, input_ids, attention_mask, token_type_ids):
         batch = input_ids.shape[0]
@@ -155,6 +192,7 @@ class OnnxModel:
         self.dynamic_length = not isinstance(sequence, int)
         self.seq_length = None if self.dynamic_length else sequence
         self.fixed_batch = batch if isinstance(batch, int) else None
+        self.task_type = task_type_of_logits(self.session.get_outputs()[0].shape, sequence)
 
     def logits(self, input_ids, attention_mask, token_type_ids):
         batch = input_ids.shape[0]
@@ -191,7 +229,7 @@ class Predictor:
         do_lower_case (bool, default None): overrides the tokenizer settings.
     Raises:
         FileNotFoundError: model or vocabulary missing.
-        ValueError: a model without a classifier, a vocabulary larger than the model's, label names
+        ValueError: a model without a task head, a vocabulary larger than the model's, label names
             that do not match the outputs, a sequence length the model cannot take.
     """
 
@@ -208,6 +246,7 @@ class Predictor:
             raise ValueError(f"{vocab_file} has {self.tokenizer.vocab_size} tokens but the model only {vocab_size} "
                              "embeddings: pass the vocabulary the model was trained with")
         self.task = getattr(self.model, "task", "") or description.get("task", "")
+        self.task_type = self.model.task_type
         self.label_names = list(labels or getattr(self.model, "label_names", None) or description.get("labels") or [])
         self.seq_length = self._sequence_length(seq_length, description.get("max_seq_length"))
         self.regression = None  # set by `logits` from the width of the logits (exported files do not say)
@@ -222,39 +261,63 @@ class Predictor:
             raise ValueError(f"--seq_length {length} exceeds the model's max_position_embeddings {limit}")
         return int(length)
 
-    def logits(self, texts_a, texts_b=None, batch_size=32, progress=False):
-        """float32 (N, num_labels) logits of N texts (or pairs), in input order.
+    def _run(self, arrays, batch_size, progress):
+        """The model's logits for every row of packed inputs, in row order.
 
         Rows are sorted by token count and batched, so each batch is padded only to its own longest
-        row (for models of dynamic sequence length); the result is put back in input order.
+        row (for models of dynamic sequence length); the logits' sequence axis is padded back to
+        seq_length (with zeros, at positions the inputs pad) and the rows put back in input order.
+
+        Args:
+            arrays (tuple): input_ids, attention_mask, token_type_ids, int32 (N, seq_length), N > 0.
+            batch_size (int): rows per model call.
+            progress (bool): show a progress bar on standard error.
+        Returns:
+            float32 array: (N, C) sentence classification, (N, seq_length, C) token
+            classification, (N, 2, seq_length) question answering.
         """
         from tqdm import tqdm  # noqa: PLC0415
-        count = len(texts_a)
-        ids_a = self.tokenizer.token_ids(texts_a)
+        sequence_axis = {TOKEN_CLASSIFICATION: 1, QUESTION_ANSWERING: 2}.get(self.task_type)
+        order = np.argsort(arrays[1].sum(axis=1), kind="stable")
+        logits = None
+        starts = range(0, len(order), batch_size)
+        for start in tqdm(starts, desc="predict", unit="batch", disable=not progress, file=sys.stderr):
+            rows = order[start:start + batch_size]
+            batch = tuple(x[rows] for x in arrays)
+            if self.model.dynamic_length:
+                width = int(batch[1].sum(axis=1).max())
+                batch = tuple(np.ascontiguousarray(x[:, :width]) for x in batch)
+            values = np.asarray(self.model.logits(*batch), dtype=np.float32)
+            if sequence_axis is not None:
+                pad = [(0, 0)] * values.ndim
+                pad[sequence_axis] = (0, self.seq_length - values.shape[sequence_axis])
+                values = np.pad(values, pad)
+            if logits is None:
+                logits = np.empty((len(order),) + values.shape[1:], np.float32)
+            logits[rows] = values
+        return logits
+
+    def _expect(self, task_type, what):
+        if self.task_type != task_type:
+            raise ValueError(f"the model is a {self.task_type.replace('_', '-')} model: it cannot {what}")
+
+    def logits(self, texts_a, texts_b=None, batch_size=32, progress=False):
+        """float32 (N, num_labels) logits of N texts (or pairs), in input order (sentence classifiers).
+
+        A text (pair) longer than seq_length is truncated, the longer text of a pair first.
+        """
+        self._expect(SEQUENCE_CLASSIFICATION, "label sentences or pairs")
         ids_b = None
         if texts_b is not None:
             ids_b = [None if text is None else ids for text, ids in
                      zip(texts_b, self.tokenizer.token_ids(["" if text is None else text for text in texts_b]))]
-        lengths = [len(a) + len(b or ()) for a, b in zip(ids_a, ids_b or [None] * count)]
-        order = np.argsort(lengths, kind="stable")
-        results = [None] * count
-        starts = range(0, count, batch_size)
-        for start in tqdm(starts, desc="predict", unit="batch", disable=not progress, file=sys.stderr):
-            rows = order[start:start + batch_size]
-            arrays = self.tokenizer.build_inputs([ids_a[r] for r in rows],
-                                                 None if ids_b is None else [ids_b[r] for r in rows], self.seq_length)
-            if self.model.dynamic_length:
-                width = int(arrays[1].sum(axis=1).max())
-                arrays = tuple(np.ascontiguousarray(x[:, :width]) for x in arrays)
-            batch_logits = np.asarray(self.model.logits(*arrays), dtype=np.float32)
-            for row, values in zip(rows, batch_logits):
-                results[row] = values
-        logits = np.stack(results) if results else np.zeros((0, max(len(self.label_names), 1)), np.float32)
+        arrays = self.tokenizer.build_inputs(self.tokenizer.token_ids(texts_a), ids_b, self.seq_length)
+        logits = self._run(arrays, batch_size, progress)
         self._check_labels(logits.shape[1])
         return logits
 
     def _check_labels(self, width):
-        self.regression = width == 1
+        self.regression = width == 1 and self.task_type == SEQUENCE_CLASSIFICATION
         if self.regression:
             return
         if not self.label_names:
@@ -265,21 +328,180 @@ class Predictor:
             raise ValueError(f"{len(self.label_names)} label names ({', '.join(self.label_names)}) for a model of "
                              f"{width} outputs: give one name per output")
 
-    def records(self, texts_a, texts_b=None, batch_size=32, progress=False):
-        """One dict per text: text_a (text_b), then label, label_id and probabilities {name: p}
-        (softmax of the logits), or score for a regression model."""
+    def records(self, texts_a, texts_b=None, batch_size=32, progress=False, **span_options):
+        """One dict per text (pair), by the model's task shape (see the module doc).
+
+        Sentence classification: text_a (text_b), then label, label_id and probabilities {name: p}
+        (softmax of the logits), or score for a regression model. Token classification: see
+        `entity_records`; question answering (texts_a questions, texts_b contexts): see
+        `answer_records`, which takes `span_options`.
+
+        Raises:
+            ValueError: pairs for a token classifier, a question without a context.
+        """
+        if self.task_type == TOKEN_CLASSIFICATION:
+            if texts_b is not None and any(text is not None for text in texts_b):
+                raise ValueError("a token-classification (NER) model tags single sentences, not pairs: give one "
+                                 "sentence per text, without --text_b (or a tab on standard input)")
+            return self.entity_records(texts_a, batch_size, progress)
+        if self.task_type == QUESTION_ANSWERING:
+            if texts_b is None or any(text is None for text in texts_b):
+                raise ValueError("a question-answering model needs a context for each question: give --text_b "
+                                 "CONTEXT once per question (in a file, a context column; on standard input, "
+                                 "question TAB context)")
+            return self.answer_records(texts_a, texts_b, batch_size, progress, **span_options)
         logits = self.logits(texts_a, texts_b, batch_size, progress)
         out = []
         if self.regression:
             for i, value in enumerate(logits[:, 0]):
                 out.append({**_texts(texts_a, texts_b, i), "score": float(value)})
             return out
-        shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
-        probabilities = shifted / shifted.sum(axis=1, keepdims=True)
+        probabilities = _softmax(logits)
         for i, (row, best) in enumerate(zip(probabilities, probabilities.argmax(axis=1))):
             out.append({**_texts(texts_a, texts_b, i), "label": self.label_names[best], "label_id": int(best),
                         "probabilities": {name: float(p) for name, p in zip(self.label_names, row)}})
         return out
+
+    def entity_records(self, texts, batch_size=32, progress=False):
+        """The tags and entities of raw sentences (a token-classification model).
+
+        Words are BERT's pre-tokenisation (split at whitespace and punctuation, as CoNLL-2003 writes
+        them); each word's tag is read at its first piece, and a sentence longer than seq_length - 2
+        pieces is split at word boundaries, as `conll_to_records` splits training sentences. Tags
+        become entities by conlleval's rules (`assessment_method.entity_spans`: IOB2, a stray I-
+        starts an entity).
+
+        Args:
+            texts (list[str]): sentences.
+            batch_size (int): windows per model call. Default: 32.
+            progress (bool): show a progress bar. Default: False.
+        Returns:
+            list[dict]: per sentence, text, words, tags (one per word), and entities
+            [{type, text, start_char, end_char, score}]: characters of `text`, end exclusive;
+            score the mean over the entity's words of their tag's probability (softmax).
+        Raises:
+            ValueError: label names that are not IOB tags (O, B-TYPE, I-TYPE).
+        """
+        self._expect(TOKEN_CLASSIFICATION, "tag words")
+        windows, sentence_index, first_word, word_spans, sentence_starts = [], [], [], [], [0]
+        for index, (ids, offsets, word_ids) in enumerate(encode_with_offsets(self.tokenizer, texts)):
+            words = np.split(np.arange(len(ids)), np.flatnonzero(np.diff(word_ids)) + 1) if len(ids) else []
+            pieces = [ids[word[0]:word[-1] + 1] for word in words]
+            word_spans.append([(int(offsets[word[0], 0]), int(offsets[word[-1], 1])) for word in words])
+            for start, end in word_windows([len(p) for p in pieces], self.seq_length - 2):
+                windows.append(pieces[start:end])
+                sentence_index.append(index)
+                first_word.append(start)
+            sentence_starts.append(sentence_starts[-1] + len(words))
+        input_ids, attention_mask, token_type_ids, word_index = pack_word_windows(windows, self.tokenizer,
+                                                                                  self.seq_length)
+        logits = self._run((input_ids, attention_mask, token_type_ids), batch_size, progress)
+        self._check_labels(logits.shape[-1])
+        try:
+            entity_spans(self.label_names)
+        except ValueError:
+            raise ValueError(f"the model's labels ({', '.join(self.label_names)}) are not IOB tags (O, B-TYPE, "
+                             "I-TYPE): name them with --labels, or the model.json beside the model") from None
+        probabilities = words_from_windows(_softmax(logits), word_index >= 0, np.arange(len(windows)), sentence_index,
+                                           first_word, sentence_starts, 0.0)
+        out = []
+        for index, (text, spans) in enumerate(zip(texts, word_spans)):
+            words = probabilities[sentence_starts[index]:sentence_starts[index + 1]]
+            tags = [self.label_names[i] for i in words.argmax(axis=1)]
+            out.append({"text": text, "words": [text[a:b] for a, b in spans], "tags": tags,
+                        "entities": sentence_entities(text, spans, tags, words.max(axis=1))})
+        return out
+
+    def answer_records(self, questions, contexts, batch_size=32, progress=False, doc_stride=128, max_query_length=64,
+                       max_answer_length=30, n_best_size=20):
+        """The answer span of each question in its context (an extractive QA model).
+
+        The question is cut to `max_query_length` pieces and the context covered by windows
+        `doc_stride` pieces apart, as `squad_to_records` builds training records; the answer is the
+        best span over all windows (`windows.best_answer_spans`, BERT's n-best decoding).
+
+        Args:
+            questions, contexts (list[str]): one context per question.
+            batch_size (int): windows per model call. Default: 32.
+            progress (bool): show a progress bar. Default: False.
+            doc_stride (int): pieces between the starts of consecutive windows. Default: 128.
+            max_query_length (int): question pieces kept. Default: 64.
+            max_answer_length (int): longest answer in pieces. Default: 30.
+            n_best_size (int): start and end candidates paired per window. Default: 20.
+        Returns:
+            list[dict]: per question, question, context, answer (`context[start_char:end_char]`),
+            start_char, end_char, score (start + end logit); answer "" and the others None when no
+            window holds a valid span.
+        Raises:
+            ValueError: an option under 1, or a question that leaves no room for its context.
+        """
+        self._expect(QUESTION_ANSWERING, "answer questions")
+        for name, value in (("doc_stride", doc_stride), ("max_query_length", max_query_length),
+                            ("max_answer_length", max_answer_length), ("n_best_size", n_best_size)):
+            if value < 1:
+                raise ValueError(f"--{name} {value} must be at least 1")
+        *arrays, token_offsets, owners = question_windows(self.tokenizer, questions, contexts, self.seq_length,
+                                                          doc_stride, max_query_length)
+        logits = self._run(tuple(arrays), batch_size, progress)
+        best = best_answer_spans(logits[:, 0], logits[:, 1], token_offsets, owners, n_best_size, max_answer_length)
+        out = []
+        for index, (question, context) in enumerate(zip(questions, contexts)):
+            score, start, end = best.get(index, (None, None, None))
+            out.append({"question": question, "context": context, "answer": "" if start is None else context[start:end],
+                        "start_char": start, "end_char": end, "score": score})
+        return out
+
+
+def sentence_entities(text, word_spans, tags, scores):
+    """The entities of one sentence's word tags, by conlleval's rules (`assessment_method.entity_spans`).
+
+    Args:
+        text (str): the sentence.
+        word_spans (list[tuple(int, int)]): [begin, end) characters of each word in `text`.
+        tags (list[str]): each word's IOB tag.
+        scores (array (W,)): each word's tag probability.
+    Returns:
+        list[dict]: type, text, start_char, end_char (end exclusive), score (the mean of its words').
+    """
+    return [{"type": kind, "text": text[word_spans[first][0]:word_spans[last][1]], "start_char": word_spans[first][0],
+             "end_char": word_spans[last][1], "score": float(np.mean(scores[first:last + 1]))}
+            for kind, first, last in entity_spans(tags)]
+
+
+def question_windows(tokenizer, questions, contexts, seq_length, doc_stride, max_query_length):
+    """The `[CLS] question [SEP] window [SEP]` records of raw questions and contexts, cut as
+    `squad_to_records` cuts training data (see `windows.context_windows`).
+
+    Args:
+        tokenizer (WordPieceTokenizer): the model's tokenizer.
+        questions, contexts (list[str]): one context per question.
+        seq_length (int): tokens per record.
+        doc_stride (int): pieces between the starts of consecutive windows.
+        max_query_length (int): question pieces kept.
+    Returns:
+        tuple: input_ids, attention_mask, token_type_ids (F, seq_length) int32, token_offsets
+        (F, seq_length, 2) int32 (see `windows.pack_question_windows`), owners (F,) int, the
+        question of each record.
+    Raises:
+        ValueError: a question that leaves no room for its context.
+    """
+    query_ids = [ids[:max_query_length] for ids in tokenizer.token_ids(questions)]
+    rows, owners = [], []
+    for index, (query, (ids, offsets, _)) in enumerate(zip(query_ids, encode_with_offsets(tokenizer, contexts))):
+        room = seq_length - len(query) - 3
+        if room < 1:
+            raise ValueError(f"question {index + 1} keeps {len(query)} pieces, which leave no room for its context in "
+                             f"{seq_length} tokens: lower --max_query_length")
+        for start, end in context_windows(len(ids), room, doc_stride):
+            rows.append((query, ids[start:end], offsets[start:end]))
+            owners.append(index)
+    return (*pack_question_windows(rows, tokenizer, seq_length), np.array(owners))
+
+
+def _softmax(logits):
+    """Softmax over the last axis."""
+    shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    return shifted / shifted.sum(axis=-1, keepdims=True)
 
 
 def _texts(texts_a, texts_b, i):
@@ -330,14 +552,16 @@ def read_inputs(path, text_a, text_b):
 
 
 def write_records(records, output, output_format):
-    """JSONL (one object a line) or CSV (text_a, text_b, label, label_id, p_<label>... or score) to
-    `output`, written to a temporary name and renamed when complete; None writes to stdout."""
+    """JSONL (one object a line) or CSV to `output`, written to a temporary name and renamed when
+    complete; None writes to stdout. CSV: one column per key (probabilities as p_<label>), lists and
+    objects (NER words, tags and entities) as JSON text."""
     if output_format == "jsonl":
         text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
     else:
         flat = []
         for record in records:
-            row = {k: v for k, v in record.items() if k != "probabilities"}
+            row = {k: json.dumps(v, ensure_ascii=False) if isinstance(v, (list, dict)) else v
+                   for k, v in record.items() if k != "probabilities"}
             row.update({f"p_{name}": f"{p:.6f}" for name, p in record.get("probabilities", {}).items()})
             flat.append(row)
         fields = list(dict.fromkeys(k for row in flat for k in row))
@@ -370,9 +594,11 @@ def _output_format(output, requested):
     return suffix[1:]
 
 
-def _default_columns(task):
-    """The text columns of the model's GLUE task, else `text`."""
+def _default_columns(task, task_type):
+    """The text columns of the model's GLUE task; `question` and `context` for QA; else `text`."""
     from src.glue_to_records import TASKS  # noqa: PLC0415
+    if task_type == QUESTION_ANSWERING:
+        return "question", "context"
     spec = TASKS.get(task)
     if spec is None or not isinstance(spec.text_a, str):
         return "text", None
@@ -382,19 +608,19 @@ def _default_columns(task):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0], epilog=__doc__.split("\n\n", 2)[2],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("texts", nargs="*", help="texts to label (or first texts of pairs)")
+    parser.add_argument("texts", nargs="*", help="texts to label (or first texts of pairs; questions for QA)")
     parser.add_argument("--model", required=True, help="a task .ckpt, a .mindir or .onnx file, or a deploy folder")
     parser.add_argument("--vocab_file", default=None, help=f"the model's vocabulary (default: {VOCAB_FILE} beside "
                                                            "the model)")
     parser.add_argument("--do_lower_case", choices=("true", "false"), default=None,
                         help="override the casing of the tokenizer_config.json beside the vocabulary")
     parser.add_argument("--text_b", action="append", default=None,
-                        help="with texts on the command line: the second text of each pair, once per text; "
-                             "with --input: the column of the second texts")
+                        help="with texts on the command line: the second text of each pair (the context of "
+                             "each question for QA), once per text; with --input: the column of the second texts")
     parser.add_argument("--input", default=None, help="a TSV/CSV/JSONL file with a header, or - for standard input "
                                                       "(one text a line; a tab separates a pair)")
     parser.add_argument("--text_a", default=None, help="column of the texts in --input (default: the model's GLUE "
-                                                       "task's, else 'text')")
+                                                       "task's; 'question' (and 'context') for QA; else 'text')")
     parser.add_argument("--output", default=None, help="a .jsonl or .csv file (default: JSONL on standard output)")
     parser.add_argument("--format", choices=("jsonl", "csv"), default=None, help="output format (default: from "
                                                                                  "--output's extension)")
@@ -403,6 +629,12 @@ def main(argv=None):
                                                                      "model's)")
     parser.add_argument("--labels", default=None, help="label names, comma-separated, for an exported file "
                                                        "without a model.json")
+    qa = parser.add_argument_group("question answering", "windows over long contexts, as src.squad_to_records "
+                                                         "cuts them, and the span search")
+    qa.add_argument("--doc_stride", type=int, default=128, help="pieces between window starts (default 128)")
+    qa.add_argument("--max_query_length", type=int, default=64, help="question pieces kept (default 64)")
+    qa.add_argument("--max_answer_length", type=int, default=30, help="longest answer in pieces (default 30)")
+    qa.add_argument("--n_best_size", type=int, default=20, help="start and end candidates per window (default 20)")
     args = parser.parse_args(argv)
     with _log_to_stderr():
         _predict(args)
@@ -433,12 +665,15 @@ def _predict(args):
         if texts_b is not None and len(texts_b) != len(texts_a):
             raise ValueError(f"{len(texts_b)} --text_b for {len(texts_a)} texts: give one --text_b per text")
     else:
-        column_a, column_b = _default_columns(predictor.task)
+        column_a, column_b = _default_columns(predictor.task, predictor.task_type)
         if args.text_b and len(args.text_b) > 1:
             raise ValueError("with --input, --text_b names one column")
-        texts_a, texts_b = read_inputs(args.input, args.text_a or column_a,
-                                       args.text_b[0] if args.text_b else (None if args.text_a else column_b))
-    records = predictor.records(texts_a, texts_b, args.batch_size, progress=bool(args.input))
+        if not args.text_b and args.text_a and predictor.task_type != QUESTION_ANSWERING:
+            column_b = None  # a text column of the user's, not the GLUE task's: no second text unless named
+        texts_a, texts_b = read_inputs(args.input, args.text_a or column_a, args.text_b[0] if args.text_b else column_b)
+    records = predictor.records(texts_a, texts_b, args.batch_size, progress=bool(args.input),
+                                doc_stride=args.doc_stride, max_query_length=args.max_query_length,
+                                max_answer_length=args.max_answer_length, n_best_size=args.n_best_size)
     write_records(records, args.output, output_format)
     if args.output:
         print(f"labelled {len(records)} texts into {args.output}", file=sys.stderr)

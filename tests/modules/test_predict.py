@@ -183,7 +183,7 @@ def test_bad_inputs_are_one_clear_line(models, tmp_path):
     config = models["config"]
     encoder = BertModel(config)
     save_checkpoint(tmp_path / "gd.ckpt", named_parameters(encoder, "bert."), model_metadata(encoder))
-    with pytest.raises(ValueError, match="has no classifier.*give a task checkpoint"):
+    with pytest.raises(ValueError, match="has no task head.*give a task checkpoint"):
         Predictor(tmp_path / "gd.ckpt", models["vocab"])
     with pytest.raises(FileNotFoundError, match="no vocabulary for .*pass --vocab_file"):
         Predictor(models["ckpt"])
