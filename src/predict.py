@@ -33,6 +33,7 @@ input, in input order.
 import argparse
 import contextlib
 import csv
+import dataclasses
 import io
 import json
 import os
@@ -365,11 +366,9 @@ class Predictor:
     def entity_records(self, texts, batch_size=32, progress=False):
         """The tags and entities of raw sentences (a token-classification model).
 
-        Words are BERT's pre-tokenisation (split at whitespace and punctuation, as CoNLL-2003 writes
-        them); each word's tag is read at its first piece, and a sentence longer than seq_length - 2
-        pieces is split at word boundaries, as `conll_to_records` splits training sentences. Tags
-        become entities by conlleval's rules (`assessment_method.entity_spans`: IOB2, a stray I-
-        starts an entity).
+        Sentences are cut into records by `sentence_windows`; each word's tag is read at its first
+        piece, and tags become entities by conlleval's rules (`assessment_method.entity_spans`:
+        IOB2, a stray I- starts an entity).
 
         Args:
             texts (list[str]): sentences.
@@ -383,34 +382,15 @@ class Predictor:
             ValueError: label names that are not IOB tags (O, B-TYPE, I-TYPE).
         """
         self._expect(TOKEN_CLASSIFICATION, "tag words")
-        windows, sentence_index, first_word, word_spans, sentence_starts = [], [], [], [], [0]
-        for index, (ids, offsets, word_ids) in enumerate(encode_with_offsets(self.tokenizer, texts)):
-            words = np.split(np.arange(len(ids)), np.flatnonzero(np.diff(word_ids)) + 1) if len(ids) else []
-            pieces = [ids[word[0]:word[-1] + 1] for word in words]
-            word_spans.append([(int(offsets[word[0], 0]), int(offsets[word[-1], 1])) for word in words])
-            for start, end in word_windows([len(p) for p in pieces], self.seq_length - 2):
-                windows.append(pieces[start:end])
-                sentence_index.append(index)
-                first_word.append(start)
-            sentence_starts.append(sentence_starts[-1] + len(words))
-        input_ids, attention_mask, token_type_ids, word_index = pack_word_windows(windows, self.tokenizer,
-                                                                                  self.seq_length)
-        logits = self._run((input_ids, attention_mask, token_type_ids), batch_size, progress)
+        windows = sentence_windows(self.tokenizer, texts, self.seq_length)
+        logits = self._run(windows.inputs, batch_size, progress)
         self._check_labels(logits.shape[-1])
         try:
             entity_spans(self.label_names)
         except ValueError:
             raise ValueError(f"the model's labels ({', '.join(self.label_names)}) are not IOB tags (O, B-TYPE, "
                              "I-TYPE): name them with --labels, or the model.json beside the model") from None
-        probabilities = words_from_windows(_softmax(logits), word_index >= 0, np.arange(len(windows)), sentence_index,
-                                           first_word, sentence_starts, 0.0)
-        out = []
-        for index, (text, spans) in enumerate(zip(texts, word_spans)):
-            words = probabilities[sentence_starts[index]:sentence_starts[index + 1]]
-            tags = [self.label_names[i] for i in words.argmax(axis=1)]
-            out.append({"text": text, "words": [text[a:b] for a, b in spans], "tags": tags,
-                        "entities": sentence_entities(text, spans, tags, words.max(axis=1))})
-        return out
+        return tag_sentences(texts, windows, logits, self.label_names)
 
     def answer_records(self, questions, contexts, batch_size=32, progress=False, doc_stride=128, max_query_length=64,
                        max_answer_length=30, n_best_size=20):
@@ -450,6 +430,77 @@ class Predictor:
             out.append({"question": question, "context": context, "answer": "" if start is None else context[start:end],
                         "start_char": start, "end_char": end, "score": score})
         return out
+
+
+@dataclasses.dataclass
+class SentenceWindows:
+    """Raw sentences cut into token-classification records (see `sentence_windows`).
+
+    inputs: input_ids, attention_mask, token_type_ids (F, seq_length) int32; word_index (F,
+    seq_length) int32, the word (in its window) whose first piece sits at a position, else -1;
+    sentence_index, first_word (F,) the sentence of each record and its first word there;
+    sentence_starts (S+1,) where each sentence's words begin among all words; word_spans, per
+    sentence, [begin, end) characters of each word.
+    """
+    inputs: tuple
+    word_index: np.ndarray
+    sentence_index: list
+    first_word: list
+    sentence_starts: list
+    word_spans: list
+
+
+def sentence_windows(tokenizer, texts, seq_length):
+    """Token-classification records of raw sentences, cut as `conll_to_records` cuts training data.
+
+    Words are BERT's pre-tokenisation (split at whitespace and at punctuation, as CoNLL-2003 writes
+    them); a sentence of more than seq_length - 2 pieces is split at word boundaries
+    (`windows.word_windows`).
+
+    Args:
+        tokenizer (WordPieceTokenizer): the model's tokenizer.
+        texts (list[str]): sentences.
+        seq_length (int): tokens per record.
+    Returns:
+        SentenceWindows.
+    """
+    windows, sentence_index, first_word, word_spans, sentence_starts = [], [], [], [], [0]
+    for index, (ids, offsets, word_ids) in enumerate(encode_with_offsets(tokenizer, texts)):
+        words = np.split(np.arange(len(ids)), np.flatnonzero(np.diff(word_ids)) + 1) if len(ids) else []
+        pieces = [ids[word[0]:word[-1] + 1] for word in words]
+        word_spans.append([(int(offsets[word[0], 0]), int(offsets[word[-1], 1])) for word in words])
+        for start, end in word_windows([len(p) for p in pieces], seq_length - 2):
+            windows.append(pieces[start:end])
+            sentence_index.append(index)
+            first_word.append(start)
+        sentence_starts.append(sentence_starts[-1] + len(words))
+    *inputs, word_index = pack_word_windows(windows, tokenizer, seq_length)
+    return SentenceWindows(tuple(inputs), word_index, sentence_index, first_word, sentence_starts, word_spans)
+
+
+def tag_sentences(texts, windows, logits, label_names):
+    """Each sentence's word tags and entities from the logits of its records.
+
+    Each word's tag is the most probable label at its first piece (softmax over the labels).
+
+    Args:
+        texts (list[str]): the sentences.
+        windows (SentenceWindows): their records.
+        logits (array (F, seq_length, C)): the model's logits for the records.
+        label_names (list[str]): C IOB tags.
+    Returns:
+        list[dict]: per sentence, text, words, tags (one per word), and entities (see
+        `sentence_entities`).
+    """
+    probabilities = words_from_windows(_softmax(logits), windows.word_index >= 0, np.arange(len(logits)),
+                                       windows.sentence_index, windows.first_word, windows.sentence_starts, 0.0)
+    out = []
+    for index, (text, spans) in enumerate(zip(texts, windows.word_spans)):
+        words = probabilities[windows.sentence_starts[index]:windows.sentence_starts[index + 1]]
+        tags = [label_names[i] for i in words.argmax(axis=1)]
+        out.append({"text": text, "words": [text[a:b] for a, b in spans], "tags": tags,
+                    "entities": sentence_entities(text, spans, tags, words.max(axis=1))})
+    return out
 
 
 def sentence_entities(text, word_spans, tags, scores):
