@@ -29,6 +29,7 @@ ENCODER_PREFIX = "bert."
 HEAD_PREFIX = "dense_1."  # sentence and token classifiers
 HEAD_PREFIXES = (HEAD_PREFIX, "dense1.")  # ... and the QA span head (the zoo's BertSquad name)
 SHARED_PROJECTION_PREFIX = "fit_dense."  # TinyBERT's W_h: trained in GD, kept for task phase 1
+MULTITASK_HEADS_PREFIX = "heads."  # multi-task student: heads.<i>.dense_1.*, task i of the `tasks` metadata
 STATE_PREFIX = "state."  # optimizer and loss-scale state kept for resuming, not model weights
 
 # File names inside OUTPUT_DIR/PHASE; the teacher phase writes teacher_*.ckpt instead of student_*.
@@ -42,6 +43,7 @@ PARTIAL_SUFFIX = ".partial"  # hidden temporary files: ".NAME.partial.ckpt", nev
 MODEL_CONFIG, NUM_LABELS, LABEL_NAMES, TASK, SEQ_LENGTH = "model_config", "num_labels", "label_names", "task", \
     "seq_length"
 ARCHITECTURE = "architecture"  # the model class (Hugging Face's name), e.g. BertForTokenClassification
+TASKS = "tasks"  # multi-task student: JSON [{name, num_labels, label_names, metric}], one per head in order
 
 
 def canonical_name(name):
@@ -165,8 +167,9 @@ def rotate_checkpoints(directory, model, keep):
 def load_model(path, for_inference=True):
     """(model, metadata) rebuilt from a checkpoint that carries its model config.
 
-    The model class is the recorded `architecture` (a sentence or token classifier, a QA model,
-    or a bare BertModel from general distillation). Raises ValueError for a checkpoint written without `model_config`
+    The model class is the recorded `architecture` (a sentence or token classifier, a QA model, a
+    multi-task classifier with its `tasks`, or a bare BertModel from general distillation).
+    Raises ValueError for a checkpoint written without `model_config`
     (before checkpoints carried their model): pass the model config explicitly then.
     """
     from src.tinybert_model import BertConfig, BertModel
@@ -180,7 +183,11 @@ def load_model(path, for_inference=True):
     task_types = {task.model.__name__: name for name, task in TASK_TYPES.items()}
     architecture = metadata.get(ARCHITECTURE) or ("BertForSequenceClassification"
                                                   if HEAD_PREFIX + "weight" in tensors else "BertModel")
-    if architecture in task_types:
+    if architecture == "BertForMultiTaskClassification":
+        from src.distill.multitask import BertForMultiTaskClassification
+        model = BertForMultiTaskClassification(config, [task["num_labels"] for task in json.loads(metadata[TASKS])])
+        assign_parameters(named_parameters(model), tensors, f"checkpoint {path}")
+    elif architecture in task_types:
         head = next((tensors[p + "weight"] for p in HEAD_PREFIXES if p + "weight" in tensors), None)
         model = build_task_model(task_types[architecture], config, head.shape[0] if head is not None else 2)
         assign_parameters(named_parameters(model), tensors, f"checkpoint {path}")

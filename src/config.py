@@ -241,6 +241,8 @@ def load_config(argv=(), defaults_path=DEFAULT_CONFIG):
     _validate(values)
     _check_losses(values["distill"])
     _check_ensemble(values["teacher"]["ensemble"])
+    from src.multitask_data import task_rows  # it reads configs: imported here, not at the top
+    task_rows(values["multitask"])
     _check_task(values["task"])
     pruning_settings(Config(values["pruning"]))
     if values["compute_type"] == "auto":

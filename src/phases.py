@@ -6,6 +6,8 @@
   prune    pruning with distillation: a masked student (src/prune/), soft targets, gold labels and
            explicit matches, the cubic threshold schedule; evaluates at the final threshold
   teacher  supervised fine-tuning of the teacher on the task; evaluates
+  multitask  td2's prediction and label terms for several tasks at once: one student encoder, a head
+           and a teacher per `multitask.tasks` row (src/distill/multitask.py); evaluates every task
   eval     a student checkpoint on the dev set
 `--phase=td` runs the chain td1 -> td2; each phase of a chain starts from its predecessor's final
 checkpoint. A new phase (pruning, say) is one more entry and, if it builds something new, one more
@@ -14,14 +16,17 @@ branch in `build_models`.
 import dataclasses
 import json
 
-from src.checkpoint import (ENCODER_PREFIX, HEAD_PREFIXES, LABEL_NAMES, assign_parameters, load_checkpoint, model_metadata,
-                            named_parameters, split_metadata)
-from src.config import bert_config, pruning_settings, teacher_specs
+from src.checkpoint import (ENCODER_PREFIX, HEAD_PREFIXES, LABEL_NAMES, MULTITASK_HEADS_PREFIX, assign_parameters,
+                            load_checkpoint, model_metadata, named_parameters, split_metadata)
+from src.config import bert_config, pruning_settings, resolve_model, teacher_specs
+from src.distill.multitask import (BertForMultiTaskClassification, MultiTaskDistillationLoss, MultiTaskTeacher,
+                                   multitask_metadata)
 from src.distill.matches import resolve_matches
 from src.distill.teacher import LiveTeacher, TeacherEnsemble, freeze, no_teacher
 from src.prune.apply import PRUNING_METHOD, apply_masking, mask_score_parameters, regularization_term
 from src.student_init import copy_teacher_layers
 from src.tinybert_for_gd_td import DistillationLoss, make_projections
+from src.multitask_data import task_config, task_rows
 from src.tasks import build_task_model, label_names_from_records
 from src.tinybert_model import BertModel
 
@@ -34,7 +39,7 @@ class Phase:
     training); trains: "student" or "teacher" ("" = nothing); head: the trained model has a task
     head (False: the bare encoder of general distillation); labels: reads label_ids; terms: loss
     terms of `DistillationLoss`; teacher: loads a frozen teacher; evaluates: runs the dev set and
-    keeps the best checkpoint.
+    keeps the best checkpoint; tasks: trains one head per `multitask.tasks` row.
     """
     name: str
     optimizer: str
@@ -46,6 +51,7 @@ class Phase:
     evaluates: bool
     preset: bool = True
     prunes: bool = False
+    tasks: bool = False
 
 
 PHASES = {phase.name: phase for phase in (
@@ -57,6 +63,8 @@ PHASES = {phase.name: phase for phase in (
           evaluates=True),
     Phase("prune", "prune", "student", head=True, labels=True, terms=("prediction", "label", "matches"),
           teacher=True, evaluates=True, preset=False, prunes=True),
+    Phase("multitask", "multitask_train", "student", head=True, labels=True, terms=("prediction", "label"),
+          teacher=True, evaluates=True, tasks=True),
     Phase("eval", "", "", head=True, labels=True, terms=(), teacher=False, evaluates=True),
 )}
 CHAINS = {"td": ("td1", "td2")}
@@ -75,13 +83,14 @@ class Models:
     DistillationLoss (None for eval); teachers: the frozen teacher models, if the phase has them;
     teacher_source: what the step gets the teachers' outputs from; projections: {name: Dense}
     saved with the student; matches: the intermediate matches; metadata: what the checkpoints
-    record about the model; pruning: a `Pruning` in the prune phase.
+    record about the model; pruning: a `Pruning` in the prune phase; tasks: the `Task`s of a
+    multi-task student.
     """
 
     def __init__(self, trained, name, prefix, metadata, loss=None, teachers=(), teacher_source=None,
-                 projections=None, matches=(), pruning=None):
+                 projections=None, matches=(), pruning=None, tasks=()):
         self.trained, self.name, self.prefix, self.metadata = trained, name, prefix, metadata
-        self.pruning = pruning
+        self.pruning, self.tasks = pruning, list(tasks)
         self.loss, self.teachers, self.teacher_source = loss, list(teachers), teacher_source
         self.projections, self.matches = projections or {}, matches
 
@@ -119,7 +128,8 @@ def _init_student(cfg, student, prefix, checkpoint, teacher, logger, chained):
         init_mode = "checkpoint" if checkpoint else "random"
     if init_mode == "checkpoint":
         _require(checkpoint, "student.checkpoint", "the student's initial weights")
-        tensors, left = _load_into(student, checkpoint, "student checkpoint", prefix, allow_missing=HEAD_PREFIXES)
+        tensors, left = _load_into(student, checkpoint, "student checkpoint", prefix,
+                                   allow_missing=HEAD_PREFIXES + (MULTITASK_HEADS_PREFIX,))
         logger.info("student initialised from %s%s", checkpoint,
                     f" (left as initialised: {', '.join(left)})" if left else "")
         return tensors
@@ -154,6 +164,8 @@ def build_models(cfg, phase, logger, student_checkpoint=""):
     student_checkpoint: initial student weights when the phase runs in a chain (overrides
     student.checkpoint). Raises ValueError / FileNotFoundError for missing or mismatched inputs.
     """
+    if phase.tasks or (not phase.trains and cfg.multitask.tasks):
+        return _build_multitask(cfg, phase, logger, student_checkpoint)
     num_labels = cfg.task.num_labels
     regression = num_labels == 1 and cfg.task.type == "sequence_classification"
     labels = task_label_names(cfg)
@@ -222,6 +234,60 @@ def build_models(cfg, phase, logger, student_checkpoint=""):
         metadata[PRUNING_METHOD] = pruning.settings.pruning_method
     return Models(student, "student", prefix, metadata, loss=loss, teachers=teachers, teacher_source=source,
                   projections=projections, matches=matches, pruning=pruning)
+
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+    """One task of a multi-task student: its checked row (`multitask_data.TaskRow`), the run's config
+    as a single-task run of it sees it, and its single-task Models (its view of the student, its
+    loss, teacher and teacher source)."""
+    row: object
+    config: object
+    models: Models
+
+
+def _build_multitask(cfg, phase, logger, student_checkpoint):
+    """The multi-task student (a head per `multitask.tasks` row) and, when training, each task's
+    teacher (its own config and checkpoint, labels checked) and loss; eval loads a multi-task checkpoint."""
+    rows = task_rows(cfg.multitask)
+    if not rows:
+        raise ValueError("multitask.tasks is empty: give one row per task, {name, train_path, eval_path, "
+                         "teacher_checkpoint}")
+    s_config = bert_config(cfg, "student")
+    student = BertForMultiTaskClassification(s_config if phase.trains else s_config.for_inference(),
+                                             [row.num_labels for row in rows])
+    metadata = {**model_metadata(student, 0, (), "multitask", cfg.seq_length), **multitask_metadata(rows)}
+    checkpoint = student_checkpoint or cfg.student.checkpoint
+    if not phase.trains:
+        _require(checkpoint, "student.checkpoint", "the multi-task student to evaluate")
+        _load_into(student, checkpoint, "student checkpoint")
+        return Models(student, "student", "", metadata, tasks=[
+            Task(row, task_config(cfg, row), Models(student.task_model(i), "student", "", {}))
+            for i, row in enumerate(rows)])
+    tasks = []
+    for i, row in enumerate(rows):
+        key = f"multitask.tasks[{i}]"
+        for path_key, what in (("train_path", "training records"), ("teacher_checkpoint", "fine-tuned teacher")):
+            if not getattr(row, path_key):
+                raise ValueError(f"{key}.{path_key} is empty: give task {row.name}'s {what}")
+        t_config = resolve_model(row.teacher_model or cfg.teacher.model, cfg.model_presets.to_dict(),
+                                 f"{key}.teacher_model").replace(compute_type=cfg.compute_type)
+        if t_config.max_position_embeddings < cfg.seq_length:
+            raise ValueError(f"seq_length {cfg.seq_length} exceeds {key}.teacher_model's max_position_embeddings "
+                             f"{t_config.max_position_embeddings}")
+        teacher = freeze(build_task_model("sequence_classification", t_config.for_inference(), row.num_labels))
+        _load_into(teacher, row.teacher_checkpoint, f"{key}.teacher_checkpoint", label_names=row.labels)
+        model = student.task_model(i)
+        loss = DistillationLoss(model, phase.terms, cfg.distill, regression=row.num_labels == 1)
+        tasks.append(Task(row, task_config(cfg, row), Models(model, "student", "", {}, loss=loss, teachers=[teacher],
+                                                             teacher_source=LiveTeacher(teacher, with_logits=True))))
+    teachers = [task.models.teachers[0] for task in tasks]
+    _init_student(cfg, student, "", checkpoint, teachers[0], logger, bool(student_checkpoint))
+    loss = MultiTaskDistillationLoss([task.models.loss for task in tasks])
+    source = MultiTaskTeacher([task.models.teacher_source for task in tasks])
+    logger.info("tasks: %s", "; ".join(f"{row.name} ({row.num_labels} labels, {row.metric}, teacher "
+                                       f"{row.teacher_checkpoint})" for row in rows))
+    return Models(student, "student", "", metadata, loss=loss, teachers=teachers, teacher_source=source, tasks=tasks)
 
 
 @dataclasses.dataclass

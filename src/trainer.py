@@ -19,9 +19,11 @@ from src.cli import require_device
 from src.config import bert_config, config_changes, save_config, teacher_specs
 from src.dataset import create_dataset, record_files
 from src.distill.schedules import schedule_values
+from src.distill.multitask import MultiTaskEvaluator, MultiTaskTeacher
 from src.distill.teacher import CachedTeacher, cache_key, combine_logits, load_or_build_cache
 from src.dropout import number_dropout_sites, set_dropout_step
 from src.logger import get_logger
+from src.multitask_data import interleaved_batches
 from src.optimizer import build_optimizer
 from src.phases import PHASES, build_models
 from src.prune.apply import PRUNING_METHOD, baked_parameters, set_threshold
@@ -79,7 +81,10 @@ def _check_vocab(input_ids, vocab_size):
 
 def _teacher_source(cfg, models, phase, logger):
     """The live teacher(s), or their logits from the cache (one file per teacher) when the phase
-    needs nothing else from them."""
+    needs nothing else from them. A multi-task student: each task's, by the batch's task."""
+    if models.tasks:
+        sources = [_teacher_source(task.config, task.models, phase, logger) for task in models.tasks]
+        return MultiTaskTeacher([source for source, _ in sources]), sources[0][1]
     if not (cfg.distill.teacher_cache and models.teachers and not models.matches):
         return models.teacher_source, False
     files = record_files(cfg.data.train_path, cfg.data.format)
@@ -112,21 +117,28 @@ def run_phase(cfg, name, student_checkpoint=""):
     models = build_models(cfg, phase, logger, student_checkpoint)
     number_dropout_sites(models.trained)  # masks by place in the model, whatever else the process built
     best_path = phase_dir / BEST_CHECKPOINT.format(model=models.name)
-    evaluator = Evaluator(cfg, name, models.trained, best_path, logger, metrics) \
-        if phase.evaluates and rank == 0 else None
+    evaluator = None
+    if phase.evaluates and rank == 0:
+        evaluator = MultiTaskEvaluator([task.config for task in models.tasks], [task.row.name for task in models.tasks],
+                                       name, [task.models.trained for task in models.tasks], best_path, logger,
+                                       metrics) if models.tasks else \
+            Evaluator(cfg, name, models.trained, best_path, logger, metrics)
     if not phase.optimizer:
         results, count = evaluator.evaluate()
         logger.info("eval: %s", evaluator.log_line(results, count))
-        return results[cfg.task.metric]
+        return results[evaluator.metric]
 
     block = getattr(cfg, phase.optimizer)
     label_columns = TASK_TYPES[cfg.task.type].label_columns
     teacher, cached = _teacher_source(cfg, models, phase, logger)
-    dataset = create_dataset(cfg.data.train_path, cfg.data.format, block.batch_size, cfg.seq_length,
-                             with_labels=phase.labels, shuffle=cfg.data.shuffle, num_shards=group_size,
-                             shard_id=rank, drop_remainder=True, schema_file=cfg.data.schema_file, seed=cfg.seed,
-                             padding=cfg.data.padding, buckets=cfg.data.buckets, with_example_ids=cached,
-                             label_columns=label_columns)
+    # A multi-task batch ends with its task's index (src/multitask_data.py); its labels are checked as read.
+    dataset = interleaved_batches(cfg, [task.row for task in models.tasks], block.batch_size, group_size, rank,
+                                  cached) if models.tasks else \
+        create_dataset(cfg.data.train_path, cfg.data.format, block.batch_size, cfg.seq_length,
+                       with_labels=phase.labels, shuffle=cfg.data.shuffle, num_shards=group_size, shard_id=rank,
+                       drop_remainder=True, schema_file=cfg.data.schema_file, seed=cfg.seed,
+                       padding=cfg.data.padding, buckets=cfg.data.buckets, with_example_ids=cached,
+                       label_columns=label_columns)
     steps_per_epoch = dataset.get_dataset_size()
     total_steps = steps_per_epoch * block.epochs
     if block.max_steps:
@@ -139,7 +151,8 @@ def run_phase(cfg, name, student_checkpoint=""):
                                             block.clip_norm)
     train_cell.set_train(True)
     # Teacher and student read the same token ids: both vocabularies must hold them.
-    vocab_size = min([spec[0].vocab_size for spec in teacher_specs(cfg)]
+    vocab_size = min(([t.bert.config.vocab_size for t in models.teachers] if models.tasks else
+                      [spec[0].vocab_size for spec in teacher_specs(cfg)])
                      + ([] if phase.trains == "teacher" else [bert_config(cfg, "student").vocab_size]))
     # Every input is checked: from here on the phase folder is written.
     if rank == 0:
@@ -168,7 +181,7 @@ def run_phase(cfg, name, student_checkpoint=""):
             if step >= total_steps:
                 break
             _check_vocab(batch[0].asnumpy(), vocab_size)
-            if phase.labels:
+            if phase.labels and not models.tasks:
                 labels = [c.asnumpy() for c in batch[3:3 + len(label_columns)]]
                 check_labels(cfg.task.type, labels[0] if len(labels) == 1 else np.stack(labels, axis=1),
                              cfg.task.num_labels, "the training records", cfg.seq_length)
@@ -186,7 +199,8 @@ def run_phase(cfg, name, student_checkpoint=""):
             lr = train_cell.optimizer.get_lr()  # a tuple, one per parameter, when groups have their own rate
             log.step_done(epoch + 1, step, loss_value, components.asnumpy(), bool(overflow.asnumpy()),
                           float(scale.asnumpy()), float((lr[0] if isinstance(lr, tuple) else lr).asnumpy()), schedule,
-                          {"threshold": float(pruning.threshold.asnumpy()[0])} if pruning else None)
+                          {"threshold": float(pruning.threshold.asnumpy()[0])} if pruning else
+                          {"task": models.tasks[batch[-1]].row.name} if models.tasks else None)
             if rank == 0:
                 saver.step_done(step, models.weights(), train_state(train_cell), models.metadata)
             if evaluator and cfg.eval.every_steps and step % cfg.eval.every_steps == 0:
