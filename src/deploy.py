@@ -27,7 +27,8 @@ import numpy as np
 
 from src.checkpoint import LABEL_NAMES, MODEL_CONFIG, SEQ_LENGTH, TASK, load_checkpoint, split_metadata
 from src.logger import get_logger
-from src.predict import FLOAT_ONNX, INPUT_NAMES, MODEL_DESCRIPTION, VOCAB_FILE, mindir_input_shape, onnx_session
+from src.predict import (FLOAT_ONNX, INPUT_NAMES, MODEL_DESCRIPTION, QUESTION_ANSWERING, SEQUENCE_CLASSIFICATION,
+                         TOKEN_CLASSIFICATION, VOCAB_FILE, mindir_input_shape, onnx_session)
 from src.tokenization import TOKENIZER_CONFIG, load_vocab, resolve_casing
 
 INT8_ONNX = "model.int8.onnx"
@@ -48,51 +49,76 @@ def task_metric(task, num_labels):
     return "pearson" if num_labels == 1 else "accuracy"
 
 
-def dev_logits(model_paths, dev_path, data_format, seq_length, batch_size=32):
-    """({path: float32 logits (N, num_labels)}, labels (N,)) of ONNX models over dev records.
+def dev_logits(model_paths, dev_path, data_format, seq_length, batch_size=32, task_type=SEQUENCE_CLASSIFICATION):
+    """Logits of ONNX models over dev records, with the records' labels (and example ids).
 
     The records are read once (padding cut to each batch's longest row) and every model runs the same
     batches through an ONNX Runtime session with graph optimisations on.
+
+    Returns:
+        tuple ({path: logits}, labels, example_ids). Sentence classification: logits (N, C) and
+        labels (N,) float32 / int arrays, example_ids []. Token classification and QA: lists of
+        per-batch arrays (batches of different lengths), as `tasks.evaluate` takes them: logits
+        (B, T, C) or (B, 2, T), labels (B, T) or (B, 2) start/end, example ids (B,).
     """
     from src.dataset import create_dataset  # noqa: PLC0415 -- loads MindSpore's data pipeline
+    from src.tasks import TASK_TYPES  # noqa: PLC0415
+    label_columns = TASK_TYPES[task_type].label_columns
+    with_ids = task_type != SEQUENCE_CLASSIFICATION
     data = create_dataset(str(dev_path), data_format, batch_size, seq_length, with_labels=True, shuffle=False,
-                          drop_remainder=False, padding="longest")
-    batches, labels = [], []
-    for input_ids, attention_mask, token_type_ids, label_ids in data.create_tuple_iterator(num_epochs=1):
-        batches.append({name: x.asnumpy() for name, x in zip(INPUT_NAMES, (input_ids, attention_mask, token_type_ids))})
-        labels.append(label_ids.asnumpy())
+                          drop_remainder=False, padding="longest", with_example_ids=with_ids,
+                          label_columns=label_columns)
+    batches, labels, example_ids = [], [], []
+    for batch in data.create_tuple_iterator(num_epochs=1):
+        batches.append({name: x.asnumpy() for name, x in zip(INPUT_NAMES, batch[:3])})
+        columns = [c.asnumpy() for c in batch[3:3 + len(label_columns)]]
+        labels.append(columns[0] if len(columns) == 1 else np.stack(columns, axis=1))
+        if with_ids:
+            example_ids.append(batch[-1].asnumpy())
     logits = {}
     for path in model_paths:
         session = onnx_session(path)
-        logits[path] = np.concatenate([session.run(["logits"], batch)[0] for batch in batches])
-    return logits, np.concatenate(labels)
+        logits[path] = [session.run(["logits"], batch)[0] for batch in batches]
+    if with_ids:
+        return logits, labels, example_ids
+    return {path: np.concatenate(values) for path, values in logits.items()}, np.concatenate(labels), []
 
 
-def int8_check(float_logits, int8_logits, labels, metric, max_drop):
+def int8_check(float_logits, int8_logits, labels, metric, max_drop, score=None):
     """Compare the int8 model's dev metric with the float model's.
 
     Args:
-        float_logits, int8_logits (np.ndarray): (N, num_labels) logits of the two models.
-        labels (np.ndarray): (N,) gold class ids or scores.
-        metric (str): a key of assessment_method.METRICS.
+        float_logits, int8_logits: the two models' logits: (N, num_labels) arrays, or for NER and
+            QA lists of per-batch arrays (see `dev_logits`).
+        labels (np.ndarray): (N,) gold class ids or scores (sentence classification).
+        metric (str): the metric's name (a key of assessment_method.METRICS without `score`).
         max_drop (float): the most points (metric x 100) int8 may lose.
+        score (callable, default None): logits -> the metric's value, for metrics that need more
+            than `labels` (NER and QA: `tasks.evaluate` with the records' mapping); None computes
+            `assessment_method.compute_metric(metric, logits, labels)`.
     Returns:
         dict: metric, examples, float32 and int8 values, drop_points, agreement (share of examples
-        with the same predicted class; for regression, the largest score difference), max_drop_points.
+        whose predicted classes, or answer start and end, are all the same; for regression, the
+        largest score difference), max_drop_points.
     Raises:
         ValueError: int8 loses more than `max_drop` points.
     """
     from src.assessment_method import compute_metric  # noqa: PLC0415
-    float_value, int8_value = (float(compute_metric(metric, x, labels)) for x in (float_logits, int8_logits))
-    result = {"metric": metric, "examples": int(len(labels)), "float32": float_value, "int8": int8_value,
+    score = score or (lambda logits: compute_metric(metric, logits, labels))
+    float_value, int8_value = float(score(float_logits)), float(score(int8_logits))
+    float_batches, int8_batches = ((x if isinstance(x, list) else [x]) for x in (float_logits, int8_logits))
+    examples = sum(len(batch) for batch in float_batches)
+    result = {"metric": metric, "examples": examples, "float32": float_value, "int8": int8_value,
               "drop_points": round(100.0 * (float_value - int8_value), 4), "max_drop_points": max_drop}
-    if float_logits.shape[1] == 1:
-        result["max_score_difference"] = float(np.abs(float_logits - int8_logits).max())
+    if float_batches[0].shape[-1] == 1:
+        result["max_score_difference"] = float(max(np.abs(a - b).max() for a, b in zip(float_batches, int8_batches)))
     else:
-        result["agreement"] = float((float_logits.argmax(1) == int8_logits.argmax(1)).mean())
+        same = [np.all(a.argmax(-1) == b.argmax(-1), axis=tuple(range(1, a.ndim - 1)))
+                for a, b in zip(float_batches, int8_batches)]
+        result["agreement"] = float(np.concatenate(same).mean())
     if result["drop_points"] > max_drop:
         raise ValueError(f"the int8 model loses {result['drop_points']:.2f} points of dev {metric} ({float_value:.4f} "
-                         f"-> {int8_value:.4f} on {len(labels)} examples), more than --max_int8_drop {max_drop}: "
+                         f"-> {int8_value:.4f} on {examples} examples), more than --max_int8_drop {max_drop}: "
                          "ship the float model (--no_int8) or allow a larger drop")
     return result
 
@@ -109,19 +135,33 @@ def quantize(float_path, int8_path):
     prepared.unlink()
 
 
-def description(metadata, seq_length, num_labels, files, mindir_shape, check):
+OUTPUTS = {  # the logits output of each task shape: its shape and meaning
+    SEQUENCE_CLASSIFICATION: (["batch", "labels"], "one logit per label, in the order of `labels`; softmax gives "
+                                                   "probabilities"),
+    TOKEN_CLASSIFICATION: (["batch", "sequence", "labels"], "one logit per label at every token, in the order of "
+                                                            "`labels`; a word's tag is read at its first piece"),
+    QUESTION_ANSWERING: (["batch", 2, "sequence"], "row 0: the logit of each token starting the answer, row 1: of it "
+                                                   "ending it (the question is text_a, the context text_b)"),
+}
+
+
+def description(metadata, seq_length, num_labels, files, mindir_shape, check, task_type=SEQUENCE_CLASSIFICATION):
     """The model.json dict: inputs, outputs, labels, task, files, the int8 check."""
     labels = json.loads(metadata.get(LABEL_NAMES, "[]"))
-    output = "one score (regression)" if num_labels == 1 else \
-        "one logit per label, in the order of `labels`; softmax gives probabilities"
+    shape, output = OUTPUTS[task_type]
+    shape = [num_labels if dim == "labels" else dim for dim in shape]
+    problem = task_type
+    if task_type == SEQUENCE_CLASSIFICATION:
+        problem = "regression" if num_labels == 1 else "single_label_classification"
+        output = "one score (regression)" if num_labels == 1 else output
     return {
         "task": metadata.get(TASK, ""),
-        "problem": "regression" if num_labels == 1 else "single_label_classification",
+        "problem": problem,
         "labels": labels,
         "max_seq_length": seq_length,
         "inputs": [{"name": name, "dtype": "int32", "shape": ["batch", "sequence"], "meaning": INPUT_MEANING[name]}
                    for name in INPUT_NAMES],
-        "outputs": [{"name": "logits", "dtype": "float32", "shape": ["batch", num_labels], "meaning": output}],
+        "outputs": [{"name": "logits", "dtype": "float32", "shape": shape, "meaning": output}],
         "files": files,
         "mindir_input_shape": list(mindir_shape) if mindir_shape else None,
         "model_config": json.loads(metadata[MODEL_CONFIG]),
@@ -165,14 +205,16 @@ def deploy(checkpoint, vocab_file, output_dir, dev_path=None, data_format="mindr
             model's, an int8 model that loses more than `max_int8_drop` points.
     """
     from src.config import load_config  # noqa: PLC0415
-    from src.export_model import export_student  # noqa: PLC0415
+    from src.export_model import export_student, head_task_type, head_weight  # noqa: PLC0415
+    from src.tasks import TASK_TYPES, evaluate  # noqa: PLC0415
     logger = get_logger()
     tensors, metadata = split_metadata(load_checkpoint(checkpoint))
     if MODEL_CONFIG not in metadata:
         raise ValueError(f"{checkpoint} does not record its model config: deploy needs a checkpoint written by this "
                          "project's training (OUTPUT_DIR/td2/student_best.ckpt)")
-    if "dense_1.weight" not in tensors:
-        raise ValueError(f"{checkpoint} has no classifier: deploy a task checkpoint (OUTPUT_DIR/td2/student_best.ckpt)")
+    head = head_weight(tensors)
+    if head is None:
+        raise ValueError(f"{checkpoint} has no task head: deploy a task checkpoint (OUTPUT_DIR/td2/student_best.ckpt)")
     if int8 and not dev_path:
         raise ValueError("--dev_path is needed to check the int8 model's accuracy (or pass --no_int8)")
     if dev_path and not Path(dev_path).exists():
@@ -183,7 +225,8 @@ def deploy(checkpoint, vocab_file, output_dir, dev_path=None, data_format="mindr
         raise ValueError(f"{vocab_file} has {len(vocab)} tokens but the model only {model_vocab} embeddings: pass the "
                          "vocabulary the model was trained with")
     do_lower_case, casing_source = resolve_casing(vocab_file, vocab)
-    num_labels = int(tensors["dense_1.weight"].shape[0])
+    num_labels = int(head.shape[0])
+    task_type = head_task_type(tensors, metadata)
     seq_length = int(metadata.get(SEQ_LENGTH) or 128)
     tmp = _prepare_output(output_dir)
     try:
@@ -196,10 +239,13 @@ def deploy(checkpoint, vocab_file, output_dir, dev_path=None, data_format="mindr
         if int8:
             quantize(tmp / FLOAT_ONNX, tmp / INT8_ONNX)
             files["onnx_int8"] = INT8_ONNX
-            logits, labels = dev_logits([tmp / FLOAT_ONNX, tmp / INT8_ONNX], dev_path, data_format, seq_length,
-                                        batch_size)
-            check = int8_check(logits[tmp / FLOAT_ONNX], logits[tmp / INT8_ONNX], labels,
-                               task_metric(metadata.get(TASK, ""), num_labels), max_int8_drop)
+            logits, labels, example_ids = dev_logits([tmp / FLOAT_ONNX, tmp / INT8_ONNX], dev_path, data_format,
+                                                     seq_length, batch_size, task_type)
+            metric, score = task_metric(metadata.get(TASK, ""), num_labels), None
+            if task_type != SEQUENCE_CLASSIFICATION:  # entity F1, SQuAD F1: scored through the records' mapping
+                metric = TASK_TYPES[task_type].metrics[0]
+                score = lambda x: evaluate(task_type, metric, x, labels, example_ids, dev_path)[metric]  # noqa: E731
+            check = int8_check(logits[tmp / FLOAT_ONNX], logits[tmp / INT8_ONNX], labels, metric, max_int8_drop, score)
             check["dev_path"] = str(dev_path)
             logger.info("int8 check on %d dev examples: %s %.4f (float32) vs %.4f (int8), %.2f points lost",
                         check["examples"], check["metric"], check["float32"], check["int8"], check["drop_points"])
@@ -209,7 +255,7 @@ def deploy(checkpoint, vocab_file, output_dir, dev_path=None, data_format="mindr
         tokenizer = {"tokenizer_class": "BertTokenizer", "do_lower_case": do_lower_case, "model_max_length": seq_length}
         (tmp / TOKENIZER_CONFIG).write_text(json.dumps(tokenizer, indent=2) + "\n", encoding="utf-8")
         described = description(metadata, seq_length, num_labels, files,
-                                mindir_input_shape(tmp / MINDIR) if mindir else None, check)
+                                mindir_input_shape(tmp / MINDIR) if mindir else None, check, task_type)
         (tmp / MODEL_DESCRIPTION).write_text(json.dumps(described, indent=2) + "\n", encoding="utf-8")
         output_dir = Path(output_dir)
         old = output_dir.with_name(f".{output_dir.name}.old-{os.getpid()}")

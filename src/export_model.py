@@ -27,7 +27,8 @@ from src.checkpoint import (ARCHITECTURE, HEAD_PREFIXES, assign_parameters, load
 from src.cli import require_device
 from src.config import DEFAULT_CONFIG, bert_config, load_config
 from src.logger import get_logger
-from src.tinybert_model import BertConfig, BertModel, LogitsOnly
+from src.tinybert_model import (BertConfig, BertForQuestionAnswering, BertForSequenceClassification, BertModel,
+                                LogitsOnly)
 
 EXTENSIONS = {"MINDIR": ".mindir", "ONNX": ".onnx", "AIR": ".air"}
 TOLERANCE = 1e-4
@@ -70,21 +71,30 @@ def head_weight(tensors):
     return next((tensors[p + "weight"] for p in HEAD_PREFIXES if p + "weight" in tensors), None)
 
 
-def build_exportable(config, tensors, source, architecture=""):
-    """(network, output names) of an inference BertConfig and checkpoint tensors: the task head's
-    logits if the tensors hold a head (sequence classifier (B, C), token classifier (B, T, C), QA
-    span head (B, 2, T): start then end logits), else the encoder's sequence and pooled outputs.
+def head_task_type(tensors, metadata):
+    """The task shape (a `tasks.TASK_TYPES` name) of a checkpoint's head, or None for an encoder.
 
-    architecture: the model class the checkpoint records (`checkpoint.ARCHITECTURE`); a `dense_1`
-    head without one is a sentence classifier, as checkpoints were before token classifiers existed.
+    The recorded model class (`checkpoint.ARCHITECTURE`) decides; without one, a `dense_1` head is a
+    sentence classifier (as checkpoints were before token classifiers existed) and `dense1` a QA head.
     """
-    from src.tasks import TASK_TYPES, build_task_model  # noqa: PLC0415 -- tasks imports the converters
-    head = head_weight(tensors)
-    if head is not None:
-        task_types = {task.model.__name__: name for name, task in TASK_TYPES.items()}
-        architecture = architecture or ("BertForQuestionAnswering" if HEAD_PREFIXES[1] + "weight" in tensors
-                                        else "BertForSequenceClassification")
-        model = build_task_model(task_types[architecture], config, head.shape[0])
+    from src.tasks import TASK_TYPES  # noqa: PLC0415 -- tasks imports the converters
+    if head_weight(tensors) is None:
+        return None
+    recorded = {task.model.__name__: name for name, task in TASK_TYPES.items()}.get(metadata.get(ARCHITECTURE))
+    default = BertForQuestionAnswering if HEAD_PREFIXES[1] + "weight" in tensors else BertForSequenceClassification
+    return recorded or default.task
+
+
+def build_exportable(config, tensors, source, task_type=None):
+    """(network, output names) of an inference BertConfig and checkpoint tensors: the task head's
+    logits for a task model (sequence classifier (B, C), token classifier (B, T, C), QA span head
+    (B, 2, T): start then end logits), else the encoder's sequence and pooled outputs.
+
+    task_type: the head's task shape (`head_task_type`); None for an encoder.
+    """
+    from src.tasks import build_task_model  # noqa: PLC0415
+    if task_type is not None:
+        model = build_task_model(task_type, config, head_weight(tensors).shape[0])
         network, outputs = LogitsOnly(model), ("logits",)
         assign_parameters(named_parameters(model), tensors, f"student checkpoint {source}")
     else:
@@ -283,14 +293,14 @@ def export_student(cfg):
     if seq_length > config.max_position_embeddings:
         raise ValueError(f"seq_length {seq_length} exceeds the student's max_position_embeddings "
                          f"{config.max_position_embeddings}")
-    architecture = metadata.get(ARCHITECTURE, "")
-    network, output_names = build_exportable(config, tensors, cfg.export.checkpoint, architecture)
+    task_type = head_task_type(tensors, metadata)
+    network, output_names = build_exportable(config, tensors, cfg.export.checkpoint, task_type)
     batch_size = cfg.export.batch_size or (1 if file_format == "AIR" else None)
     path = Path(cfg.export.file_name + EXTENSIONS[file_format])
     if file_format == "ONNX":
         # The exact GELU through a polynomial erf: ONNX export has no Erf op.
         exported, _ = build_exportable(config.replace(hidden_act="gelu_poly") if config.hidden_act == "gelu"
-                                       else config, tensors, cfg.export.checkpoint, architecture)
+                                       else config, tensors, cfg.export.checkpoint, task_type)
         head = head_weight(tensors)
         head_width = head.shape[0] if head is not None else config.hidden_size
         probe_batch, probe_sequence = probe_sizes(config, head_width)
