@@ -26,6 +26,7 @@ from src.checkpoint import (ARCHITECTURE, HEAD_PREFIXES, assign_parameters, load
                             split_metadata)
 from src.cli import require_device
 from src.config import DEFAULT_CONFIG, bert_config, load_config
+from src.distill.multitask import all_heads, head_names, single_head
 from src.logger import get_logger
 from src.tinybert_model import (BertConfig, BertForQuestionAnswering, BertForSequenceClassification, BertModel,
                                 LogitsOnly)
@@ -85,14 +86,18 @@ def head_task_type(tensors, metadata):
     return recorded or default.task
 
 
-def build_exportable(config, tensors, source, task_type=None):
+def build_exportable(config, tensors, source, task_type=None, heads=()):
     """(network, output names) of an inference BertConfig and checkpoint tensors: the task head's
     logits for a task model (sequence classifier (B, C), token classifier (B, T, C), QA span head
-    (B, 2, T): start then end logits), else the encoder's sequence and pooled outputs.
+    (B, 2, T): start then end logits), every head's for a multi-task student (`logits_<task>`, in
+    head order), else the encoder's sequence and pooled outputs.
 
-    task_type: the head's task shape (`head_task_type`); None for an encoder.
+    task_type: the head's task shape (`head_task_type`); None for an encoder. heads: a multi-task
+    student's task names (`multitask.head_names`).
     """
     from src.tasks import build_task_model  # noqa: PLC0415
+    if heads:
+        return all_heads(config, tensors, source), tuple(f"logits_{name}" for name in heads)
     if task_type is not None:
         model = build_task_model(task_type, config, head_weight(tensors).shape[0])
         network, outputs = LogitsOnly(model), ("logits",)
@@ -288,19 +293,21 @@ def export_student(cfg):
     require_device(cfg.device_target)
     ms.set_context(mode=ms.GRAPH_MODE, device_target=cfg.device_target)
     tensors, metadata = split_metadata(load_checkpoint(cfg.export.checkpoint))
+    if cfg.export.head:  # one head of a multi-task student, written as a sentence classifier
+        tensors, metadata = single_head(tensors, metadata, cfg.export.head)
     config = student_config(cfg, metadata).replace(compute_type=cfg.compute_type).for_inference()
     seq_length = export_seq_length(cfg, metadata)
     if seq_length > config.max_position_embeddings:
         raise ValueError(f"seq_length {seq_length} exceeds the student's max_position_embeddings "
                          f"{config.max_position_embeddings}")
-    task_type = head_task_type(tensors, metadata)
-    network, output_names = build_exportable(config, tensors, cfg.export.checkpoint, task_type)
+    task_type, heads = head_task_type(tensors, metadata), head_names(metadata)
+    network, output_names = build_exportable(config, tensors, cfg.export.checkpoint, task_type, heads)
     batch_size = cfg.export.batch_size or (1 if file_format == "AIR" else None)
     path = Path(cfg.export.file_name + EXTENSIONS[file_format])
     if file_format == "ONNX":
         # The exact GELU through a polynomial erf: ONNX export has no Erf op.
         exported, _ = build_exportable(config.replace(hidden_act="gelu_poly") if config.hidden_act == "gelu"
-                                       else config, tensors, cfg.export.checkpoint, task_type)
+                                       else config, tensors, cfg.export.checkpoint, task_type, heads)
         head = head_weight(tensors)
         head_width = head.shape[0] if head is not None else config.hidden_size
         probe_batch, probe_sequence = probe_sizes(config, head_width)

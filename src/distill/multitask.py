@@ -20,7 +20,8 @@ import mindspore as ms
 from mindspore import nn
 
 from src.callbacks import SHORT_METRIC, Evaluator
-from src.checkpoint import MULTITASK_HEADS_PREFIX, TASKS, save_checkpoint
+from src.checkpoint import (ARCHITECTURE, LABEL_NAMES, MULTITASK_HEADS_PREFIX, NUM_LABELS, TASK, TASKS,
+                            assign_parameters, named_parameters, save_checkpoint)
 from src.dropout import StatelessDropout
 from src.tinybert_model import BertModel, _dense
 
@@ -179,18 +180,43 @@ class MultiTaskEvaluator:
         return value
 
 
-def head_tensors(tensors, metadata, head):
-    """A single-task checkpoint's tensors cut from a multi-task one: the encoder and task `head`'s
-    classifier as `dense_1.*`.
+def single_head(tensors, metadata, head):
+    """One head of a multi-task checkpoint as a sentence classifier's checkpoint: the encoder, task
+    `head`'s classifier as `dense_1.*`, and that task's metadata (labels, name).
 
-    tensors: {name: Tensor} of a BertForMultiTaskClassification checkpoint; metadata: its metadata;
-    head: a task name from its `tasks` entry. Raises ValueError naming the tasks for an unknown one.
+    tensors, metadata: a checkpoint's (`checkpoint.split_metadata`); head: a task name.
+    Returns (tensors, metadata). Raises ValueError when the checkpoint is not a multi-task one or has
+    no task of that name (the message lists its tasks).
     """
-    names = [task["name"] for task in json.loads(metadata[TASKS])]
+    if TASKS not in metadata:
+        raise ValueError(f"export.head: {head!r} names a task head, but this checkpoint is not a multi-task "
+                         "student: leave export.head empty")
+    tasks = json.loads(metadata[TASKS])
+    names = [task["name"] for task in tasks]
     if head not in names:
         raise ValueError(f"export.head: {head!r} is not a task of this checkpoint: one of {', '.join(names)}, or "
                          "empty for every head")
-    prefix = f"{MULTITASK_HEADS_PREFIX}{names.index(head)}."
+    index = names.index(head)
+    prefix = f"{MULTITASK_HEADS_PREFIX}{index}."
     kept = {name: value for name, value in tensors.items() if not name.startswith(MULTITASK_HEADS_PREFIX)}
     kept.update({name[len(prefix):]: value for name, value in tensors.items() if name.startswith(prefix)})
-    return kept
+    described = {key: value for key, value in metadata.items() if key != TASKS}
+    described.update({ARCHITECTURE: "BertForSequenceClassification", TASK: head,
+                      NUM_LABELS: tasks[index]["num_labels"], LABEL_NAMES: json.dumps(tasks[index]["label_names"])})
+    return kept, described
+
+
+def head_names(metadata):
+    """The task names of a multi-task checkpoint's heads, in order; () for any other checkpoint."""
+    return tuple(task["name"] for task in json.loads(metadata[TASKS])) if TASKS in metadata else ()
+
+
+def all_heads(config, tensors, source):
+    """A multi-task student built from checkpoint tensors, for export: every head's logits as outputs."""
+    widths = []
+    while f"{MULTITASK_HEADS_PREFIX}{len(widths)}.dense_1.weight" in tensors:
+        widths.append(tensors[f"{MULTITASK_HEADS_PREFIX}{len(widths)}.dense_1.weight"].shape[0])
+    model = BertForMultiTaskClassification(config, widths)
+    assign_parameters(named_parameters(model), tensors, f"student checkpoint {source}")
+    model.set_train(False)
+    return model

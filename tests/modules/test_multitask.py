@@ -148,3 +148,47 @@ def test_a_glue_row_takes_its_labels_and_metric():
     with pytest.raises(ValueError, match="multitask.tau: must not be negative"):
         task_rows({"tau": -1.0, "tasks": []})
     assert json.loads(json.dumps(load_config([]).multitask.tasks)) == []
+
+
+# ---- export: every head, or one ----
+
+@pytest.fixture
+def multitask_checkpoint(tmp_path, student_config):
+    from src.checkpoint import model_metadata, save_checkpoint  # noqa: PLC0415
+    from src.distill.multitask import multitask_metadata  # noqa: PLC0415
+    model = BertForMultiTaskClassification(student_config.for_inference(), [2, 3])
+    rows = task_rows({"tau": 1.0, "tasks": [{"name": "sst2", "eval_path": "d"},
+                                            {"name": "topic", "eval_path": "e", "num_labels": 3}]})
+    path = tmp_path / "multitask.ckpt"
+    save_checkpoint(path, named_parameters(model), {**model_metadata(model, 0, (), "multitask", SEQ),
+                                                    **multitask_metadata(rows)})
+    return path, model
+
+
+def test_export_writes_every_head_as_its_own_output_or_one_head(multitask_checkpoint, tmp_path):
+    import onnxruntime  # noqa: PLC0415
+    from src.export_model import export_student  # noqa: PLC0415
+    path, model = multitask_checkpoint
+    rng = np.random.default_rng(1)
+    ids = rng.integers(1, 99, (3, SEQ)).astype(np.int32)
+    inputs = {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
+    expected = [x.asnumpy() for x in model(*[ms.Tensor(x) for x in inputs.values()])]
+    written, _ = export_student(load_config([f"--export.checkpoint={path}", "--export.file_format=ONNX",
+                                             f"--export.file_name={tmp_path / 'all'}"]))
+    session = onnxruntime.InferenceSession(str(written), providers=["CPUExecutionProvider"])
+    assert [o.name for o in session.get_outputs()] == ["logits_sst2", "logits_topic"]
+    for actual, wanted in zip(session.run(None, inputs), expected):
+        np.testing.assert_allclose(actual, wanted, atol=1e-5)
+    written, _ = export_student(load_config([f"--export.checkpoint={path}", "--export.file_format=ONNX",
+                                             f"--export.file_name={tmp_path / 'topic'}", "--export.head=topic"]))
+    session = onnxruntime.InferenceSession(str(written), providers=["CPUExecutionProvider"])
+    assert [o.name for o in session.get_outputs()] == ["logits"]
+    np.testing.assert_allclose(session.run(None, inputs)[0], expected[1], atol=1e-5)
+    written, _ = export_student(load_config([f"--export.checkpoint={path}", f"--export.file_name={tmp_path / 'all'}"]))
+    outputs = nn.GraphCell(ms.load(str(written)))(*[ms.Tensor(x) for x in inputs.values()])
+    for actual, wanted in zip(outputs, expected):
+        np.testing.assert_allclose(actual.asnumpy(), wanted, atol=1e-6)
+    with pytest.raises(ValueError, match="export.head: 'mrpc' is not a task of this checkpoint: one of sst2, topic"):
+        export_student(load_config([f"--export.checkpoint={path}", f"--export.file_name={tmp_path / 'x'}",
+                                    "--export.head=mrpc"]))
+    assert not list(tmp_path.glob("x*"))
