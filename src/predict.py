@@ -686,7 +686,7 @@ def main(argv=None):
     qa.add_argument("--max_query_length", type=int, default=64, help="question pieces kept (default 64)")
     qa.add_argument("--max_answer_length", type=int, default=30, help="longest answer in pieces (default 30)")
     qa.add_argument("--n_best_size", type=int, default=20, help="start and end candidates per window (default 20)")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)  # texts and their --text_b may alternate
     with _log_to_stderr():
         _predict(args)
 

@@ -1,6 +1,7 @@
 """predict for NER and extractive QA: entity spans from known logits against seqeval, the answer span over
 windows mapped back to the context's characters, the same spans through a checkpoint, its MINDIR and its ONNX
 file, and bad input as one error line."""
+import csv
 import json
 import os
 import re
@@ -15,7 +16,7 @@ import pytest
 from src.checkpoint import model_metadata, named_parameters, save_checkpoint
 from src.config import load_config
 from src.export_model import export_student
-from src.predict import Predictor, question_windows, sentence_windows, tag_sentences
+from src.predict import Predictor, main, question_windows, sentence_windows, tag_sentences
 from src.tinybert_model import BertForQuestionAnswering, BertForTokenClassification, LogitsOnly
 from src.tokenization import WordPieceTokenizer
 from src.windows import best_answer_spans
@@ -201,6 +202,22 @@ def test_the_three_formats_give_the_same_answers(models):
             assert (ours["answer"], ours["start_char"], ours["end_char"]) == \
                 (theirs["answer"], theirs["start_char"], theirs["end_char"]), name
             assert ours["score"] == pytest.approx(theirs["score"], abs=1e-4)
+
+
+def test_command_line_pairs_alternate_and_csv_holds_json(models, tmp_path, capsys):
+    onnx = models["root"] / "qa" / "model.onnx"
+    options = ["--doc_stride", "4", "--max_query_length", "6"]
+    main(["--model", str(onnx), QUESTION, "--text_b", CONTEXT, "who ran?", "--text_b", "The dog ran.", *options])
+    records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    expected = Predictor(onnx).records([QUESTION, "who ran?"], [CONTEXT, "The dog ran."], doc_stride=4,
+                                       max_query_length=6)
+    assert records == json.loads(json.dumps(expected))
+    main(["--model", str(models["root"] / "ner" / "model.onnx"), *SENTENCES[:2], "--output", str(tmp_path / "ner.csv")])
+    with open(tmp_path / "ner.csv", newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    ours = Predictor(models["root"] / "ner" / "model.onnx").records(SENTENCES[:2])
+    assert [json.loads(r["tags"]) for r in rows] == [r["tags"] for r in ours]
+    assert [json.loads(r["entities"]) for r in rows] == json.loads(json.dumps([r["entities"] for r in ours]))
 
 
 def _predict(*args):
