@@ -9,8 +9,8 @@ sequence length that no dimension of the model uses) and rewritten with the `onn
 are dynamic: the shapes given to Reshape, the position ids and full-size constants are recomputed from
 the input's shape. The inputs are input_ids, attention_mask, token_type_ids; the output logits (a
 sentence classifier's (batch, labels), a token classifier's (batch, sequence, labels), a QA model's
-(batch, 2, sequence): start, then end logits), or sequence_output and pooled_output for an encoder. The reload check runs the file at several batch
-sizes and sequence lengths against the MindSpore Cell.
+(batch, 2, sequence): start, then end logits), or sequence_output and pooled_output for an encoder.
+The reload check runs the file at several batch sizes and sequence lengths against the MindSpore Cell.
 """
 import json
 import os

@@ -16,8 +16,8 @@ from src.tinybert_model import BertForQuestionAnswering, BertForTokenClassificat
 from src.tokenization import WordPieceTokenizer
 from src.windows import features_path
 from tests.modules.test_conll_to_records import read_back
-from tests.modules.test_predict import tiny_config, write_vocab
-from tests.modules.test_predict_spans import CONTEXT, QUESTION, SEQ, SENTENCES, TAGS, _cell_logits, _save
+from tests.modules.test_predict import cell_logits, tiny_config, write_vocab
+from tests.modules.test_predict_spans import CONTEXT, QUESTION, SEQ, SENTENCES, TAGS, _save
 
 QUESTIONS = [QUESTION, "who ran?", "what was fun?"]
 CONTEXTS = [CONTEXT, CONTEXT, "The film was fun, and the cat sat on the mat."]
@@ -61,7 +61,7 @@ def test_ner_folder(root):
     check = _check(described, root / "ner", "token_classification", ["batch", "sequence", len(TAGS)])
     assert described["labels"] == TAGS
     rows = read_back(root / "ner_dev.mindrecord")
-    logits = _cell_logits(model, (rows["input_ids"], rows["input_mask"], rows["segment_ids"]))
+    logits = cell_logits(model, (rows["input_ids"], rows["input_mask"], rows["segment_ids"]))
     expected = ner_scores(logits, rows["label_ids"], rows["example_id"], features_path(root / "ner_dev.mindrecord"))
     assert check["examples"] == len(rows["input_ids"]) > len(SENTENCES)  # a sentence over two windows
     assert check["float32"] == expected["f1"] == 1.0
@@ -88,7 +88,7 @@ def test_qa_folder(root):
     described = deploy(root / "qa.ckpt", vocab, root / "qa", output, max_int8_drop=100.0)
     check = _check(described, root / "qa", "question_answering", ["batch", 2, "sequence"])
     rows = read_back(output)
-    logits = _cell_logits(model, (rows["input_ids"], rows["input_mask"], rows["segment_ids"]))
+    logits = cell_logits(model, (rows["input_ids"], rows["input_mask"], rows["segment_ids"]))
     expected = squad_evaluate(logits[:, 0], logits[:, 1], rows["example_id"], features_path(output),
                               examples_path(output))
     assert check["examples"] == len(rows["input_ids"]) > len(QUESTIONS)

@@ -71,18 +71,22 @@ def models(tmp_path_factory):
             "ckpt": root / "run" / "student.ckpt", "mindir": exported / "student.mindir", "onnx": exported / "student.onnx"}
 
 
-def reference_logits(models, texts_a, texts_b):
-    """The MindSpore Cell on every row padded to SEQ, in one batch, in input order."""
+def cell_logits(model, arrays):
+    """The task model's head output (the MindSpore Cell, PyNative) for packed inputs, every row at full length."""
     ms.set_context(mode=ms.PYNATIVE_MODE)
     try:
-        network = LogitsOnly(models["model"])
+        network = LogitsOnly(model)
         network.set_train(False)
-        tokenizer = WordPieceTokenizer(models["vocab"])
-        ids_b = None if texts_b is None else [None if t is None else tokenizer.token_ids([t])[0] for t in texts_b]
-        arrays = tokenizer.build_inputs(tokenizer.token_ids(texts_a), ids_b, SEQ)
         return network(*[ms.Tensor(x) for x in arrays]).asnumpy()
     finally:
         ms.set_context(mode=ms.GRAPH_MODE)
+
+
+def reference_logits(models, texts_a, texts_b):
+    """The MindSpore Cell on every row padded to SEQ, in one batch, in input order."""
+    tokenizer = WordPieceTokenizer(models["vocab"])
+    ids_b = None if texts_b is None else [None if t is None else tokenizer.token_ids([t])[0] for t in texts_b]
+    return cell_logits(models["model"], tokenizer.build_inputs(tokenizer.token_ids(texts_a), ids_b, SEQ))
 
 
 def softmax(x):
@@ -166,14 +170,8 @@ def test_regression_model_gives_a_score(tmp_path):
     config = tiny_config(len(vocab.read_text().splitlines()))
     model = make_classifier(tmp_path / "stsb.ckpt", config, [], seed=3)
     records = Predictor(tmp_path / "stsb.ckpt", vocab).records(TEXTS[:3], ["the cat", "fun", "a dog"])
-    ms.set_context(mode=ms.PYNATIVE_MODE)
-    try:
-        network = LogitsOnly(model)
-        network.set_train(False)
-        arrays = WordPieceTokenizer(vocab).encode_batch(TEXTS[:3], ["the cat", "fun", "a dog"], SEQ)
-        expected = network(*[ms.Tensor(x) for x in arrays]).asnumpy()[:, 0]
-    finally:
-        ms.set_context(mode=ms.GRAPH_MODE)
+    arrays = WordPieceTokenizer(vocab).encode_batch(TEXTS[:3], ["the cat", "fun", "a dog"], SEQ)
+    expected = cell_logits(model, arrays)[:, 0]
     np.testing.assert_allclose([r["score"] for r in records], expected, atol=1e-5)
     assert "label" not in records[0]
 

@@ -17,10 +17,10 @@ from src.checkpoint import model_metadata, named_parameters, save_checkpoint
 from src.config import load_config
 from src.export_model import export_student
 from src.predict import Predictor, main, question_windows, sentence_windows, tag_sentences
-from src.tinybert_model import BertForQuestionAnswering, BertForTokenClassification, LogitsOnly
+from src.tinybert_model import BertForQuestionAnswering, BertForTokenClassification
 from src.tokenization import WordPieceTokenizer
 from src.windows import best_answer_spans
-from tests.modules.test_predict import tiny_config, write_vocab
+from tests.modules.test_predict import cell_logits, tiny_config, write_vocab
 
 ROOT = Path(__file__).resolve().parents[2]
 SEQ = 16
@@ -62,17 +62,6 @@ def models(tmp_path_factory):
         _export(root / f"{name}.ckpt", root / name, {"labels": TAGS, "max_seq_length": SEQ} if name == "ner" else
                 {"max_seq_length": SEQ})
     return {"root": root, "vocab": vocab, "ner": ner, "qa": qa}
-
-
-def _cell_logits(model, arrays):
-    """The MindSpore Cell's head output for packed inputs, every row at full length."""
-    ms.set_context(mode=ms.PYNATIVE_MODE)
-    try:
-        network = LogitsOnly(model)
-        network.set_train(False)
-        return network(*[ms.Tensor(x) for x in arrays]).asnumpy()
-    finally:
-        ms.set_context(mode=ms.GRAPH_MODE)
 
 
 def _word_spans(text):
@@ -160,8 +149,8 @@ def test_the_three_formats_give_the_same_entities(models):
         for word in pieces + [None]:
             if word is None or sum(map(len, window)) + len(word) > SEQ - 2:
                 ids = [tokenizer.cls_id] + [p for w in window for p in w] + [tokenizer.sep_id]
-                arrays = [np.array([ids], np.int32), np.ones((1, len(ids)), np.int32), np.zeros((1, len(ids)), np.int32)]
-                logits = _cell_logits(models["ner"], arrays)[0]
+                ids = np.array([ids], np.int32)
+                logits = cell_logits(models["ner"], [ids, np.ones_like(ids), np.zeros_like(ids)])[0]
                 firsts = np.cumsum([1] + [len(w) for w in window[:-1]])
                 tags += [TAGS[i] for i in logits[firsts].argmax(axis=1)]
                 window = []
@@ -189,7 +178,7 @@ def test_the_three_formats_give_the_same_answers(models):
     # Reference: the Cell on every window at full length, then every valid span by brute force.
     tokenizer = WordPieceTokenizer(models["vocab"])
     *arrays, offsets, owners = question_windows(tokenizer, questions, contexts, SEQ, 4, 6)
-    logits = _cell_logits(models["qa"], arrays)
+    logits = cell_logits(models["qa"], arrays)
     for index, record in enumerate(records["ckpt"]):
         candidates = [(logits[row, 0, s] + logits[row, 1, e], offsets[row, s, 0], offsets[row, e, 1])
                       for row in np.flatnonzero(owners == index) for s in range(SEQ) for e in range(s, min(s + 5, SEQ))
