@@ -8,7 +8,7 @@
 # training step, e.g. a smoke run: ... /tmp/smoke --teacher_finetune.max_steps=2 --gd.max_steps=2 \
 #   --td1.max_steps=2 --td2.max_steps=2 --eval.every_steps=0
 # Environment: SST2_ROWS (first rows of SST-2 train used, default 16000), TASKS (default "sst2 mrpc"),
-# REPEATS (timed passes over the dev set per model in the speed check, default 3).
+# STUDENTS (default "layers random"; "layers" alone skips general distillation), REPEATS (timed passes over the dev set per model in the speed check, default 3).
 # Wall time of each stage: OUT_DIR/times.tsv; speed and parameter counts: OUT_DIR/TASK/speed.txt.
 # Finished stages are marked in OUT_DIR/done/: rerunning on the same OUT_DIR resumes (rm -r it to start over).
 set -euo pipefail
@@ -21,6 +21,7 @@ OUT=bench_output
 EXTRA=("$@")
 SST2_ROWS=${SST2_ROWS:-16000}
 TASKS=${TASKS:-sst2 mrpc}
+STUDENTS=${STUDENTS:-layers random}
 REPEATS=${REPEATS:-3}
 GLUE=$DATA/glue
 [[ -f $GLUE/SST-2/train.tsv && -f $DATA/wikitext/wikitext-2-raw.wiki.test.raw ]] || {
@@ -47,11 +48,13 @@ echo "# run started $(date -u '+%F %T') UTC" >> "$OUT/times.tsv"
 stage "import teacher" python -m src.hf_convert import --hf_dir "$MINILM" --output_dir "$PRETRAINED"
 
 # General distillation, once for both tasks: pretrained (not fine-tuned) teacher, random student.
-stage "gd records" python -m src.corpus_to_records --input_files "$DATA/wikitext/wikitext-2-raw.wiki.test.raw" \
-  --vocab_file "$VOCAB" --output_dir "$OUT/records/gd" --seq_length 128
-stage "gd" python run_general_distill.py --config_path=bench/real_sst2.yaml --seq_length=128 \
-  --output_dir="$OUT/gd" "$TEACHER_MODEL" --teacher.checkpoint="$PRETRAINED/model.ckpt" \
-  --data.train_path="$OUT/records/gd" --student.init=random "${EXTRA[@]}"
+if [[ " $STUDENTS " == *" random "* ]]; then
+  stage "gd records" python -m src.corpus_to_records --input_files "$DATA/wikitext/wikitext-2-raw.wiki.test.raw" \
+    --vocab_file "$VOCAB" --output_dir "$OUT/records/gd" --seq_length 128
+  stage "gd" python run_general_distill.py --config_path=bench/real_sst2.yaml --seq_length=128 \
+    --output_dir="$OUT/gd" "$TEACHER_MODEL" --teacher.checkpoint="$PRETRAINED/model.ckpt" \
+    --data.train_path="$OUT/records/gd" --student.init=random "${EXTRA[@]}"
+fi
 GD_STUDENT=$OUT/gd/gd/student_final.ckpt
 
 # Per student: its initialisation and the learning rates/steps that differ from bench/real_TASK.yaml.
@@ -80,7 +83,7 @@ run_task() {
   stage "$task teacher fine-tuning" python run_task_distill.py "${common[@]}" --phase=teacher --output_dir="$dir" \
     --teacher.checkpoint="$PRETRAINED/model.ckpt" "${EXTRA[@]}"
   local teacher=$dir/teacher/teacher_best.ckpt
-  for student in layers random; do
+  for student in $STUDENTS; do
     local run=$dir/$student
     # shellcheck disable=SC2046  # student_args prints several --key=value words
     stage "$task $student td1" python run_task_distill.py "${common[@]}" --phase=td1 --output_dir="$run" \
