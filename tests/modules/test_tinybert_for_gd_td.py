@@ -72,6 +72,11 @@ def test_value_relation_match_equals_numpy(student_config, teacher_config):
         {"layer_S": 2, "layer_T": 3, "feature": "value_relation", "loss": "relation_kl", "weight": 2.0,
          "relation_heads": 2}]})
     cell, source, student, teacher, _ = _intermediate_cell(student_config, teacher_config, distill)
+    # Random weights give near-uniform relations and a KL near 1e-3, where float32 cancellation is
+    # the whole difference; larger value weights make the relations peaked and the KL well above it.
+    for model, layer in ((student, 2), (teacher, 3)):
+        value = model.bert_encoder.layers[layer - 1].attention.attention.value_layer.weight
+        value.set_data(value * 4.0)
     ids, mask, segments, _ = _batch(1)
     total, _ = cell(source(ids, mask, segments), SCHEDULE, ids, mask, segments)
     m = mask.asnumpy().astype(np.float64)
@@ -87,8 +92,8 @@ def test_value_relation_match_equals_numpy(student_config, teacher_config):
     t_log = relation(teacher, 3, teacher(ids, mask, segments)[2])
     kl = (np.exp(t_log) * (t_log - s_log)).sum(-1)  # (B, r, T)
     expected = 2.0 * (kl * m[:, None, :]).sum() / (m.sum() * 2)
-    assert expected > 1e-4
-    np.testing.assert_allclose(total.asnumpy(), expected, rtol=1e-3)  # a small KL: float32 cancellation
+    assert expected > 1e-2
+    np.testing.assert_allclose(total.asnumpy(), expected, rtol=1e-4)
 
 
 def test_prediction_and_label_terms_equal_numpy(student_config, teacher_config):
