@@ -41,8 +41,8 @@ for preset in tinybert minilm minilmv2 hidden_mse_smmd; do
 done
 
 # td2 of the tinybert student again, with the live teacher and from the logits cache (built once, then used).
-td2=(python run_task_distill.py "${common[@]}" --phase=td2 --student.init=checkpoint
-     --student.checkpoint="$DIR/tinybert/td1/student_final.ckpt" --eval.every_steps=0 "${EXTRA[@]}")
+td2=(python run_task_distill.py "${common[@]}" --phase=td2 "${EXTRA[@]}" --student.init=checkpoint
+     --student.checkpoint="$DIR/tinybert/td1/student_final.ckpt" --eval.every_steps=0)
 if [[ ! -f $DIR/cache_timed ]]; then
   timed "td2 live teacher" "$DIR/td2_live.log" "${td2[@]}" --output_dir="$DIR/td2_live"
   timed "td2 building the cache" "$DIR/td2_cache_build.log" "${td2[@]}" --output_dir="$DIR/td2_cached" \

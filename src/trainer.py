@@ -211,6 +211,8 @@ def run_phase(cfg, name, student_checkpoint=""):
             train_cell.set_train(True)
         if step >= total_steps:
             break
+    if evaluator and cfg.eval.every_steps and step % cfg.eval.every_steps:  # the steps after the last evaluation
+        evaluator.evaluate_and_keep_best(models.weights(), step, models.metadata, _pruned_enough(models))
     if rank == 0:
         final = phase_dir / FINAL_CHECKPOINT.format(model=models.name)
         save_checkpoint(final, models.weights(), {**models.metadata, "step": step, "phase": name})

@@ -1,13 +1,15 @@
 """Distributed training: the launchers, and 2 CPU workers under msrun against one process.
 
-Select with `pytest -m distributed` (about 3 minutes on 2 cores). What the msrun runs prove:
+Select with `pytest -m distributed`. Every msrun run lives in this one file, so
+that `pytest -n 2 --dist loadfile` never runs two jobs of 2 workers at once. What the msrun runs prove:
   - 2 workers x batch 16 end where 1 process x batch 32 ends (same global batches, step for step),
     with an optimizer made sensitive to the gradient's scale (Adam's eps dominating, no clipping):
     a gradient averaged twice, or summed, would move the weights visibly differently;
   - both ranks end with the same weights (each logs the L1 norm of its student);
   - the learning-rate schedule counts the same steps (the logged lr of every step matches);
   - only rank 0 writes checkpoints and evaluates; task distillation runs both phases distributed;
-  - a killed worker ends the job with an error in bounded time.
+  - a killed worker ends the job with an error in bounded time;
+  - multi-teacher and multi-task distillation take the same steps (multi-task: the same task each step).
 Why the global batches match: MindDataset shards a file row by row (row i -> shard i % 2), so with
 shuffle off rank r's batch k holds rows 32k + r, 32k + r + 2, ...: together, the single process's
 batch k (test_two_shards_make_the_single_process_batches checks it). Rows are full length (mask all
@@ -33,6 +35,8 @@ from src.dataset import create_dataset
 from src.records_writer import RecordsWriter
 from src.tinybert_for_gd_td import make_projection
 from src.tinybert_model import BertConfig, BertForSequenceClassification, BertModel
+from tests.tasks.test_multitask_run import records, tasks_option, write_tasks
+from tests.tasks.test_pipeline import SEQ as PIPELINE_SEQ, run as run_entry
 
 pytestmark = pytest.mark.distributed
 
@@ -282,7 +286,7 @@ def run_two_workers(tiny, entry, phase, output_dir, extra):
     result = run_script("run_distributed_cpu.sh", [2, entry, *common_args(tiny, phase, output_dir),
                                                    f"--{phase}.batch_size={GLOBAL_BATCH // 2}", *extra],
                         folder, FOREGROUND=1, MASTER_PORT=free_port(), LOG_DIR=folder / "LOG",
-                        LOG_FILE=folder / "log.txt", CLUSTER_TIME_OUT=60, JOB_TIMEOUT=240)
+                        LOG_FILE=folder / "log.txt", CLUSTER_TIME_OUT=60, JOB_TIMEOUT=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return [(folder / "LOG" / f"worker_{rank}.log").read_text() for rank in range(2)]
 
@@ -399,3 +403,40 @@ def test_multi_teacher_distillation_on_two_workers_matches_one_process(tiny, tmp
     assert_same_training(tmp_path / "single" / "out" / "td2", tmp_path / "two" / "out" / "td2", single_log, logs,
                          tiny["init.ckpt"])
     assert l1_norms(logs[0])["td2"] == l1_norms(logs[1])["td2"]
+
+
+@needs_msrun
+def test_multitask_on_two_workers_matches_one_process(tmp_path):
+    """Multi-task distillation on 2 workers against one process with their two half batches as one:
+    the same tasks step by step, the same losses and the same weights."""
+    write_tasks(tmp_path)
+    for name in ("teacher", "student"):  # dropout masks depend on the rank: none here
+        shape = json.loads((tmp_path / f"{name}.json").read_text())
+        (tmp_path / f"{name}_nodrop.json").write_text(json.dumps(
+            dict(shape, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)))
+    # eps 1 and no clipping make Adam's step proportional to the gradient, so a gradient averaged
+    # wrongly across the ranks shows in the weights (as tests/tasks/test_distributed.py does).
+    args = [f"--teacher.model={tmp_path / 'teacher_nodrop.json'}", f"--student.model={tmp_path / 'student_nodrop.json'}",
+            f"--seq_length={PIPELINE_SEQ}", "--log_steps=1", "--phase=multitask", f"--multitask.tasks={tasks_option(tmp_path)}",
+            "--student.init=random", "--multitask_train.epochs=1", "--data.shuffle=false", "--data.padding=max_length",
+            "--multitask_train.learning_rate=1.0", "--multitask_train.eps=1.0", "--multitask_train.clip_norm=1.0e6"]
+    single = run_entry(["run_task_distill.py", *args, f"--output_dir={tmp_path / 'single'}", "--multitask_train.batch_size=16"], tmp_path)
+    result = run_script("run_distributed_cpu.sh", [2, "td", *args, f"--output_dir={tmp_path / 'two'}",
+                                                   "--multitask_train.batch_size=8"], tmp_path, FOREGROUND=1,
+                        MASTER_PORT=free_port(), LOG_DIR=tmp_path / "LOG", LOG_FILE=tmp_path / "log.txt",
+                        CLUSTER_TIME_OUT=60, JOB_TIMEOUT=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    ranks = [(tmp_path / "LOG" / f"worker_{rank}.log").read_text() for rank in range(2)]
+    reference, rank0, rank1 = ([(int(s), float(loss), lr) for s, loss, lr in STEP_LINE.findall(log)]
+                               for log in (single.stdout, *ranks))
+    assert len(reference) == len(rank0) == len(rank1) == 6
+    for (step, loss, lr), (_, loss0, lr0), (_, loss1, lr1) in zip(reference, rank0, rank1):
+        assert lr == lr0 == lr1 and abs(loss - (loss0 + loss1) / 2) < 2e-6, step
+    assert [r["task"] for r in records(tmp_path / "two/metrics.jsonl") if "loss" in r] == \
+        [r["task"] for r in records(tmp_path / "single/metrics.jsonl") if "loss" in r]
+    norms = [L1_LINE.findall(log)[0][1] for log in ranks]
+    assert norms[0] == norms[1]  # the ranks hold the same weights
+    expected, _ = split_metadata(load_checkpoint(tmp_path / "single/multitask/student_final.ckpt"))
+    actual, _ = split_metadata(load_checkpoint(tmp_path / "two/multitask/student_final.ckpt"))
+    for name, value in expected.items():
+        np.testing.assert_allclose(actual[name].asnumpy(), value.asnumpy(), atol=1e-5, err_msg=name)
