@@ -36,15 +36,7 @@ PRETRAINED=$OUT/teacher_pretrained
 VOCAB=$PRETRAINED/vocab.txt
 CONFIG=(--config_path=bench/multitask_glue.yaml --teacher.model="$PRETRAINED/config.json")
 
-# stage NAME COMMAND...: runs it unless OUT/done/NAME exists, appends "NAME<TAB>seconds" to OUT/times.tsv.
-stage() {
-  local name=$1 start=$SECONDS marker=$OUT/done/${1// /_}; shift
-  if [[ -f $marker ]]; then echo "== $name: done in an earlier run, skipped"; return; fi
-  echo "== $name: $*"
-  "$@"
-  printf '%s\t%d\n' "$name" $((SECONDS - start)) | tee -a "$OUT/times.tsv"
-  touch "$marker"
-}
+. bench/stage.sh  # stage NAME COMMAND...: a stage that a rerun on the same OUT skips once done
 
 # head_rows FILE N: the header and the first N rows (all rows when N is empty).
 head_rows() { if [[ -n $2 ]]; then head -n $(($2 + 1)) "$1"; else cat "$1"; fi; }

@@ -32,16 +32,7 @@ PRETRAINED=$OUT/teacher_pretrained
 VOCAB=$PRETRAINED/vocab.txt
 TEACHER_MODEL=--teacher.model=$PRETRAINED/config.json
 
-# stage NAME COMMAND...: runs it, appends "NAME<TAB>seconds" to OUT/times.tsv and marks it done in
-# OUT/done/, so that running the script again on the same OUT_DIR resumes after the last finished stage.
-stage() {
-  local name=$1 start=$SECONDS marker=$OUT/done/${1// /_}; shift
-  if [[ -f $marker ]]; then echo "== $name: done in an earlier run ($marker), skipped"; return; fi
-  echo "== $name: $*"
-  "$@"
-  printf '%s\t%d\n' "$name" $((SECONDS - start)) | tee -a "$OUT/times.tsv"
-  touch "$marker"
-}
+. bench/stage.sh  # stage NAME COMMAND...: a stage that a rerun on the same OUT skips once done
 
 mkdir -p "$OUT/done"
 echo "# run started $(date -u '+%F %T') UTC" >> "$OUT/times.tsv"
