@@ -3,7 +3,7 @@
 `run_cli` turns the errors a user can cause or fix into `error: <what is wrong and what to do>`:
 bad input (ValueError, FileNotFoundError, FloatingPointError; exit code 2) and a machine that
 cannot do what was asked (a folder that is not writable, a full disk, a device this MindSpore build
-lacks, MindSpore's own RuntimeError; exit code 1). `TINYBERT_DEBUG=1` shows the traceback instead.
+lacks, a package missing from the environment, MindSpore's own RuntimeError; exit code 1). `TINYBERT_DEBUG=1` shows the traceback instead.
 Training entry points also get a `--help` built from default_config.yaml.
 """
 import errno
@@ -77,6 +77,9 @@ def describe_error(error):
         return _first_line(str(error)), USER_ERROR
     if isinstance(error, OSError):
         return _describe_os_error(error), ENVIRONMENT_ERROR
+    if isinstance(error, ImportError):  # a package the environment lacks (a partial install)
+        return (f"{_first_line(str(error))}: install the project's requirements "
+                "(pip install -r requirements.txt)"), ENVIRONMENT_ERROR
     if isinstance(error, MemoryError):
         return "out of memory: lower the batch size or seq_length, or use a machine with more memory", \
             ENVIRONMENT_ERROR

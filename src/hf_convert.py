@@ -145,7 +145,11 @@ def _read_hf_weights(hf_dir):
     """{HF name: float32 or integer array} from model.safetensors, else pytorch_model.bin."""
     safetensors_path, pickle_path = hf_dir / "model.safetensors", hf_dir / "pytorch_model.bin"
     if safetensors_path.is_file():
-        weights = load_file(str(safetensors_path))
+        try:
+            weights = load_file(str(safetensors_path))
+        except SafetensorError as exc:
+            raise ValueError(f"{safetensors_path} is not a readable safetensors file ({exc}): download or "
+                             "export it again") from exc
     elif pickle_path.is_file():
         try:
             import torch  # only needed for this older format, so not a hard dependency

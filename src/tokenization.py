@@ -44,9 +44,13 @@ def load_vocab(vocab_file):
     if not path.is_file():
         raise FileNotFoundError(f"vocab file {path} does not exist: pass the teacher's vocab.txt")
     vocab = {}
-    with path.open(encoding="utf-8") as f:
-        for index, line in enumerate(f):
-            vocab[line.rstrip("\r\n")] = index
+    try:
+        with path.open(encoding="utf-8") as f:
+            for index, line in enumerate(f):
+                vocab[line.rstrip("\r\n")] = index
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"vocab file {path} is not UTF-8 text (byte {exc.start}): pass the teacher's vocab.txt, "
+                         "one token a line") from exc
     missing = [token for token in SPECIAL_TOKENS if token not in vocab]
     if missing:
         raise ValueError(f"vocab file {path} lacks {', '.join(missing)}: use a BERT WordPiece vocab.txt")

@@ -90,8 +90,11 @@ def test_value_errors_stay_one_line_with_code_2(capsys):
     (FileNotFoundError(errno.ENOENT, "No such file or directory", "/no/such/vocab.txt"),
      "/no/such/vocab.txt does not exist: check the path"),
     (MemoryError(), "out of memory: lower the batch size or seq_length, or use a machine with more memory"),
+    (ImportError("sympy is required for symbolic shape inference"),
+     "sympy is required for symbolic shape inference: install the project's requirements "
+     "(pip install -r requirements.txt)"),
 ])
-def test_os_errors_name_the_path_and_the_fix(error, message):
+def test_environment_errors_name_the_path_and_the_fix(error, message):
     assert describe_error(error)[0] == message
 
 

