@@ -1,5 +1,4 @@
 """Atomic saving, strict loading with the missing names listed, zoo renaming, rotation."""
-import mindspore as ms
 import numpy as np
 import pytest
 

@@ -14,7 +14,7 @@ import pytest
 from src.checkpoint import named_parameters, save_checkpoint
 from src.config import load_config
 from src.export_model import export_student
-from src.tinybert_model import BertConfig, BertForSequenceClassification, BertModel
+from src.tinybert_model import BertForSequenceClassification, BertModel
 
 ROOT = Path(__file__).resolve().parents[2]
 onnxruntime = pytest.importorskip("onnxruntime")

@@ -30,7 +30,7 @@ import numpy as np
 import mindspore as ms
 import pytest
 
-from src.checkpoint import named_parameters, save_checkpoint
+from src.checkpoint import load_checkpoint, named_parameters, save_checkpoint, split_metadata
 from src.dataset import create_dataset
 from src.records_writer import RecordsWriter
 from src.tinybert_for_gd_td import make_projection

@@ -4,7 +4,6 @@ GD -> td (td1 then td2 with evaluation) -> eval -> export, then resume and bad i
 """
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
