@@ -15,7 +15,7 @@ import numpy as np
 
 from src.checkpoint import STATE_PREFIX, STEP_CHECKPOINT, rotate_checkpoints, save_checkpoint
 from src.dataset import create_dataset
-from src.tasks import TASK_TYPES, check_labels, evaluate
+from src.tasks import TASK_TYPES, check_record_labels, evaluate
 from src.tinybert_model import LogitsOnly
 
 SHORT_METRIC = {"accuracy": "acc"}
@@ -104,8 +104,10 @@ class Evaluator:
                                       schema_file=cfg.data.schema_file, seed=cfg.seed, padding=cfg.data.padding,
                                       buckets=cfg.data.buckets, with_example_ids=self.with_ids,
                                       label_columns=self.label_columns)
-        self.phase, self.metric, self.num_labels = phase, cfg.task.metric, cfg.task.num_labels
-        self.eval_path, self.seq_length = cfg.data.eval_path, cfg.seq_length
+        check_record_labels(self.task_type, cfg.data.eval_path, cfg.data.format, cfg.task.num_labels,
+                            "the dev records", cfg.seq_length, cfg.data.schema_file)
+        self.phase, self.metric = phase, cfg.task.metric
+        self.eval_path = cfg.data.eval_path
         self.best_path, self.best = best_path, None
         self.logger, self.metrics = logger, metrics
 
@@ -119,8 +121,6 @@ class Evaluator:
             labels.append(columns[0] if len(columns) == 1 else np.stack(columns, axis=1))
             if self.with_ids:
                 example_ids.append(batch[-1].asnumpy())
-        for batch_labels in labels:
-            check_labels(self.task_type, batch_labels, self.num_labels, "the dev records", self.seq_length)
         if not all(np.isfinite(x).all() for x in logits):
             raise FloatingPointError("the model's dev-set logits are NaN or infinite: training diverged; "
                                      "lower the learning rate")

@@ -95,9 +95,11 @@ def save_checkpoint(path, parameters, metadata=None):
     try:
         ms.save_checkpoint(entries, str(tmp), append_dict=dict(metadata or {}))
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         for leftover in _partial_files(path.parent, path.stem):
             leftover.unlink()
+        if isinstance(err, OSError) and err.filename is None:  # MindSpore's writer does not say where
+            raise OSError(err.errno, err.strerror, str(path)) from err
         raise
 
 

@@ -30,7 +30,8 @@ def _registry_choices():
     from src.phases import CHAINS, PHASES
     from src.tasks import TASK_TYPES
     return {"task.type": tuple(TASK_TYPES),
-            "task.metric": tuple(dict.fromkeys(m for task in TASK_TYPES.values() for m in task.metrics)),"phase": tuple(p for p in PHASES if p != "gd") + tuple(CHAINS),
+            "task.metric": tuple(dict.fromkeys(m for task in TASK_TYPES.values() for m in task.metrics)),
+            "phase": tuple(p for p in PHASES if p != "gd") + tuple(CHAINS),
             "distill.preset": tuple(PRESETS),
             "distill.kd_weight_schedule": tuple(WEIGHT_SCHEDULES),
             "distill.hard_label_weight_schedule": tuple(WEIGHT_SCHEDULES),
@@ -65,6 +66,14 @@ def pruning_settings(pruning):
 
 
 ENSEMBLE_KEYS = ("model", "checkpoint", "weight")
+
+
+def _check_data(data):
+    """A setting that would be silently ignored is an error: only TFRecord files read a schema json."""
+    if data["schema_file"] and data["format"] != "tfrecord":
+        raise ValueError(f"data.schema_file is set ({data['schema_file']}) but data.format is {data['format']}: "
+                         "a schema json describes TFRecord files only; leave data.schema_file empty, or set "
+                         "data.format=tfrecord")
 
 
 def _check_ensemble(rows):
@@ -240,6 +249,7 @@ def load_config(argv=(), defaults_path=DEFAULT_CONFIG):
     _apply_task(values["task"], explicit={**task_values.get("task", {}), **overrides.get("task", {})})
     _validate(values)
     _check_losses(values["distill"])
+    _check_data(values["data"])
     _check_ensemble(values["teacher"]["ensemble"])
     from src.multitask_data import task_rows  # it reads configs: imported here, not at the top
     task_rows(values["multitask"])

@@ -147,6 +147,22 @@ def count_examples(path, data_format, schema_file=""):
     return ds.TFRecordDataset(files, schema=schema_file or None, shuffle=False).get_dataset_size()
 
 
+def label_values(path, data_format, label_columns, schema_file=""):
+    """Every label value of every record in `path`, flattened: (N * values per record,), in file order.
+
+    Reads only the label columns, so checking a task's labels in full before training costs one
+    quick pass. Call it after `create_dataset` has checked the same files (columns, lengths).
+    """
+    files = record_files(path, data_format)
+    if data_format == "mindrecord":
+        data = ds.MindDataset(_source(path, files, data_format), columns_list=list(label_columns), shuffle=False)
+    else:
+        data = ds.TFRecordDataset(files, schema=schema_file or None, columns_list=list(label_columns), shuffle=False)
+    values = [column.reshape(-1) for batch in data.batch(4096).create_tuple_iterator(output_numpy=True, num_epochs=1)
+              for column in batch]
+    return np.concatenate(values) if values else np.zeros(0)
+
+
 def padding_lengths(padding, buckets, seq_length):
     """The lengths batches are padded to, checked: what `data.padding` and `data.buckets` mean.
 

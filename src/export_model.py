@@ -240,7 +240,10 @@ def _write(exported, signature, path, file_format, dynamic=None):
     """
     created = [folder for folder in (path.parent, *path.parent.parents) if not folder.exists()]
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp_dir = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        tmp_dir = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    except OSError as err:  # name the folder the user gave, not the temporary name inside it
+        raise OSError(err.errno, err.strerror, str(path.parent)) from None
     try:
         ms.export(exported, *signature, file_name=str(tmp_dir / "model"), file_format=file_format)
         written = tmp_dir / ("model" + EXTENSIONS[file_format])

@@ -24,7 +24,7 @@ import numpy as np
 
 from src.config import Config
 from src.dataset import create_dataset
-from src.tasks import TASK_TYPES, check_labels
+from src.tasks import TASK_TYPES, check_record_labels
 
 ROW_KEYS = ("name", "train_path", "eval_path", "teacher_model", "teacher_checkpoint", "num_labels", "metric", "ratio")
 REGRESSION_METRICS = ("pearson", "spearman")
@@ -205,12 +205,9 @@ class InterleavedBatches:
         return _Epochs(streams, self.sampler, num_epochs)
 
     def _stream(self, task, dataset, passes):
-        row = self.rows[task]
         iterator = dataset.create_tuple_iterator(num_epochs=max(passes, 1))
         for _ in range(passes):
             for batch in iterator:  # each pass over the iterator is one pass over the task's records
-                check_labels("sequence_classification", batch[3].asnumpy(), row.num_labels,
-                             f"the training records of task {row.name}")
                 yield (*batch, task)
 
 
@@ -238,6 +235,8 @@ def interleaved_batches(cfg, rows, batch_size, num_shards, shard_id, with_exampl
                                  drop_remainder=True, schema_file=cfg.data.schema_file, seed=cfg.seed,
                                  padding=cfg.data.padding, buckets=cfg.data.buckets,
                                  with_example_ids=with_example_ids)
+        check_record_labels("sequence_classification", row.train_path, cfg.data.format, row.num_labels,
+                            f"the training records of task {row.name}", cfg.seq_length, cfg.data.schema_file)
         if dataset.get_dataset_size() == 0:
             raise ValueError(f"task {row.name}: {row.train_path} holds fewer rows than one batch ({batch_size} per "
                              "device): lower the batch size or give more training rows")

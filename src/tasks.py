@@ -16,6 +16,7 @@ import numpy as np
 
 from src.assessment_method import compute_metric, ner_scores
 from src.conll_to_records import features_path, labels_path, read_labels_file
+from src.dataset import label_values
 from src.squad_metrics import squad_evaluate
 from src.squad_to_records import END_COLUMN, START_COLUMN, examples_path
 from src.tinybert_model import BertForQuestionAnswering, BertForSequenceClassification, BertForTokenClassification
@@ -75,6 +76,14 @@ def check_labels(task_type, labels, num_labels, where, seq_length=None):
     if bad.size:
         raise ValueError(f"{where} hold label {int(bad[0])} but the task has {num_labels} labels (0.."
                          f"{num_labels - 1}): set task.num_labels / task.name to match, or convert the data again")
+
+
+def check_record_labels(task_type, path, data_format, num_labels, where, seq_length, schema_file=""):
+    """check_labels over every record of `path` at once, before a run writes anything: a bad label
+    anywhere in the data fails the run at its start, not after hours (and not after its config.yaml
+    and checkpoints of the phase were rewritten). Raises ValueError as check_labels does."""
+    values = label_values(path, data_format, TASK_TYPES[task_type].label_columns, schema_file)
+    check_labels(task_type, values, num_labels, where, seq_length)
 
 
 def _pad_to(arrays, axis, value):

@@ -28,7 +28,7 @@ from src.optimizer import build_optimizer
 from src.phases import PHASES, build_models
 from src.prune.apply import PRUNING_METHOD, baked_parameters, set_threshold
 from src.prune.schedule import schedule_for
-from src.tasks import TASK_TYPES, check_labels
+from src.tasks import TASK_TYPES, check_record_labels
 from src.tinybert_for_gd_td import BertTrainWithLossScaleCell, make_scale_update_cell
 
 _PROCESS = {"communication": False, "config_logged": False}
@@ -139,6 +139,9 @@ def run_phase(cfg, name, student_checkpoint=""):
                        drop_remainder=True, schema_file=cfg.data.schema_file, seed=cfg.seed,
                        padding=cfg.data.padding, buckets=cfg.data.buckets, with_example_ids=cached,
                        label_columns=label_columns)
+    if phase.labels and not models.tasks:
+        check_record_labels(cfg.task.type, cfg.data.train_path, cfg.data.format, cfg.task.num_labels,
+                            "the training records", cfg.seq_length, cfg.data.schema_file)
     steps_per_epoch = dataset.get_dataset_size()
     total_steps = steps_per_epoch * block.epochs
     if block.max_steps:
@@ -163,8 +166,11 @@ def run_phase(cfg, name, student_checkpoint=""):
         logger.info("match: %s", pair.describe())
     logger.info("parameters:\n%s", "\n".join(parameter_table(
         [(models.name, models.trained)] + list(models.projections.items()))))
-    logger.info("training %s: %d steps (%d epochs of %d steps), batch %d per device, %d trainable parameters%s",
-                name, total_steps, block.epochs, steps_per_epoch, block.batch_size,
+    span = f"{block.epochs} epoch{'s' if block.epochs > 1 else ''} of {steps_per_epoch} steps"
+    if total_steps < block.epochs * steps_per_epoch:
+        span = f"max_steps; {span} would be {block.epochs * steps_per_epoch}"
+    logger.info("training %s: %d steps (%s), batch %d per device, %d trainable parameters%s",
+                name, total_steps, span, block.batch_size,
                 sum(int(np.prod(p.shape)) for p in params), ", teacher logits from the cache" if cached else "")
 
     component_names = [f"match_{i}" for i in range(len(models.matches))] + ["prediction", "label", "regularization"]
@@ -181,10 +187,6 @@ def run_phase(cfg, name, student_checkpoint=""):
             if step >= total_steps:
                 break
             _check_vocab(batch[0].asnumpy(), vocab_size)
-            if phase.labels and not models.tasks:
-                labels = [c.asnumpy() for c in batch[3:3 + len(label_columns)]]
-                check_labels(cfg.task.type, labels[0] if len(labels) == 1 else np.stack(labels, axis=1),
-                             cfg.task.num_labels, "the training records", cfg.seq_length)
             regu_lambda = _prune_step(models, step, total_steps, block) if pruning else 0.0
             schedule = schedule_values(cfg.distill, step, total_steps, phase.terms,
                                        cfg.pruning if pruning else None, regu_lambda)

@@ -185,6 +185,16 @@ def full_disk(mount_point):
     return mount_point
 
 
+def test_checkpoint_on_a_full_disk_names_its_file_and_leaves_none(full_disk):
+    path = full_disk / "gd" / "student_final.ckpt"
+    with pytest.raises(OSError) as raised:
+        save_checkpoint(path, {"w": ms.Tensor(np.ones((100, 100), np.float32))})
+    assert raised.value.errno == errno.ENOSPC and raised.value.filename == str(path)
+    assert describe_error(raised.value)[0] == (f"no space left on the device writing {path}: free some space or "
+                                               "choose an output folder on another disk")
+    assert [p for p in full_disk.rglob("*") if not p.is_dir()] == []
+
+
 @pytest.fixture
 def small_inputs(tmp_path, minilm_dir):
     (tmp_path / "dev.tsv").write_text("sentence\tlabel\n" + "".join(f"a fine film number {i} .\t1\n"

@@ -48,6 +48,7 @@ def test_task_name_sets_labels_and_metric_unless_given():
     (["--task.name=imdb"], "task.name: unknown task 'imdb'"),
     (["gd.epochs=3"], "must look like --section.key=value"),
     (["--config_path=/nonexistent.yaml"], "config file /nonexistent.yaml does not exist"),
+    (["--data.schema_file=s.json"], "but data.format is mindrecord: a schema json describes TFRecord files only"),
 ])
 def test_bad_values_name_the_key(argv, message):
     with pytest.raises((ValueError, FileNotFoundError), match=message.replace("(", r"\(").replace("[", r"\[")):

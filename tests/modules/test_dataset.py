@@ -7,7 +7,7 @@ import mindspore as ms
 import pytest
 
 from src import losses
-from src.dataset import count_examples, create_dataset
+from src.dataset import count_examples, create_dataset, label_values
 from src.records_writer import RecordsWriter
 from src.tinybert_model import BertForSequenceClassification, BertModel
 
@@ -63,6 +63,14 @@ def test_evaluation_sees_every_example(tmp_path, data_format):
     assert sorted(row_numbers(data)[0]) == list(range(13))
     training = create_dataset(str(tmp_path), data_format, batch_size=4, seq_length=SEQ, with_labels=True)
     assert training.get_dataset_size() == 3
+
+
+@pytest.mark.parametrize("data_format", FORMATS)
+@pytest.mark.parametrize("files", [1, 3])
+def test_label_values_reads_every_label(tmp_path, data_format, files):
+    path = write_records(tmp_path, data_format, 10, num_shards=files)
+    values = label_values(str(tmp_path) if files > 1 else path, data_format, ("label_ids",))
+    assert sorted(values.tolist()) == sorted((np.arange(10) % 3).tolist())
 
 
 @pytest.mark.parametrize("data_format", FORMATS)

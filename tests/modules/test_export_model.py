@@ -140,3 +140,17 @@ def test_full_disk_is_one_line_and_leaves_nothing(checkpoints):
         assert list(point.iterdir()) == []
     finally:
         subprocess.run(["umount", str(point)], check=False)
+
+
+def test_read_only_folder_is_named_not_the_temporary_file(checkpoints, monkeypatch):
+    folder = checkpoints["folder"]
+
+    def read_only(*_, dir=None, **__):
+        raise OSError(30, "Read-only file system", str(Path(dir) / ".model.onnx.x1y2z3"))
+    monkeypatch.setattr("tempfile.mkdtemp", read_only)
+    cfg = load_config([f"--student.model={folder / 'student.json'}", "--seq_length=16",
+                       f"--export.checkpoint={folder / 'classifier.ckpt'}", "--export.file_format=ONNX",
+                       f"--export.file_name={folder / 'ro' / 'model'}"])
+    with pytest.raises(OSError) as error:
+        export_student(cfg)
+    assert error.value.errno == 30 and error.value.filename == str(folder / "ro")

@@ -211,7 +211,7 @@ def test_gd_reads_tfrecord_with_schema(work):
     result = run(["run_general_distill.py", *common(work, out="tf_out"), "--data.format=tfrecord",
                   f"--data.train_path={work / 'tf'}", f"--data.schema_file={work / 'tf' / 'gd.schema.json'}",
                   f"--teacher.checkpoint={work / 'teacher.ckpt'}", "--gd.batch_size=8", "--gd.epochs=1"], work)
-    assert "training gd: 5 steps (1 epochs of 5 steps)" in result.stdout
+    assert "training gd: 5 steps (1 epoch of 5 steps)" in result.stdout
     assert (work / "tf_out/gd/student_final.ckpt").is_file()
 
 

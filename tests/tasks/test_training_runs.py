@@ -38,16 +38,20 @@ def test_diverging_run_stops_and_saves_no_best_model(work):
 
 def test_labels_outside_the_task_are_an_error_in_training_and_evaluation(work):
     rows = _rows(np.random.default_rng(9), 32, labels=True)
-    rows["label_ids"][5] = 2
+    rows["label_ids"][30] = 2  # in the last batch: found before the first step all the same
     with RecordsWriter(work / "bad_labels.mindrecord", "mindrecord", SEQ, label_dtype=np.int32) as writer:
         writer.write(rows)
     base = [*common(work, out="labels"), f"--teacher.checkpoint={work / 'teacher.ckpt'}", "--task.num_labels=2"]
+    good = run(["run_task_distill.py", *base, "--phase=teacher", f"--data.train_path={work / 'train.mindrecord'}",
+                f"--data.eval_path={work / 'dev.mindrecord'}", "--teacher_finetune.max_steps=1"], work)
+    assert re.search(r"training teacher: 1 steps \(max_steps; \d+ epochs? of \d+ steps would be \d+\)",
+                     good.stdout)
+    written = (work / "labels/teacher/config.yaml").read_text()
     result = run(["run_task_distill.py", *base, "--phase=teacher", f"--data.train_path={work / 'bad_labels.mindrecord'}",
                   f"--data.eval_path={work / 'dev.mindrecord'}", "--teacher_finetune.batch_size=16"], work,
                  expect_ok=False)
     assert "the training records hold label 2 but the task has 2 labels" in _error_line(result)
-    run(["run_task_distill.py", *base, "--phase=teacher", f"--data.train_path={work / 'train.mindrecord'}",
-         f"--data.eval_path={work / 'dev.mindrecord'}", "--teacher_finetune.max_steps=1"], work)
+    assert (work / "labels/teacher/config.yaml").read_text() == written  # nothing of the failed run written
     result = run(["run_task_distill.py", *base, "--phase=eval", f"--teacher.checkpoint={work / 'teacher.ckpt'}",
                   f"--student.model={work / 'teacher.json'}",
                   f"--student.checkpoint={work / 'labels/teacher/teacher_final.ckpt'}",
