@@ -1,8 +1,10 @@
-"""Task distillation on a GLUE-style task.
+"""Task distillation, fine-tuning, pruning and evaluation on a task: sentence(-pair) classification
+or regression (GLUE), token classification (NER) or extractive QA (SQuAD).
 
 Phases: td (td1 then td2), td1 (intermediate layers), td2 (prediction layer; evaluates on the dev
 set and keeps the best checkpoint), eval (a checkpoint on the dev set), teacher (fine-tune the
-teacher on the task first).
+teacher on the task first), prune (pruning with distillation), multitask (one student, a head per
+task of multitask.tasks).
 
 python run_task_distill.py --config_path=src/task_configs/sst2.yaml --phase=td [--key=value ...]
 """

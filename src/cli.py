@@ -23,13 +23,14 @@ MAIN_KEYS = {
            "distill.layer_mapping", "gd.epochs", "gd.batch_size", "gd.learning_rate", "gd.max_steps",
            "checkpoint.save_steps", "checkpoint.resume", "log_steps"),
     "td": ("phase", "device_target", "seed", "output_dir", "seq_length", "task.name", "task.num_labels",
-           "data.train_path", "data.eval_path", "data.format", "teacher.model", "teacher.checkpoint",
-           "student.model", "student.checkpoint", "student.init", "distill.temperature",
-           "distill.hard_label_weight", "td1.epochs", "td1.learning_rate", "td2.epochs", "td2.learning_rate",
-           "teacher_finetune.epochs", "teacher_finetune.learning_rate", "eval.every_steps",
-           "checkpoint.resume", "log_steps"),
+           "task.type", "data.train_path", "data.eval_path", "data.format", "data.padding", "teacher.model",
+           "teacher.checkpoint", "teacher.ensemble", "student.model", "student.checkpoint", "student.init",
+           "distill.preset", "distill.intermediate_matches", "distill.temperature", "distill.hard_label_weight",
+           "distill.teacher_cache", "td1.epochs", "td1.learning_rate", "td2.epochs", "td2.learning_rate",
+           "teacher_finetune.epochs", "teacher_finetune.learning_rate", "multitask.tasks", "pruning.pruning_method",
+           "pruning.final_threshold", "eval.every_steps", "checkpoint.resume", "log_steps"),
     "export": ("export.checkpoint", "export.file_name", "export.file_format", "export.batch_size",
-               "student.model", "seq_length", "device_target"),
+               "export.head", "student.model", "seq_length", "device_target"),
 }
 
 # MindSpore appends its C++ call stack and other details after a line of dashes, each section
