@@ -147,20 +147,33 @@ def count_examples(path, data_format, schema_file=""):
     return ds.TFRecordDataset(files, schema=schema_file or None, shuffle=False).get_dataset_size()
 
 
+def _column_batches(path, data_format, columns, schema_file):
+    """Batches of the named columns of every record of `path`, in file order, as numpy arrays."""
+    files = record_files(path, data_format)
+    if data_format == "mindrecord":
+        data = ds.MindDataset(_source(path, files, data_format), columns_list=list(columns), shuffle=False)
+    else:
+        data = ds.TFRecordDataset(files, schema=schema_file or None, columns_list=list(columns), shuffle=False)
+    return data.batch(4096).create_tuple_iterator(output_numpy=True, num_epochs=1)
+
+
 def label_values(path, data_format, label_columns, schema_file=""):
     """Every label value of every record in `path`, flattened: (N * values per record,), in file order.
 
     Reads only the label columns, so checking a task's labels in full before training costs one
     quick pass. Call it after `create_dataset` has checked the same files (columns, lengths).
     """
-    files = record_files(path, data_format)
-    if data_format == "mindrecord":
-        data = ds.MindDataset(_source(path, files, data_format), columns_list=list(label_columns), shuffle=False)
-    else:
-        data = ds.TFRecordDataset(files, schema=schema_file or None, columns_list=list(label_columns), shuffle=False)
-    values = [column.reshape(-1) for batch in data.batch(4096).create_tuple_iterator(output_numpy=True, num_epochs=1)
+    values = [column.reshape(-1) for batch in _column_batches(path, data_format, label_columns, schema_file)
               for column in batch]
     return np.concatenate(values) if values else np.zeros(0)
+
+
+def largest_token_id(path, data_format, schema_file=""):
+    """The largest input id of every record in `path` (-1 for no records): one streaming pass over
+    the input_ids column, so a corpus is checked against the vocabulary before training starts.
+    Call it after `create_dataset` has checked the same files."""
+    return max((int(batch[0].max()) for batch in _column_batches(path, data_format, ID_COLUMNS[:1], schema_file)),
+               default=-1)
 
 
 def padding_lengths(padding, buckets, seq_length):

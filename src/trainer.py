@@ -17,7 +17,7 @@ from src.checkpoint import (BAKED_CHECKPOINT, BEST_CHECKPOINT, FINAL_CHECKPOINT,
                             remove_partial_files, save_checkpoint, split_metadata, step_checkpoints)
 from src.cli import require_device
 from src.config import bert_config, config_changes, save_config, teacher_specs
-from src.dataset import create_dataset, record_files
+from src.dataset import create_dataset, largest_token_id, record_files
 from src.distill.schedules import schedule_values
 from src.distill.multitask import MultiTaskEvaluator, MultiTaskTeacher
 from src.distill.teacher import CachedTeacher, cache_key, combine_logits, load_or_build_cache
@@ -72,11 +72,14 @@ def _resume(train_cell, models, phase_dir, logger):
     return 0
 
 
-def _check_vocab(input_ids, vocab_size):
-    largest = int(input_ids.max())
-    if largest >= vocab_size:
-        raise ValueError(f"the records hold token id {largest} but the model's vocab_size is {vocab_size}: "
-                         "convert the data with the model's vocab.txt, or fix the model config")
+def _check_vocab(cfg, paths, vocab_size):
+    """Raises ValueError when a record of `paths` holds a token id the vocabulary lacks: read in full
+    before the phase writes anything, so a bad id is not found hours into a run."""
+    for path in paths:
+        largest = largest_token_id(path, cfg.data.format, cfg.data.schema_file)
+        if largest >= vocab_size:
+            raise ValueError(f"{path} holds token id {largest} but the model's vocab_size is {vocab_size}: "
+                             "convert the data with the model's vocab.txt, or fix the model config")
 
 
 def _teacher_source(cfg, models, phase, logger):
@@ -157,6 +160,9 @@ def run_phase(cfg, name, student_checkpoint=""):
     vocab_size = min(([t.bert.config.vocab_size for t in models.teachers] if models.tasks else
                       [spec[0].vocab_size for spec in teacher_specs(cfg)])
                      + ([] if phase.trains == "teacher" else [bert_config(cfg, "student").vocab_size]))
+    rows = [task.row for task in models.tasks] or [cfg.data]
+    _check_vocab(cfg, [row.train_path for row in rows] + ([row.eval_path for row in rows] if evaluator else []),
+                 vocab_size)
     # Every input is checked: from here on the phase folder is written.
     if rank == 0:
         save_config(cfg, phase_dir / "config.yaml")
@@ -186,7 +192,6 @@ def run_phase(cfg, name, student_checkpoint=""):
                 continue  # done before the resumed checkpoint; read anyway to keep the data order
             if step >= total_steps:
                 break
-            _check_vocab(batch[0].asnumpy(), vocab_size)
             regu_lambda = _prune_step(models, step, total_steps, block) if pruning else 0.0
             schedule = schedule_values(cfg.distill, step, total_steps, phase.terms,
                                        cfg.pruning if pruning else None, regu_lambda)
