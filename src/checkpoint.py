@@ -115,6 +115,9 @@ def load_checkpoint(path):
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist: check the path you passed")
+    if path.suffix != ".ckpt":  # MindSpore reads only .ckpt files, and says so in its own terms
+        raise ValueError(f"{path} is not a MindSpore checkpoint (.ckpt): pass a .ckpt a run or export wrote, or "
+                         "convert a Hugging Face model with `python -m src.hf_convert import`")
     raw = ms.load_checkpoint(str(path))
     return {canonical_name(name): value for name, value in raw.items()}
 

@@ -57,6 +57,12 @@ def run_cli(main, argv=None, usage=None, config_keys=None):
         sys.exit(0)
     try:
         main(argv)
+    except KeyboardInterrupt:  # Ctrl-C: the writers have removed their temporary files on the way out
+        if os.environ.get(DEBUG_ENV, "") not in ("", "0"):
+            raise
+        print("error: interrupted (Ctrl-C); a training run continues from its newest step checkpoint with "
+              "--checkpoint.resume=true", file=sys.stderr)
+        sys.exit(130)
     except Exception as error:  # noqa: BLE001 -- anything not recognised below is re-raised
         if os.environ.get(DEBUG_ENV, "") not in ("", "0"):
             raise

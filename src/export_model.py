@@ -238,8 +238,12 @@ def _write(exported, signature, path, file_format, dynamic=None):
 
     dynamic: (batch, sequence, output names, fixed batch) for ONNX, rewritten by make_onnx_dynamic.
     """
+    if path.is_dir():
+        raise ValueError(f"{path} is a folder: give export.file_name a file name (the extension is added)")
     created = [folder for folder in (path.parent, *path.parent.parents) if not folder.exists()]
     path.parent.mkdir(parents=True, exist_ok=True)
+    for stale in path.parent.glob(f".{path.name}.*"):  # the temporary folder of an export killed mid-write
+        shutil.rmtree(stale, ignore_errors=True)
     try:
         tmp_dir = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     except OSError as err:  # name the folder the user gave, not the temporary name inside it

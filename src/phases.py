@@ -16,8 +16,8 @@ branch in `build_models`.
 import dataclasses
 import json
 
-from src.checkpoint import (ENCODER_PREFIX, HEAD_PREFIXES, LABEL_NAMES, MULTITASK_HEADS_PREFIX, assign_parameters,
-                            load_checkpoint, model_metadata, named_parameters, split_metadata)
+from src.checkpoint import (ENCODER_PREFIX, HEAD_PREFIXES, LABEL_NAMES, MODEL_CONFIG, MULTITASK_HEADS_PREFIX,
+                            assign_parameters, load_checkpoint, model_metadata, named_parameters, split_metadata)
 from src.config import bert_config, pruning_settings, resolve_model, teacher_specs
 from src.distill.multitask import (BertForMultiTaskClassification, MultiTaskDistillationLoss, MultiTaskTeacher,
                                    multitask_metadata)
@@ -28,7 +28,7 @@ from src.student_init import copy_teacher_layers
 from src.tinybert_for_gd_td import DistillationLoss, make_projections
 from src.multitask_data import task_config, task_rows
 from src.tasks import build_task_model, label_names_from_records
-from src.tinybert_model import BertModel
+from src.tinybert_model import BertConfig, BertModel
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,10 +101,11 @@ class Models:
         return saved
 
 
-def _load_into(cell, path, what, prefix="", allow_missing=(), label_names=()):
-    """Load `path` into `cell`; with label_names, a checkpoint that records its labels in another
-    order (a classifier fine-tuned elsewhere) is an error, not a silently permuted model."""
-    tensors, metadata = split_metadata(load_checkpoint(path))
+def _load_into(cell, path, what, prefix="", allow_missing=(), label_names=(), loaded=None):
+    """Load `path` (or its already `loaded` content) into `cell`; with label_names, a checkpoint that
+    records its labels in another order (a classifier fine-tuned elsewhere) is an error, not a
+    silently permuted model."""
+    tensors, metadata = split_metadata(loaded or load_checkpoint(path))
     stored = json.loads(metadata.get(LABEL_NAMES) or "[]")
     if label_names and stored and [str(x) for x in stored] != list(label_names):
         raise ValueError(f"{what} {path} orders its labels {stored} but the task's order is {list(label_names)}: "
@@ -185,10 +186,14 @@ def build_models(cfg, phase, logger, student_checkpoint=""):
 
     s_config = bert_config(cfg, "student")
     checkpoint = student_checkpoint or cfg.student.checkpoint
-    if not phase.trains:  # evaluation
+    if not phase.trains:  # evaluation: of the model the checkpoint records (else student.model)
         _require(checkpoint, "student.checkpoint", "the student to evaluate")
+        loaded = load_checkpoint(checkpoint)
+        stored = split_metadata(loaded)[1].get(MODEL_CONFIG)
+        if stored:
+            s_config = BertConfig.from_dict(json.loads(stored)).replace(compute_type=cfg.compute_type)
         student = build_task_model(cfg.task.type, s_config.for_inference(), num_labels)
-        _load_into(student, checkpoint, "student checkpoint")
+        _load_into(student, checkpoint, "student checkpoint", label_names=labels, loaded=loaded)
         return Models(student, "student", "", model_metadata(student, num_labels, labels, cfg.task.name,
                                                                cfg.seq_length))
 

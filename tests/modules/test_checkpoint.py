@@ -43,6 +43,13 @@ def test_missing_file_error(tmp_path):
         load_checkpoint(tmp_path / "nope.ckpt")
 
 
+@pytest.mark.parametrize("name", ["model.safetensors", "model.onnx", "weights.txt"])
+def test_a_file_of_another_format_is_named(tmp_path, name):
+    (tmp_path / name).write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match=f"{name} is not a MindSpore checkpoint \\(.ckpt\\): pass a .ckpt"):
+        load_checkpoint(tmp_path / name)
+
+
 @pytest.mark.parametrize("zoo_name, ours", [
     ("bert.tinybert_encoder.layers.0.intermediate.weight", "bert.bert_encoder.layers.0.intermediate.weight"),
     ("tinybert_embedding_lookup.embedding_table", "bert.bert_embedding_lookup.embedding_table"),

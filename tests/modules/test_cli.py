@@ -36,6 +36,13 @@ def exit_of(main, capsys):
     return stop.value.code, capsys.readouterr().err
 
 
+def test_ctrl_c_is_one_line_and_exit_130(capsys):
+    def interrupted(argv):
+        raise KeyboardInterrupt
+    code, err = exit_of(interrupted, capsys)
+    assert code == 130 and err.startswith("error: interrupted (Ctrl-C)") and len(err.splitlines()) == 1
+
+
 @pytest.fixture
 def mount_point(tmp_path):
     """A fresh folder to mount a tmpfs on (needs root: the test is skipped otherwise)."""

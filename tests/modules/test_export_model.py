@@ -154,3 +154,17 @@ def test_read_only_folder_is_named_not_the_temporary_file(checkpoints, monkeypat
     with pytest.raises(OSError) as error:
         export_student(cfg)
     assert error.value.errno == 30 and error.value.filename == str(folder / "ro")
+
+
+def test_a_folder_as_target_is_an_error_and_a_killed_export_leaves_nothing_behind(checkpoints):
+    folder = checkpoints["folder"]
+    args = [f"--student.model={folder / 'student.json'}", "--seq_length=16",
+            f"--export.checkpoint={folder / 'classifier.ckpt'}", "--export.file_format=ONNX"]
+    (folder / "taken.onnx").mkdir()
+    with pytest.raises(ValueError, match="taken.onnx is a folder: give export.file_name a file name"):
+        export_student(load_config([*args, f"--export.file_name={folder / 'taken'}"]))
+    stale = folder / ".model.onnx.k1ll3d"  # what an export killed with -9 leaves
+    stale.mkdir()
+    (stale / "model.onnx").write_bytes(b"half")
+    export_student(load_config([*args, f"--export.file_name={folder / 'model'}"]))
+    assert (folder / "model.onnx").is_file() and not stale.exists()

@@ -103,11 +103,12 @@ def test_demo_log_tells_teacher_from_student(tmp_path, fake_python):
 
 
 def readme_outputs():
-    """Every output path a README example writes in the repository: --output_dir, --output_file, and
-    --export.file_name with each export extension."""
+    """Every output path a README example writes in the repository: --output_dir, --output_file,
+    --output, --sparse_output, and --export.file_name with each export extension."""
     text = (ROOT / "README.md").read_text(encoding="utf-8")
     found = set()
-    for option, path in re.findall(r"(--output_dir|--output_file|--export\.file_name)[ =]([\w./-]+)", text):
+    options = r"(--output_dir|--output_file|--output|--sparse_output|--export\.file_name)"
+    for option, path in re.findall(options + r"[ =]([\w./-]+)", text):
         if path.startswith("/") or path.upper() == path:  # absolute paths and PLACEHOLDERS are not in the repo
             continue
         path = path.removeprefix("./").rstrip("/")

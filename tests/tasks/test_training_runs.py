@@ -5,7 +5,8 @@ import re
 import numpy as np
 import pytest
 
-from src.checkpoint import load_checkpoint, load_model, named_parameters, save_checkpoint, split_metadata
+from src.checkpoint import (load_checkpoint, load_model, model_metadata, named_parameters, save_checkpoint,
+                            split_metadata)
 from src.records_writer import RecordsWriter
 from src.tinybert_model import BertConfig, BertForSequenceClassification
 from tests.tasks.test_pipeline import SEQ, TEACHER, _losses, _rows, common, run, work  # noqa: F401
@@ -57,6 +58,19 @@ def test_labels_outside_the_task_are_an_error_in_training_and_evaluation(work):
                   f"--student.checkpoint={work / 'labels/teacher/teacher_final.ckpt'}",
                   f"--data.eval_path={work / 'bad_labels.mindrecord'}"], work, expect_ok=False)
     assert "the dev records hold label 2" in _error_line(result)
+
+
+def test_eval_takes_the_model_and_label_order_from_the_checkpoint(work):
+    model = BertForSequenceClassification(BertConfig(**TEACHER), 2)
+    for name, labels in (("in_order", ["0", "1"]), ("swapped", ["1", "0"])):
+        save_checkpoint(work / f"eval_{name}.ckpt", named_parameters(model), model_metadata(model, 2, labels))
+    base = ["run_task_distill.py", "--phase=eval", f"--seq_length={SEQ}", "--task.num_labels=2",
+            f"--data.eval_path={work / 'dev.mindrecord'}", f"--output_dir={work / 'eval_only'}"]
+    # no --student.model: the default preset differs from the checkpoint's model, which it records
+    result = run([*base, f"--student.checkpoint={work / 'eval_in_order.ckpt'}"], work)
+    assert re.search(r"eval: acc = [0-9.]+", result.stdout)
+    result = run([*base, f"--student.checkpoint={work / 'eval_swapped.ckpt'}"], work, expect_ok=False)
+    assert "orders its labels ['1', '0'] but the task's order is ['0', '1']" in _error_line(result)
 
 
 def test_a_failed_run_leaves_the_earlier_config_alone(work):
