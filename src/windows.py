@@ -194,9 +194,11 @@ def pack_question_windows(rows, tokenizer, seq_length):
 def best_span(start_logits, end_logits, token_offsets, n_best_size=20, max_answer_length=30):
     """The highest-scoring answer span of one window, as BERT's SQuAD decoding chooses it.
 
-    Only the `n_best_size` highest start and end logits are paired (BERT's `n_best_size`); a pair
-    counts when both tokens are in the context (offset >= 0), start <= end and the span has at
-    most `max_answer_length` tokens. Its score is start logit + end logit.
+    The `n_best_size` highest start and end logits of the context tokens (offset >= 0) are paired
+    (BERT's `n_best_size`); a pair counts when start <= end and the span has at most
+    `max_answer_length` tokens. Its score is start logit + end logit. BERT's run_squad.py takes the
+    n best over the whole window, [CLS], question and padding included, and drops the invalid ones
+    afterwards, so its answer changes with how far a batch was padded; here it does not.
 
     Args:
         start_logits, end_logits (array (T,)): one window's logits.
@@ -207,9 +209,9 @@ def best_span(start_logits, end_logits, token_offsets, n_best_size=20, max_answe
     Returns:
         tuple (score, start token, end token), or None when no pair is valid.
     """
-    starts = np.argsort(-start_logits, kind="stable")[:n_best_size, None]  # (n, 1)
-    ends = np.argsort(-end_logits, kind="stable")[None, :n_best_size]  # (1, n)
     in_context = token_offsets[:, 0] >= 0
+    starts = np.argsort(-np.where(in_context, start_logits, -np.inf), kind="stable")[:n_best_size, None]  # (n, 1)
+    ends = np.argsort(-np.where(in_context, end_logits, -np.inf), kind="stable")[None, :n_best_size]  # (1, n)
     valid = in_context[starts] & in_context[ends] & (starts <= ends) & (ends < starts + max_answer_length)
     if not valid.any():
         return None

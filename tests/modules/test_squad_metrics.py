@@ -50,11 +50,12 @@ def test_squad_scores_mean_over_examples():
 
 
 def _brute_force(starts, ends, offsets, n_best, max_length):
-    """Every pair of the n_best highest starts and ends, checked one by one."""
-    top_starts = sorted(range(len(starts)), key=lambda i: -starts[i])[:n_best]
-    top_ends = sorted(range(len(ends)), key=lambda i: -ends[i])[:n_best]
+    """Every pair of the n_best highest starts and ends among the context tokens, checked one by one."""
+    context = [i for i in range(len(starts)) if offsets[i, 0] >= 0]
+    top_starts = sorted(context, key=lambda i: -starts[i])[:n_best]
+    top_ends = sorted(context, key=lambda i: -ends[i])[:n_best]
     valid = [(float(starts[s]) + float(ends[e]), s, e) for s, e in itertools.product(top_starts, top_ends)
-             if offsets[s, 0] >= 0 and offsets[e, 0] >= 0 and s <= e and e - s + 1 <= max_length]
+             if s <= e and e - s + 1 <= max_length]
     return max(valid, key=lambda v: v[0]) if valid else None
 
 
@@ -83,7 +84,23 @@ def test_best_span_rules():
     # (1, 3: score 10) is longer than max_answer_length: the best shorter span is (2, 3: 7), not (1, 2: 6).
     assert best_span(np.array([0, 5, 2, 0, 0.]), np.array([0, 0, 1, 5, 0.]), offsets, max_answer_length=2) == \
         (7.0, 2, 3)
-    assert best_span(np.array([0, 5, 0, 0, 0.]), np.array([0, 0, 0, 0, 5.]), offsets, n_best_size=1) is None
+    # n_best_size=1: the best context start (1) pairs with the first of the equal context ends (1), not
+    # with [SEP]; a best end before the best start leaves no pair.
+    assert best_span(np.array([0, 5, 0, 0, 0.]), np.array([0, 0, 0, 0, 5.]), offsets, n_best_size=1) == (5.0, 1, 1)
+    assert best_span(np.array([0, 0, 5, 0, 0.]), np.array([0, 5, 0, 0, 0.]), offsets, n_best_size=1) is None
+
+
+def test_best_span_does_not_depend_on_padding():
+    """Padding (offset -1) with the highest logits must not push context tokens out of the n best:
+    the same window cut to its length and padded to 64 gives the same span."""
+    rng = np.random.default_rng(3)
+    offsets = np.full((64, 2), -1)
+    offsets[5:30] = np.arange(25)[:, None] * 3 + [0, 2]
+    starts, ends = rng.normal(size=64), rng.normal(size=64)
+    starts[31:], ends[31:] = 50.0, 50.0  # a trained model may score padding highest
+    assert best_span(starts, ends, offsets, n_best_size=5) == best_span(starts[:31], ends[:31], offsets[:31],
+                                                                        n_best_size=5)
+    assert best_span(starts, ends, offsets, n_best_size=5) is not None
 
 
 def test_predict_answers_takes_the_best_window():
