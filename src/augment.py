@@ -38,7 +38,6 @@ Usage:
 import argparse
 import collections
 import dataclasses
-import json
 import os
 import sys
 import time
@@ -49,8 +48,8 @@ import mindspore as ms
 from mindspore import nn, ops
 from tqdm import tqdm
 
-from src.checkpoint import ENCODER_PREFIX, MODEL_CONFIG, assign_parameters, load_checkpoint, named_parameters, \
-    split_metadata
+from src.checkpoint import ENCODER_PREFIX, assign_parameters, load_checkpoint, named_parameters, \
+    recorded_config, split_metadata
 from src.cli import require_device, run_cli
 # _example is the converter's own row check, so that every row written here converts.
 from src.glue_to_records import TASKS, BadRow, _example, convert, read_rows
@@ -185,8 +184,7 @@ class Augmenter:
         if self.mask_id is None:
             raise ValueError(f"{model_dir / 'vocab.txt'} has no [MASK] token for the masked LM: use --candidates "
                              "embeddings")
-        config = (BertConfig.from_dict(json.loads(metadata[MODEL_CONFIG])) if MODEL_CONFIG in metadata
-                  else BertConfig.from_json_file(model_dir / "config.json"))
+        config = recorded_config(metadata) or BertConfig.from_json_file(model_dir / "config.json")
         mlm = BertForMaskedLM(config.for_inference())
         # The pooler plays no part in word prediction, and a BertForMaskedLM imported from HF has none.
         assign_parameters(named_parameters(mlm), tensors, f"checkpoint {model_dir / 'model.ckpt'}",

@@ -169,6 +169,13 @@ def rotate_checkpoints(directory, model, keep):
         stale.unlink()
 
 
+def recorded_config(metadata):
+    """The BertConfig a checkpoint's metadata records under `model_config`, or None when the checkpoint
+    was written without it (then the caller needs the model config from elsewhere)."""
+    from src.tinybert_model import BertConfig
+    return BertConfig.from_dict(json.loads(metadata[MODEL_CONFIG])) if MODEL_CONFIG in metadata else None
+
+
 def load_model(path, for_inference=True):
     """(model, metadata) rebuilt from a checkpoint that carries its model config.
 
@@ -177,13 +184,13 @@ def load_model(path, for_inference=True):
     Raises ValueError for a checkpoint written without `model_config`
     (before checkpoints carried their model): pass the model config explicitly then.
     """
-    from src.tinybert_model import BertConfig, BertModel
+    from src.tinybert_model import BertModel
     from src.tasks import TASK_TYPES, build_task_model
     tensors, metadata = split_metadata(load_checkpoint(path))
-    if MODEL_CONFIG not in metadata:
+    config = recorded_config(metadata)
+    if config is None:
         raise ValueError(f"checkpoint {path} does not record its model config: give the model "
                          "(--student.model=PRESET_OR_CONFIG_JSON)")
-    config = BertConfig.from_dict(json.loads(metadata[MODEL_CONFIG]))
     config = config.for_inference() if for_inference else config
     task_types = {task.model.__name__: name for name, task in TASK_TYPES.items()}
     architecture = metadata.get(ARCHITECTURE) or ("BertForSequenceClassification"

@@ -12,7 +12,6 @@ sentence classifier's (batch, labels), a token classifier's (batch, sequence, la
 (batch, 2, sequence): start, then end logits), or sequence_output and pooled_output for an encoder.
 The reload check runs the file at several batch sizes and sequence lengths against the MindSpore Cell.
 """
-import json
 import os
 import shutil
 import tempfile
@@ -23,12 +22,12 @@ import mindspore as ms
 from mindspore import nn
 
 from src.checkpoint import (ARCHITECTURE, HEAD_PREFIXES, assign_parameters, load_checkpoint, named_parameters,
-                            split_metadata)
+                            recorded_config, split_metadata)
 from src.cli import require_device
 from src.config import DEFAULT_CONFIG, bert_config, load_config
 from src.distill.multitask import all_heads, head_names, single_head
 from src.logger import get_logger
-from src.tinybert_model import (BertConfig, BertForQuestionAnswering, BertForSequenceClassification, BertModel,
+from src.tinybert_model import (BertForQuestionAnswering, BertForSequenceClassification, BertModel,
                                 LogitsOnly)
 
 EXTENSIONS = {"MINDIR": ".mindir", "ONNX": ".onnx", "AIR": ".air"}
@@ -53,9 +52,7 @@ class EncoderOutputs(nn.Cell):
 
 def student_config(cfg, metadata):
     """The student's BertConfig: the one the checkpoint records (`model_config`), else student.model."""
-    if "model_config" in metadata:
-        return BertConfig.from_dict(json.loads(metadata["model_config"]))
-    return bert_config(cfg, "student")
+    return recorded_config(metadata) or bert_config(cfg, "student")
 
 
 def export_seq_length(cfg, metadata):

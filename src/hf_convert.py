@@ -22,7 +22,7 @@ from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
 
 from src.checkpoint import LABEL_NAMES, MODEL_CONFIG, STATE_PREFIX, TASK, assign_parameters, load_checkpoint, \
-    named_parameters, save_checkpoint, split_metadata
+    named_parameters, recorded_config, save_checkpoint, split_metadata
 from src.cli import run_cli
 from src.config import bert_config, default_presets, load_config, resolve_model
 from src.logger import get_logger
@@ -409,10 +409,11 @@ def _export_config(config_arg, metadata, checkpoint):
     """
     names = json.loads(metadata.get(LABEL_NAMES, "[]"))
     if config_arg is None:
-        if MODEL_CONFIG not in metadata:
+        config = recorded_config(metadata)
+        if config is None:
             raise ValueError(f"{checkpoint} does not record its model config: pass --config (the student's preset "
                              "name, its config.json, or the run's OUTPUT_DIR/PHASE/config.yaml)")
-        return BertConfig.from_dict(json.loads(metadata[MODEL_CONFIG])), names
+        return config, names
     config_arg = str(config_arg)
     if config_arg.endswith((".yaml", ".yml")):
         cfg = load_config([f"--config_path={config_arg}"])

@@ -16,8 +16,9 @@ branch in `build_models`.
 import dataclasses
 import json
 
-from src.checkpoint import (ENCODER_PREFIX, HEAD_PREFIXES, LABEL_NAMES, MODEL_CONFIG, MULTITASK_HEADS_PREFIX,
-                            assign_parameters, load_checkpoint, model_metadata, named_parameters, split_metadata)
+from src.checkpoint import (ENCODER_PREFIX, HEAD_PREFIXES, LABEL_NAMES, MULTITASK_HEADS_PREFIX,
+                            assign_parameters, load_checkpoint, model_metadata, named_parameters, recorded_config,
+                            split_metadata)
 from src.config import bert_config, pruning_settings, resolve_model, teacher_specs
 from src.distill.multitask import (BertForMultiTaskClassification, MultiTaskDistillationLoss, MultiTaskTeacher,
                                    multitask_metadata)
@@ -28,7 +29,7 @@ from src.student_init import copy_teacher_layers
 from src.tinybert_for_gd_td import DistillationLoss, make_projections
 from src.multitask_data import task_config, task_rows
 from src.tasks import build_task_model, label_names_from_records
-from src.tinybert_model import BertConfig, BertModel
+from src.tinybert_model import BertModel
 
 
 @dataclasses.dataclass(frozen=True)
@@ -189,9 +190,9 @@ def build_models(cfg, phase, logger, student_checkpoint=""):
     if not phase.trains:  # evaluation: of the model the checkpoint records (else student.model)
         _require(checkpoint, "student.checkpoint", "the student to evaluate")
         loaded = load_checkpoint(checkpoint)
-        stored = split_metadata(loaded)[1].get(MODEL_CONFIG)
+        stored = recorded_config(split_metadata(loaded)[1])
         if stored:
-            s_config = BertConfig.from_dict(json.loads(stored)).replace(compute_type=cfg.compute_type)
+            s_config = stored.replace(compute_type=cfg.compute_type)
         student = build_task_model(cfg.task.type, s_config.for_inference(), num_labels)
         _load_into(student, checkpoint, "student checkpoint", label_names=labels, loaded=loaded)
         return Models(student, "student", "", model_metadata(student, num_labels, labels, cfg.task.name,

@@ -2,8 +2,9 @@
 import numpy as np
 import pytest
 
-from src.checkpoint import (assign_parameters, canonical_name, load_checkpoint, named_parameters,
-                            rotate_checkpoints, save_checkpoint, split_metadata, step_checkpoints)
+from src.checkpoint import (assign_parameters, canonical_name, load_checkpoint, model_metadata, named_parameters,
+                            recorded_config, rotate_checkpoints, save_checkpoint, split_metadata,
+                            step_checkpoints)
 from src.tinybert_model import BertForSequenceClassification, BertModel
 
 
@@ -18,6 +19,15 @@ def test_round_trip_with_metadata(tmp_path, student_config):
     assign_parameters(named_parameters(other), tensors, "ckpt")
     for (name, a), (_, b) in zip(model.parameters_and_names(), other.parameters_and_names()):
         np.testing.assert_array_equal(a.asnumpy(), b.asnumpy(), err_msg=name)
+
+
+def test_the_recorded_model_config_is_read_back(tmp_path, student_config):
+    model = BertForSequenceClassification(student_config, 3)
+    path = tmp_path / "model.ckpt"
+    save_checkpoint(path, named_parameters(model), model_metadata(model, 3, ["a", "b", "c"], "mnli", 64))
+    metadata = split_metadata(load_checkpoint(path))[1]
+    assert recorded_config(metadata).to_dict() == student_config.to_dict()
+    assert recorded_config({"step": 7}) is None
 
 
 def test_missing_parameters_are_listed(tmp_path, student_config):
