@@ -8,6 +8,7 @@ Checkpoints carry their model: `model_config` (the BertConfig as JSON), `num_lab
 only the file.
 """
 import json
+import logging
 import os
 import re
 from pathlib import Path
@@ -76,6 +77,14 @@ def remove_partial_files(directory):
         leftover.unlink()
 
 
+class _WithoutSaveFailureLine(logging.Filter):
+    """Drops the CRITICAL line MindSpore's `save_checkpoint` logs before it re-raises a write error:
+    the error reaches the user once, as the entry point's one `error:` line that names the file."""
+
+    def filter(self, record):
+        return not str(record.msg).startswith("Failed to save the checkpoint file")
+
+
 def save_checkpoint(path, parameters, metadata=None):
     """Write {name: Parameter or Tensor} to `path` atomically: a hidden temporary file, then a rename.
 
@@ -92,6 +101,9 @@ def save_checkpoint(path, parameters, metadata=None):
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}{PARTIAL_SUFFIX}.ckpt")  # mindspore appends .ckpt to any other name
     entries = [{"name": name, "data": value} for name, value in parameters.items()]
+    # MindSpore's logger has no public accessor; the filter is attached only for this write.
+    ms_logger, quiet = ms.log._get_logger(), _WithoutSaveFailureLine()  # pylint: disable=protected-access
+    ms_logger.addFilter(quiet)
     try:
         ms.save_checkpoint(entries, str(tmp), append_dict=dict(metadata or {}))
         os.replace(tmp, path)
@@ -101,6 +113,8 @@ def save_checkpoint(path, parameters, metadata=None):
         if isinstance(err, OSError) and err.filename is None:  # MindSpore's writer does not say where
             raise OSError(err.errno, err.strerror, str(path)) from err
         raise
+    finally:
+        ms_logger.removeFilter(quiet)
 
 
 def step_checkpoints(directory, model="student"):

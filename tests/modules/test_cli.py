@@ -215,7 +215,7 @@ def small_inputs(tmp_path, minilm_dir):
 
 
 @pytest.mark.parametrize("tool", ["demo_data", "glue_mindrecord", "glue_tfrecord", "corpus_to_records",
-                                  "hf_convert_export"])
+                                  "hf_convert_export", "hf_convert_import"])
 def test_full_disk_is_one_line_and_leaves_no_file(full_disk, small_inputs, tool):
     src, vocab = small_inputs["folder"], small_inputs["vocab"]
     glue = ["-m", "src.glue_to_records", "--task", "sst2", "--input_file", src / "dev.tsv", "--vocab_file", vocab,
@@ -229,9 +229,12 @@ def test_full_disk_is_one_line_and_leaves_no_file(full_disk, small_inputs, tool)
         "hf_convert_export": ["-m", "src.hf_convert", "export", "--checkpoint", src / "student.ckpt", "--config",
                               src / "student.json", "--vocab_file", src / "vocab.txt", "--output_dir",
                               full_disk / "hf"],
+        "hf_convert_import": ["-m", "src.hf_convert", "import", "--hf_dir", vocab.parent, "--output_dir",
+                              full_disk / "imported"],
     }[tool]
     result = run(*command)
     assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
     assert re.fullmatch(r"error: no space left on the device( writing \S+)?: free some space or choose an output "
                         r"folder on another disk", result.stderr.splitlines()[-1]), result.stderr
+    assert "Failed to save" not in result.stderr  # MindSpore's own CRITICAL line: the error is said once
     assert [p for p in full_disk.rglob("*") if not p.is_dir()] == []
