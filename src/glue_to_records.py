@@ -12,9 +12,18 @@ Usage:
       --label stars --labels 1,2,3,4,5 --output_file out/reviews.mindrecord --vocab_file vocab.txt
   python -m src.glue_to_records --task generic --no_header --input_file pairs.tsv --text_a 0 --text_b 1 \
       --label 2 --labels 0,1 --output_file out/pairs.mindrecord --vocab_file vocab.txt
+  python -m src.glue_to_records --task sst2 --input_file SST-2/train.tsv --output_file out/sst2_train.mindrecord \
+      --vocab_file student/vocab.txt --teacher_vocab_file teacher/vocab.txt
 
 Every record carries `example_id`, the example's 0-based row in the input file (header and blank
 lines not counted), so predictions can be matched back to the rows.
+
+With `--teacher_vocab_file` (a teacher whose tokenizer differs from the student's, as TextBrewer
+feeds each model its own batch) every example is tokenized twice: `--vocab_file` gives the student's
+input_ids/input_mask/segment_ids, the teacher's vocabulary the columns teacher_input_ids,
+teacher_input_mask and teacher_segment_ids, of the same seq_length, each casing resolved from its own
+vocabulary. Training feeds each model its own columns; such records allow prediction-level
+distillation only (the token positions of the two models do not correspond).
 """
 import argparse
 import collections
@@ -29,8 +38,9 @@ from pathlib import Path
 import numpy as np
 
 from src.cli import run_cli
-from src.records_writer import EXAMPLE_ID_COLUMN, ID_COLUMNS, LABEL_COLUMN, RecordsWriter, add_output_args
-from src.tokenization import WordPieceTokenizer, add_tokenizer_args
+from src.records_writer import (EXAMPLE_ID_COLUMN, ID_COLUMNS, LABEL_COLUMN, TEACHER_ID_COLUMNS, RecordsWriter,
+                                add_output_args)
+from src.tokenization import WordPieceTokenizer, add_tokenizer_args, str2bool
 
 ROWS_PER_WRITE = 4096  # examples tokenized and written at once
 
@@ -211,26 +221,47 @@ def _label_summary(labels, spec):
 
 
 def convert(input_file, spec, tokenizer, output_file, seq_length, data_format="mindrecord", num_shards=1,
-            skip_bad_rows=False):
-    """Converts one labelled file and returns the summary line."""
+            skip_bad_rows=False, teacher_tokenizer=None):
+    """Converts one labelled file and returns the summary line.
+
+    Args:
+        input_file (str): the TSV, CSV or JSONL file.
+        spec (TaskSpec): what to read from it.
+        tokenizer (WordPieceTokenizer): the student's (the only one without `teacher_tokenizer`).
+        output_file (str): the records to write (see `records_writer.shard_paths` for shards).
+        seq_length (int): tokens per sequence, for both tokenizations.
+        data_format (str): 'mindrecord' or 'tfrecord'. Default: 'mindrecord'.
+        num_shards (int): number of output files. Default: 1.
+        skip_bad_rows (bool): skip and count unreadable rows instead of stopping. Default: False.
+        teacher_tokenizer (WordPieceTokenizer | None): the teacher's, when its vocabulary differs;
+            its ids go to the TEACHER_ID_COLUMNS (int32, (N, seq_length)). Default: None.
+
+    Raises:
+        FileNotFoundError: the input file does not exist.
+        ValueError: a bad row (without skip_bad_rows), a missing column, or no examples at all.
+    """
     if not Path(input_file).is_file():
         raise FileNotFoundError(f"input file {input_file} does not exist")
     start = time.perf_counter()
     label_dtype = np.float32 if spec.labels is None else np.int32
     labels, skipped, pending, example_ids = [], 0, [], []
-    unknown = total = 0
+    # (tokenizer, its record columns, [unknown, total] tokens) of each tokenization written
+    encodings = [(tokenizer, ID_COLUMNS, [0, 0])]
+    if teacher_tokenizer is not None:
+        encodings.append((teacher_tokenizer, TEACHER_ID_COLUMNS, [0, 0]))
+    teacher_columns = {name: (np.int32, True) for name in TEACHER_ID_COLUMNS} if teacher_tokenizer else None
     with RecordsWriter(output_file, data_format, seq_length, label_dtype, num_shards,
-                       with_example_ids=True) as writer:
+                       with_example_ids=True, extra_columns=teacher_columns) as writer:
         def flush():
-            nonlocal unknown, total
             texts_b = None if spec.text_b is None else [b for _, b, _ in pending]
-            arrays = tokenizer.encode_batch([a for a, _, _ in pending], texts_b, seq_length)
-            columns = dict(zip(ID_COLUMNS, arrays))
-            columns[LABEL_COLUMN] = np.array([label for _, _, label in pending], dtype=label_dtype)
-            columns[EXAMPLE_ID_COLUMN] = np.array(example_ids, dtype=np.int64)
+            columns = {LABEL_COLUMN: np.array([label for _, _, label in pending], dtype=label_dtype),
+                       EXAMPLE_ID_COLUMN: np.array(example_ids, dtype=np.int64)}
+            for encoder, names, counts in encodings:
+                arrays = encoder.encode_batch([a for a, _, _ in pending], texts_b, seq_length)
+                columns.update(zip(names, arrays))
+                unknown, total = encoder.count_unknown(arrays[0], arrays[1])
+                counts[0], counts[1] = counts[0] + unknown, counts[1] + total
             writer.write(columns)
-            counts = tokenizer.count_unknown(arrays[0], arrays[1])
-            unknown, total = unknown + counts[0], total + counts[1]
             pending.clear()
             example_ids.clear()
 
@@ -255,12 +286,15 @@ def convert(input_file, spec, tokenizer, output_file, seq_length, data_format="m
             flush()
         if not labels:
             raise ValueError(f"no examples in {input_file}: check the file and --task")
-    warning = tokenizer.unknown_warning(unknown, total)
-    if warning:
-        logging.warning("%s: %s", input_file, warning)
+    for encoder, _, counts in encodings:
+        warning = encoder.unknown_warning(*counts)
+        if warning:
+            logging.warning("%s: %s", input_file, warning)
     seconds = time.perf_counter() - start
+    casing = tokenizer.casing if teacher_tokenizer is None else \
+        f"student {tokenizer.casing}; teacher columns {teacher_tokenizer.casing}"
     return (f"wrote {len(labels)} examples ({skipped} bad rows skipped; {_label_summary(labels, spec)}) "
-            f"to {len(writer.final_paths)} files in {seconds:.1f} s; {tokenizer.casing}")
+            f"to {len(writer.final_paths)} files in {seconds:.1f} s; {casing}")
 
 
 def _task_spec(parser, args):
@@ -300,12 +334,22 @@ def main(argv=None):
     parser.add_argument("--no_header", action="store_true",
                         help="generic: the TSV/CSV file has no header line; columns are numbers counted from 0")
     parser.add_argument("--labels", help="generic: comma-separated label values in class order; omit for regression")
+    parser.add_argument("--teacher_vocab_file",
+                        help="the teacher's vocab.txt when it differs from --vocab_file (then the student's): "
+                             "also writes teacher_input_ids, teacher_input_mask, teacher_segment_ids (for "
+                             "prediction-level distillation only)")
+    parser.add_argument("--teacher_do_lower_case", type=str2bool, default=None,
+                        help="casing of --teacher_vocab_file, resolved as --do_lower_case is for --vocab_file")
     args = parser.parse_args(argv)
     spec = _task_spec(parser, args)
+    if args.teacher_do_lower_case is not None and not args.teacher_vocab_file:
+        parser.error("--teacher_do_lower_case applies to --teacher_vocab_file, which is not given")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
     tokenizer = WordPieceTokenizer(args.vocab_file, args.do_lower_case)
+    teacher_tokenizer = WordPieceTokenizer(args.teacher_vocab_file, args.teacher_do_lower_case, "teacher_") \
+        if args.teacher_vocab_file else None
     print(convert(args.input_file, spec, tokenizer, args.output_file, args.seq_length, args.format,
-                  args.num_shards, args.skip_bad_rows))
+                  args.num_shards, args.skip_bad_rows, teacher_tokenizer))
 
 
 if __name__ == "__main__":

@@ -21,6 +21,9 @@ from mindspore.mindrecord import FileWriter
 
 FORMATS = ("mindrecord", "tfrecord")
 ID_COLUMNS = ("input_ids", "input_mask", "segment_ids")
+# The same three columns tokenized with the teacher's vocabulary (glue_to_records --teacher_vocab_file),
+# for a teacher whose tokenizer differs from the student's.
+TEACHER_ID_COLUMNS = tuple(f"teacher_{name}" for name in ID_COLUMNS)
 LABEL_COLUMN = "label_ids"
 EXAMPLE_ID_COLUMN = "example_id"  # int64: the example's 0-based row in its source file, to match predictions to rows
 

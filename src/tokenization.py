@@ -84,7 +84,7 @@ def read_tokenizer_config(vocab_file):
     return values
 
 
-def resolve_casing(vocab_file, vocab, do_lower_case=None):
+def resolve_casing(vocab_file, vocab, do_lower_case=None, option_prefix=""):
     """Whether to lower-case, checked against the vocabulary's letters.
 
     Args:
@@ -92,6 +92,8 @@ def resolve_casing(vocab_file, vocab, do_lower_case=None):
         vocab (iterable of str): its tokens.
         do_lower_case (bool or None): an explicit choice; None takes `do_lower_case` from the
             tokenizer_config.json beside the vocab, else judges it from the vocabulary.
+        option_prefix (str): prefix of the command-line options the messages name ("teacher_" for
+            `--teacher_do_lower_case`). Default: "".
     Returns:
         tuple (bool, str): the casing and where it came from, for messages.
     Raises:
@@ -101,8 +103,9 @@ def resolve_casing(vocab_file, vocab, do_lower_case=None):
     vocab = list(vocab)
     cased, is_cased = cased_entries(vocab), vocab_is_cased(vocab)
     settings = read_tokenizer_config(vocab_file)
+    option = f"--{option_prefix}do_lower_case"
     if do_lower_case is not None:
-        source = "from --do_lower_case"
+        source = f"from {option}"
     elif "do_lower_case" in settings:
         do_lower_case = settings["do_lower_case"]
         source = f"from {Path(vocab_file).with_name(TOKENIZER_CONFIG)}"
@@ -112,8 +115,8 @@ def resolve_casing(vocab_file, vocab, do_lower_case=None):
         what = ("a cased vocabulary, but the text would be lower-cased" if is_cased
                 else "an uncased vocabulary, but the text would keep its capitals")
         examples = f", e.g. {', '.join(cased[:3])}" if cased else ""
-        fix = f"--do_lower_case {str(not is_cased).lower()}"
-        if source != "from --do_lower_case":
+        fix = f"{option} {str(not is_cased).lower()}"
+        if source != f"from {option}":
             fix += f" (and correct {TOKENIZER_CONFIG})"
         raise ValueError(f"{vocab_file} is {what} (do_lower_case {str(do_lower_case).lower()} {source}; "
                          f"{len(cased)} of its {len(vocab)} entries have capitals{examples}), so words would "
@@ -141,11 +144,14 @@ class WordPieceTokenizer:
         do_lower_case (bool or None): lower-case and strip accents, for uncased models; None (default)
             reads it from the tokenizer_config.json beside the vocab, else from the vocabulary's
             letters. A casing that contradicts the vocabulary raises ValueError (see `resolve_casing`).
+        option_prefix (str): prefix of the command-line options its messages name ("teacher_" for the
+            teacher's vocabulary: `--teacher_vocab_file`, `--teacher_do_lower_case`). Default: "".
     """
 
-    def __init__(self, vocab_file, do_lower_case=None):
+    def __init__(self, vocab_file, do_lower_case=None, option_prefix=""):
         vocab = load_vocab(vocab_file)
-        self.do_lower_case, source = resolve_casing(vocab_file, vocab, do_lower_case)
+        self.option_prefix = option_prefix
+        self.do_lower_case, source = resolve_casing(vocab_file, vocab, do_lower_case, option_prefix)
         self.casing = f"do_lower_case {str(self.do_lower_case).lower()} {source}"  # for summaries
         self.vocab_size = len(vocab)
         self.cls_id, self.sep_id, self.pad_id = vocab["[CLS]"], vocab["[SEP]"], vocab["[PAD]"]
@@ -166,8 +172,8 @@ class WordPieceTokenizer:
         """A warning when more than UNK_WARNING_SHARE of `total` text tokens are [UNK], else None."""
         if total == 0 or unknown <= UNK_WARNING_SHARE * total:
             return None
-        return (f"{100.0 * unknown / total:.1f}% of the tokens are [UNK]: is --vocab_file the model's vocabulary, "
-                f"and is the casing right (do_lower_case {str(self.do_lower_case).lower()})?")
+        return (f"{100.0 * unknown / total:.1f}% of the tokens are [UNK]: is --{self.option_prefix}vocab_file the "
+                f"model's vocabulary, and is the casing right (do_lower_case {str(self.do_lower_case).lower()})?")
 
     def token_ids(self, texts):
         """WordPiece ids of each text, without special tokens (list of lists)."""
