@@ -6,7 +6,10 @@ Columns come out under the model's (Hugging Face's) names, in its input order: i
 attention_mask, token_type_ids (int32, (B, T)); with labels, label_ids ((B,), int32 for
 classification, float32 for regression; (B, T) for per-token labels); on request example_id
 ((B,), int64). The records keep the model zoo's names (input_mask, segment_ids); this module is
-the one place that maps them.
+the one place that maps them. Records with the teacher's own tokenization (glue_to_records
+--teacher_vocab_file) can also give teacher_input_ids, teacher_attention_mask,
+teacher_token_type_ids, right after the student's three; `teacher_and_student_batches` hands each
+model its own.
 
 T is seq_length with `padding='max_length'`. With 'longest' each batch is cut to its longest
 example, with 'buckets' to the next of a few lengths: only columns that are padding in every row
@@ -23,10 +26,11 @@ import mindspore as ms
 import mindspore.dataset as ds
 import mindspore.dataset.transforms as transforms
 
-from src.records_writer import EXAMPLE_ID_COLUMN, FORMATS, ID_COLUMNS, LABEL_COLUMN
+from src.records_writer import EXAMPLE_ID_COLUMN, FORMATS, ID_COLUMNS, LABEL_COLUMN, TEACHER_ID_COLUMNS
 
 # Record column (zoo name) -> model input (Hugging Face name), in the model's input order.
 MODEL_INPUTS = dict(zip(ID_COLUMNS, ("input_ids", "attention_mask", "token_type_ids")))
+TEACHER_INPUTS = dict(zip(TEACHER_ID_COLUMNS, (f"teacher_{name}" for name in MODEL_INPUTS.values())))
 PADDING = ("max_length", "longest", "buckets")
 _FILE_PATTERNS = {"mindrecord": re.compile(r".*\.mindrecord\d*"), "tfrecord": re.compile(r".*\.tfrecord")}
 
@@ -97,7 +101,9 @@ def _check_files(files, data_format, columns, seq_length):
         for name in columns:
             if name not in row:
                 fix = {LABEL_COLUMN: "convert labelled data with src.glue_to_records",
-                       EXAMPLE_ID_COLUMN: "convert the data again with src.glue_to_records, which writes example ids"
+                       EXAMPLE_ID_COLUMN: "convert the data again with src.glue_to_records, which writes example ids",
+                       **dict.fromkeys(TEACHER_ID_COLUMNS, "convert the data again with src.glue_to_records "
+                                                           "--teacher_vocab_file")
                        }.get(name, "convert the text with src.corpus_to_records or src.glue_to_records")
                 raise ValueError(f"record file {file} has no column {name!r} (it has {', '.join(row)}): {fix}")
         stored = row[ID_COLUMNS[0]].shape[-1]
@@ -168,12 +174,42 @@ def label_values(path, data_format, label_columns, schema_file=""):
     return np.concatenate(values) if values else np.zeros(0)
 
 
-def largest_token_id(path, data_format, schema_file=""):
-    """The largest input id of every record in `path` (-1 for no records): one streaming pass over
-    the input_ids column, so a corpus is checked against the vocabulary before training starts.
-    Call it after `create_dataset` has checked the same files."""
-    return max((int(batch[0].max()) for batch in _column_batches(path, data_format, ID_COLUMNS[:1], schema_file)),
+def largest_token_id(path, data_format, schema_file="", column=ID_COLUMNS[0]):
+    """The largest id in `column` (input_ids, or the teacher's teacher_input_ids) of every record in
+    `path` (-1 for no records): one streaming pass, so a corpus is checked against the vocabulary
+    before training starts. Call it after `create_dataset` has checked the same files."""
+    return max((int(batch[0].max()) for batch in _column_batches(path, data_format, (column,), schema_file)),
                default=-1)
+
+
+def has_teacher_inputs(path, data_format, schema_file=""):
+    """Whether the records of `path` carry the teacher's own token columns (any of
+    TEACHER_ID_COLUMNS; `create_dataset` then requires all three). Read from the TFRecord schema json
+    when one is given, else from the first record.
+
+    Raises:
+        FileNotFoundError, ValueError: as `record_files`, or the first file is not readable records.
+    """
+    if data_format == "tfrecord" and schema_file:
+        return any(name in _read_schema(schema_file) for name in TEACHER_ID_COLUMNS)
+    files = record_files(path, data_format)
+    row = next((row for row in (_first_row(file, data_format, list(ID_COLUMNS + TEACHER_ID_COLUMNS))
+                                for file in files) if row is not None), {})
+    return any(name in row for name in TEACHER_ID_COLUMNS)
+
+
+def teacher_and_student_batches(batch, with_teacher_inputs):
+    """(the teacher's batch, the student's batch) of one `create_dataset` batch.
+
+    With teacher inputs the batch is (input_ids, attention_mask, token_type_ids, teacher_input_ids,
+    teacher_attention_mask, teacher_token_type_ids, *rest): each model gets its own three inputs, in
+    the model's order, followed by the shared rest (labels, example ids). Without, both get `batch`.
+    """
+    if not with_teacher_inputs:
+        return batch, batch
+    width = len(MODEL_INPUTS)
+    rest = tuple(batch[2 * width:])
+    return tuple(batch[width:2 * width]) + rest, tuple(batch[:width]) + rest
 
 
 def padding_lengths(padding, buckets, seq_length):
@@ -236,7 +272,7 @@ def _cut_padding(lengths):
 
 def create_dataset(path, data_format, batch_size, seq_length, with_labels, shuffle=True, num_shards=1,
                    shard_id=0, drop_remainder=True, schema_file="", seed=0, padding="max_length", buckets=(),
-                   with_example_ids=False, label_columns=(LABEL_COLUMN,)):
+                   with_example_ids=False, label_columns=(LABEL_COLUMN,), with_teacher_inputs=False):
     """Batched dataset of BERT inputs (and labels) from MindRecord or TFRecord files.
 
     Sharding gives each of `num_shards` ranks an equal number of rows, disjoint and together
@@ -270,12 +306,15 @@ def create_dataset(path, data_format, batch_size, seq_length, with_labels, shuff
             the examples. Default: False.
         label_columns (tuple[str]): the label columns with_labels reads: label_ids, or for
             extractive QA start_positions and end_positions. Default: ('label_ids',).
+        with_teacher_inputs (bool): also return the teacher's own token columns (records written
+            with glue_to_records --teacher_vocab_file). Default: False.
 
     Returns:
         mindspore.dataset.Dataset with columns input_ids, attention_mask, token_type_ids (int32,
-        (B, T), T <= seq_length as `padding` says); with labels, label_ids ((B,), int32 or float32
-        for regression; (B, T) for per-token labels, cut with the ids); with example ids,
-        example_id ((B,), int64).
+        (B, T), T <= seq_length as `padding` says); with teacher inputs, teacher_input_ids,
+        teacher_attention_mask, teacher_token_type_ids (int32, (B, T_teacher), cut by the teacher's
+        own mask); with labels, label_ids ((B,), int32 or float32 for regression; (B, T) for
+        per-token labels, cut with the ids); with example ids, example_id ((B,), int64).
 
     Raises:
         FileNotFoundError: the path or schema file does not exist.
@@ -286,7 +325,8 @@ def create_dataset(path, data_format, batch_size, seq_length, with_labels, shuff
     if not 0 <= shard_id < num_shards:
         raise ValueError(f"shard_id {shard_id} is outside 0..{num_shards - 1}: pass the rank of this device")
     lengths = padding_lengths(padding, buckets, seq_length)
-    columns = list(ID_COLUMNS) + (list(label_columns) if with_labels else []) + \
+    id_columns = list(ID_COLUMNS) + (list(TEACHER_ID_COLUMNS) if with_teacher_inputs else [])
+    columns = id_columns + (list(label_columns) if with_labels else []) + \
         ([EXAMPLE_ID_COLUMN] if with_example_ids else [])
     first_row = _check_files(files, data_format, columns, seq_length)
     ds.config.set_seed(seed)
@@ -301,12 +341,13 @@ def create_dataset(path, data_format, batch_size, seq_length, with_labels, shuff
         data = ds.TFRecordDataset(files, schema=schema_file or None, columns_list=columns,
                                   shuffle=ds.Shuffle.GLOBAL if shuffle else False, num_shards=num_shards,
                                   shard_id=shard_id, shard_equal_rows=num_shards > 1)
-    data = data.rename(list(MODEL_INPUTS), list(MODEL_INPUTS.values()))
-    inputs = list(MODEL_INPUTS.values())
+    renames = {**MODEL_INPUTS, **(TEACHER_INPUTS if with_teacher_inputs else {})}
+    data = data.rename(list(renames), list(renames.values()))
+    inputs = list(renames.values())
     for name in inputs:
         data = data.map(transforms.TypeCast(ms.int32), input_columns=name)
     per_row = []  # columns with one value per row, (B, 1) from a TFRecord schema of rank 1
-    per_token = list(inputs)  # columns that padding cuts
+    per_token = list(MODEL_INPUTS.values())  # columns that padding cuts by the student's mask
     for name in label_columns if with_labels else ():
         label_type = ms.float32 if np.issubdtype(first_row[name].dtype, np.floating) else ms.int32
         data = data.map(transforms.TypeCast(label_type), input_columns=name)
@@ -320,4 +361,7 @@ def create_dataset(path, data_format, batch_size, seq_length, with_labels, shuff
         data = data.map(_flatten, input_columns=name)
     if lengths != (seq_length,):
         data = data.map(_cut_padding(lengths), input_columns=per_token, output_columns=per_token)
-    return data.project(inputs + columns[len(ID_COLUMNS):])
+        if with_teacher_inputs:  # the teacher's tokens end elsewhere: cut by its own mask
+            teacher_inputs = list(TEACHER_INPUTS.values())
+            data = data.map(_cut_padding(lengths), input_columns=teacher_inputs, output_columns=teacher_inputs)
+    return data.project(inputs + columns[len(id_columns):])

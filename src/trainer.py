@@ -17,7 +17,8 @@ from src.checkpoint import (BAKED_CHECKPOINT, BEST_CHECKPOINT, FINAL_CHECKPOINT,
                             remove_partial_files, save_checkpoint, split_metadata, step_checkpoints)
 from src.cli import require_device
 from src.config import bert_config, config_changes, save_config, teacher_specs
-from src.dataset import create_dataset, largest_token_id, record_files
+from src.dataset import (create_dataset, has_teacher_inputs, largest_token_id, record_files,
+                         teacher_and_student_batches)
 from src.distill.schedules import schedule_values
 from src.distill.multitask import MultiTaskEvaluator, MultiTaskTeacher
 from src.distill.teacher import CachedTeacher, cache_key, combine_logits, load_or_build_cache
@@ -28,6 +29,7 @@ from src.optimizer import build_optimizer
 from src.phases import PHASES, build_models
 from src.prune.apply import PRUNING_METHOD, baked_parameters, set_threshold
 from src.prune.schedule import schedule_for
+from src.records_writer import ID_COLUMNS, TEACHER_ID_COLUMNS
 from src.tasks import TASK_TYPES, check_record_labels
 from src.tinybert_for_gd_td import BertTrainWithLossScaleCell, make_scale_update_cell
 
@@ -72,19 +74,62 @@ def _resume(train_cell, models, phase_dir, logger):
     return 0
 
 
-def _check_vocab(cfg, paths, vocab_size):
-    """Raises ValueError when a record of `paths` holds a token id the vocabulary lacks: read in full
-    before the phase writes anything, so a bad id is not found hours into a run."""
-    for path in paths:
-        largest = largest_token_id(path, cfg.data.format, cfg.data.schema_file)
+# The converter option of each model's vocabulary in records with teacher columns.
+_VOCAB_OPTIONS = {"student": "--vocab_file", "teacher": "--teacher_vocab_file"}
+
+
+def _check_vocab(cfg, checks):
+    """Raises ValueError when a record holds a token id a vocabulary lacks: each check (records path,
+    id column, vocab_size, whose: "model", or "student"/"teacher" for records with teacher columns)
+    reads the column in full before the phase writes anything, so a bad id is not found hours into a run."""
+    for path, column, vocab_size, whose in checks:
+        largest = largest_token_id(path, cfg.data.format, cfg.data.schema_file, column)
         if largest >= vocab_size:
-            raise ValueError(f"{path} holds token id {largest} but the model's vocab_size is {vocab_size}: "
-                             "convert the data with the model's vocab.txt, or fix the model config")
+            where, option = (f" in {column}", f" ({_VOCAB_OPTIONS[whose]})") if whose in _VOCAB_OPTIONS else ("", "")
+            raise ValueError(f"{path} holds token id {largest}{where} but the {whose}'s vocab_size is {vocab_size}: "
+                             f"convert the data with the {whose}'s vocab.txt{option}, or fix the {whose} config")
 
 
-def _teacher_source(cfg, models, phase, logger):
+def _teacher_inputs(cfg, phase, models):
+    """Whether the training records carry the teacher's own tokenization (glue_to_records
+    --teacher_vocab_file), which the teacher is then fed instead of the student's columns.
+
+    Raises:
+        ValueError: such records where the two models' token positions would have to correspond
+            (intermediate matches, per-token or span predictions), where the teacher is the model
+            trained, or in a multi-task run.
+    """
+    rows = [task.row for task in models.tasks] or [cfg.data]
+    carrying = [row.train_path for row in rows
+                if has_teacher_inputs(row.train_path, cfg.data.format, cfg.data.schema_file)]
+    if not carrying:
+        return False
+    path = carrying[0]
+    if models.tasks:
+        raise ValueError(f"{path} carries teacher columns (converted with --teacher_vocab_file), which multi-task "
+                         "distillation does not read: convert each task's records with one vocabulary for both models")
+    if not models.teachers:
+        raise ValueError(f"{path} carries teacher columns (converted with --teacher_vocab_file), but phase "
+                         f"{phase.name} trains on input_ids, the student's tokens: fine-tune the teacher on records "
+                         "converted with --vocab_file set to the teacher's vocab.txt")
+    if models.matches:
+        described = ", ".join(sorted({match.feature for match in models.matches}))
+        raise ValueError(f"intermediate matches ({described}) need the teacher and student to see the same token "
+                         f"positions; {path} carries teacher columns (a teacher vocabulary, glue_to_records "
+                         "--teacher_vocab_file), which allow only prediction-level distillation: use --phase=td2 "
+                         "without distill.intermediate_matches, or convert the data with one vocabulary for both "
+                         "models")
+    if cfg.task.type != "sequence_classification":
+        raise ValueError(f"{path} carries teacher columns (a teacher vocabulary), but {cfg.task.type} compares the "
+                         "two models' predictions position by position, and their token positions differ: convert "
+                         "the data with one vocabulary for both models")
+    return True
+
+
+def _teacher_source(cfg, models, phase, logger, teacher_inputs=False):
     """The live teacher(s), or their logits from the cache (one file per teacher) when the phase
-    needs nothing else from them. A multi-task student: each task's, by the batch's task."""
+    needs nothing else from them, computed on the teacher's own columns when the records carry them
+    (`teacher_inputs`). A multi-task student: each task's, by the batch's task."""
     if models.tasks:
         sources = [_teacher_source(task.config, task.models, phase, logger) for task in models.tasks]
         return MultiTaskTeacher([source for source, _ in sources]), sources[0][1]
@@ -97,10 +142,13 @@ def _teacher_source(cfg, models, phase, logger):
                                  with_labels=phase.labels, shuffle=False, drop_remainder=False,
                                  schema_file=cfg.data.schema_file, seed=cfg.seed, padding=cfg.data.padding,
                                  buckets=cfg.data.buckets, with_example_ids=True,
-                                 label_columns=TASK_TYPES[cfg.task.type].label_columns)
+                                 label_columns=TASK_TYPES[cfg.task.type].label_columns,
+                                 with_teacher_inputs=teacher_inputs)
+        teacher_batches = (teacher_and_student_batches(batch, teacher_inputs)[0]
+                           for batch in batches.create_tuple_iterator(num_epochs=1))
         key = cache_key(checkpoint, files, teacher.bert.config.to_dict())
-        logits.append(load_or_build_cache(Path(cfg.output_dir) / "teacher_cache", key,
-                                          batches.create_tuple_iterator(num_epochs=1), teacher, logger))
+        logits.append(load_or_build_cache(Path(cfg.output_dir) / "teacher_cache", key, teacher_batches, teacher,
+                                          logger))
     return CachedTeacher(combine_logits(logits, [spec[2] for spec in teacher_specs(cfg)])), True
 
 
@@ -133,7 +181,8 @@ def run_phase(cfg, name, student_checkpoint=""):
 
     block = getattr(cfg, phase.optimizer)
     label_columns = TASK_TYPES[cfg.task.type].label_columns
-    teacher, cached = _teacher_source(cfg, models, phase, logger)
+    teacher_inputs = _teacher_inputs(cfg, phase, models)
+    teacher, cached = _teacher_source(cfg, models, phase, logger, teacher_inputs)
     # A multi-task batch ends with its task's index (src/multitask_data.py); its labels are checked as read.
     dataset = interleaved_batches(cfg, [task.row for task in models.tasks], block.batch_size, group_size, rank,
                                   cached) if models.tasks else \
@@ -141,7 +190,7 @@ def run_phase(cfg, name, student_checkpoint=""):
                        with_labels=phase.labels, shuffle=cfg.data.shuffle, num_shards=group_size, shard_id=rank,
                        drop_remainder=True, schema_file=cfg.data.schema_file, seed=cfg.seed,
                        padding=cfg.data.padding, buckets=cfg.data.buckets, with_example_ids=cached,
-                       label_columns=label_columns)
+                       label_columns=label_columns, with_teacher_inputs=teacher_inputs)
     if phase.labels and not models.tasks:
         check_record_labels(cfg.task.type, cfg.data.train_path, cfg.data.format, cfg.task.num_labels,
                             "the training records", cfg.seq_length, cfg.data.schema_file)
@@ -156,13 +205,18 @@ def run_phase(cfg, name, student_checkpoint=""):
     train_cell = BertTrainWithLossScaleCell(models.loss, optimizer, make_scale_update_cell(cfg.loss_scale),
                                             block.clip_norm)
     train_cell.set_train(True)
-    # Teacher and student read the same token ids: both vocabularies must hold them.
-    vocab_size = min(([t.bert.config.vocab_size for t in models.teachers] if models.tasks else
-                      [spec[0].vocab_size for spec in teacher_specs(cfg)])
-                     + ([] if phase.trains == "teacher" else [bert_config(cfg, "student").vocab_size]))
+    teacher_vocab = min([t.bert.config.vocab_size for t in models.teachers] if models.tasks else
+                        [spec[0].vocab_size for spec in teacher_specs(cfg)])
     rows = [task.row for task in models.tasks] or [cfg.data]
-    _check_vocab(cfg, [row.train_path for row in rows] + ([row.eval_path for row in rows] if evaluator else []),
-                 vocab_size)
+    paths = [row.train_path for row in rows] + ([row.eval_path for row in rows] if evaluator else [])
+    if teacher_inputs:  # each model reads its own columns (the dev set: the student's alone)
+        checks = [(path, ID_COLUMNS[0], bert_config(cfg, "student").vocab_size, "student") for path in paths] + \
+            [(cfg.data.train_path, TEACHER_ID_COLUMNS[0], teacher_vocab, "teacher")]
+    else:  # teacher and student read the same token ids: both vocabularies must hold them
+        vocab_size = min([teacher_vocab] + ([] if phase.trains == "teacher" else
+                                            [bert_config(cfg, "student").vocab_size]))
+        checks = [(path, ID_COLUMNS[0], vocab_size, "model") for path in paths]
+    _check_vocab(cfg, checks)
     # Every input is checked: from here on the phase folder is written.
     if rank == 0:
         save_config(cfg, phase_dir / "config.yaml")
@@ -196,7 +250,8 @@ def run_phase(cfg, name, student_checkpoint=""):
             schedule = schedule_values(cfg.distill, step, total_steps, phase.terms,
                                        cfg.pruning if pruning else None, regu_lambda)
             set_dropout_step(cfg.seed, step, rank)  # masks of (seed, step, rank): a resumed run draws the same
-            loss, components, overflow, scale = train_cell(teacher(*batch), ms.Tensor(schedule, ms.float32),
+            teacher_batch, batch = teacher_and_student_batches(batch, teacher_inputs)
+            loss, components, overflow, scale = train_cell(teacher(*teacher_batch), ms.Tensor(schedule, ms.float32),
                                                            *batch)
             step += 1
             loss_value = float(loss.asnumpy())

@@ -1,7 +1,9 @@
 """Teacher sources: what the training step is given as the teacher's side of every loss.
 
-A source is called with the batch's columns and returns a tuple of tensors, one teacher feature per
-intermediate match (a pair for pair losses), then the logits when the phase has a prediction loss.
+A source is called with the batch's columns (the teacher's own token columns in place of the
+student's when the records carry them: `dataset.teacher_and_student_batches`) and returns a tuple of
+tensors, one teacher feature per intermediate match (a pair for pair losses), then the logits when
+the phase has a prediction loss.
   LiveTeacher    runs the frozen teacher on the batch.
   TeacherEnsemble  several teachers of one task: features by match, the weighted mean of their logits.
   no_teacher     a placeholder, for supervised fine-tuning.
