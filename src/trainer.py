@@ -126,15 +126,39 @@ def _teacher_inputs(cfg, phase, models):
     return True
 
 
+def _vocab_checks(cfg, phase, models, evaluates, teacher_inputs):
+    """The (records path, id column, vocab_size, whose) rows `_check_vocab` reads: the training
+    records (and dev records when the phase evaluates) of every task against the vocabularies of the
+    models that read them."""
+    teacher_vocab = min([t.bert.config.vocab_size for t in models.teachers] if models.tasks else
+                        [spec[0].vocab_size for spec in teacher_specs(cfg)])
+    rows = [task.row for task in models.tasks] or [cfg.data]
+    paths = [row.train_path for row in rows] + ([row.eval_path for row in rows] if evaluates else [])
+    if teacher_inputs:  # each model reads its own columns (the dev set: the student's alone)
+        return [(path, ID_COLUMNS[0], bert_config(cfg, "student").vocab_size, "student") for path in paths] + \
+            [(cfg.data.train_path, TEACHER_ID_COLUMNS[0], teacher_vocab, "teacher")]
+    # Teacher and student read the same token ids: both vocabularies must hold them.
+    vocab_size = min([teacher_vocab] + ([] if phase.trains == "teacher" else [bert_config(cfg, "student").vocab_size]))
+    return [(path, ID_COLUMNS[0], vocab_size, "model") for path in paths]
+
+
+def _uses_cache(cfg, models):
+    """Whether the teacher's logits come from the cache: asked for (distill.teacher_cache) and the
+    phase needs nothing else from the teacher (no intermediate matches). A multi-task run: as its
+    first task."""
+    if models.tasks:
+        return _uses_cache(models.tasks[0].config, models.tasks[0].models)
+    return bool(cfg.distill.teacher_cache and models.teachers and not models.matches)
+
+
 def _teacher_source(cfg, models, phase, logger, teacher_inputs=False):
-    """The live teacher(s), or their logits from the cache (one file per teacher) when the phase
-    needs nothing else from them, computed on the teacher's own columns when the records carry them
+    """The live teacher(s), or their logits from the cache (one file per teacher, built on first
+    use) when `_uses_cache`, computed on the teacher's own columns when the records carry them
     (`teacher_inputs`). A multi-task student: each task's, by the batch's task."""
     if models.tasks:
-        sources = [_teacher_source(task.config, task.models, phase, logger) for task in models.tasks]
-        return MultiTaskTeacher([source for source, _ in sources]), sources[0][1]
-    if not (cfg.distill.teacher_cache and models.teachers and not models.matches):
-        return models.teacher_source, False
+        return MultiTaskTeacher([_teacher_source(task.config, task.models, phase, logger) for task in models.tasks])
+    if not _uses_cache(cfg, models):
+        return models.teacher_source
     files = record_files(cfg.data.train_path, cfg.data.format)
     logits = []
     for teacher, (_, checkpoint, _) in zip(models.teachers, teacher_specs(cfg)):
@@ -149,7 +173,7 @@ def _teacher_source(cfg, models, phase, logger, teacher_inputs=False):
         key = cache_key(checkpoint, files, teacher.bert.config.to_dict())
         logits.append(load_or_build_cache(Path(cfg.output_dir) / "teacher_cache", key, teacher_batches, teacher,
                                           logger))
-    return CachedTeacher(combine_logits(logits, [spec[2] for spec in teacher_specs(cfg)])), True
+    return CachedTeacher(combine_logits(logits, [spec[2] for spec in teacher_specs(cfg)]))
 
 
 def run_phase(cfg, name, student_checkpoint=""):
@@ -182,7 +206,7 @@ def run_phase(cfg, name, student_checkpoint=""):
     block = getattr(cfg, phase.optimizer)
     label_columns = TASK_TYPES[cfg.task.type].label_columns
     teacher_inputs = _teacher_inputs(cfg, phase, models)
-    teacher, cached = _teacher_source(cfg, models, phase, logger, teacher_inputs)
+    cached = _uses_cache(cfg, models)
     # A multi-task batch ends with its task's index (src/multitask_data.py); its labels are checked as read.
     dataset = interleaved_batches(cfg, [task.row for task in models.tasks], block.batch_size, group_size, rank,
                                   cached) if models.tasks else \
@@ -194,6 +218,9 @@ def run_phase(cfg, name, student_checkpoint=""):
     if phase.labels and not models.tasks:
         check_record_labels(cfg.task.type, cfg.data.train_path, cfg.data.format, cfg.task.num_labels,
                             "the training records", cfg.seq_length, cfg.data.schema_file)
+    _check_vocab(cfg, _vocab_checks(cfg, phase, models, evaluator is not None, teacher_inputs))
+    # Every input is checked: from here on files are written (the teacher cache, then the phase folder).
+    teacher = _teacher_source(cfg, models, phase, logger, teacher_inputs)
     steps_per_epoch = dataset.get_dataset_size()
     total_steps = steps_per_epoch * block.epochs
     if block.max_steps:
@@ -205,19 +232,6 @@ def run_phase(cfg, name, student_checkpoint=""):
     train_cell = BertTrainWithLossScaleCell(models.loss, optimizer, make_scale_update_cell(cfg.loss_scale),
                                             block.clip_norm)
     train_cell.set_train(True)
-    teacher_vocab = min([t.bert.config.vocab_size for t in models.teachers] if models.tasks else
-                        [spec[0].vocab_size for spec in teacher_specs(cfg)])
-    rows = [task.row for task in models.tasks] or [cfg.data]
-    paths = [row.train_path for row in rows] + ([row.eval_path for row in rows] if evaluator else [])
-    if teacher_inputs:  # each model reads its own columns (the dev set: the student's alone)
-        checks = [(path, ID_COLUMNS[0], bert_config(cfg, "student").vocab_size, "student") for path in paths] + \
-            [(cfg.data.train_path, TEACHER_ID_COLUMNS[0], teacher_vocab, "teacher")]
-    else:  # teacher and student read the same token ids: both vocabularies must hold them
-        vocab_size = min([teacher_vocab] + ([] if phase.trains == "teacher" else
-                                            [bert_config(cfg, "student").vocab_size]))
-        checks = [(path, ID_COLUMNS[0], vocab_size, "model") for path in paths]
-    _check_vocab(cfg, checks)
-    # Every input is checked: from here on the phase folder is written.
     if rank == 0:
         save_config(cfg, phase_dir / "config.yaml")
         remove_partial_files(phase_dir)

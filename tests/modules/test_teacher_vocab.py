@@ -196,16 +196,18 @@ def test_runs_that_need_matching_positions_are_refused(work, records):
         assert not (work / out / phase).exists()  # refused before anything is written
 
 
-def test_teacher_columns_are_checked_against_the_teachers_vocabulary(work, records):
+@pytest.mark.parametrize("cache", ["false", "true"])
+def test_teacher_columns_are_checked_against_the_teachers_vocabulary(work, records, cache):
     small = dict(TEACHER, vocab_size=len(TEACHER_VOCAB) - 3)  # lacks act ##or ##s
     (work / "small_teacher.json").write_text(json.dumps(small))
     save_checkpoint(work / "small_teacher.ckpt",
                     named_parameters(BertForSequenceClassification(BertConfig(**small), 2)))
     result = run([*td2_args(work, records, "small"), f"--teacher.model={work / 'small_teacher.json'}",
-                  f"--teacher.checkpoint={work / 'small_teacher.ckpt'}"], work, expect_ok=False)
+                  f"--teacher.checkpoint={work / 'small_teacher.ckpt'}", f"--distill.teacher_cache={cache}"], work,
+                 expect_ok=False)
     largest = read_back(records)["teacher_input_ids"].max()
     assert _error_line(result) == (
         f"error: {records} holds token id {largest} in teacher_input_ids but the teacher's vocab_size is "
         f"{small['vocab_size']}: convert the data with the teacher's vocab.txt (--teacher_vocab_file), or fix the "
         "teacher config")
-    assert not (work / "small/td2").exists()
+    assert not (work / "small/td2").exists() and not (work / "small/teacher_cache").exists()
