@@ -1,24 +1,28 @@
 #!/bin/bash
 # Distillation presets side by side on SST-2 at the same budget, and td2 with cached teacher logits.
 # Results: bench/PRESETS.md. Needs the fine-tuned teacher and the records that
-#   TASKS=sst2 bash bench/real_runs.sh DATA_DIR OUT_DIR
+#   TASKS=sst2 STUDENTS=none bash bench/real_runs.sh DATA_DIR OUT_DIR
 # writes (run it first, on the same OUT_DIR). Then:
 #   bash bench/presets_sst2.sh [OUT_DIR] [--key=value ...]
-# Each preset trains the same 3 x 384 student from random weights: td1 with the preset's
-# intermediate matches (one epoch of the 16k rows, lr 1e-3, as real_runs.sh's random student), then
-# the same td2 (bench/real_sst2.yaml). Finished presets are skipped on a rerun.
+# Each preset trains the same 3 x 384 student, initialised from layers 2, 4, 6 of the fine-tuned
+# teacher: 100 td1 steps with the preset's intermediate matches (lr 5e-5), then the same 100 td2
+# steps (bench/real_sst2.yaml), dev accuracy every 50 steps. Extra --key=value change that budget
+# (e.g. --student.init=random --td1.learning_rate=1.0e-3 --td1.max_steps=0: a random student, one
+# full td1 epoch). Finished presets are skipped on a rerun.
 # Wall times: OUT_DIR/presets/times.tsv; summary: OUT_DIR/presets/summary.tsv.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export GLOG_v=3
 OUT=bench_output
 [[ $# -gt 0 && $1 != --* ]] && { OUT=$1; shift; }
-EXTRA=("$@")
+BUDGET=(--student.init=teacher_layers "--student.teacher_layers=[2,4,6]" --td1.learning_rate=5.0e-5
+        --td1.max_steps=100 --td2.max_steps=100 --eval.every_steps=50)
+EXTRA=("${BUDGET[@]}" "$@")
 TEACHER=$OUT/sst2/teacher/teacher_best.ckpt
 TRAIN=$OUT/records/sst2_train.mindrecord
 DEV=$OUT/records/sst2_dev.mindrecord
 for needed in "$TEACHER" "$TRAIN" "$DEV" "$OUT/teacher_pretrained/config.json"; do
-  [[ -f $needed ]] || { echo "error: $needed is missing: run TASKS=sst2 bash bench/real_runs.sh DATA_DIR $OUT first" >&2
+  [[ -f $needed ]] || { echo "error: $needed is missing: run TASKS=sst2 STUDENTS=none bash bench/real_runs.sh DATA_DIR $OUT first" >&2
                         exit 2; }
 done
 DIR=$OUT/presets
@@ -37,7 +41,7 @@ for preset in tinybert minilm minilmv2 hidden_mse_smmd; do
   run=$DIR/$preset
   [[ -f $run/td2/student_final.ckpt ]] && { echo "== $preset: done in an earlier run, skipped"; continue; }
   timed "$preset td" "$DIR/$preset.log" python run_task_distill.py "${common[@]}" --phase=td --output_dir="$run" \
-    --student.init=random --distill.preset="$preset" --td1.learning_rate=1.0e-3 "${EXTRA[@]}"
+    --distill.preset="$preset" "${EXTRA[@]}"
 done
 
 # td2 of the tinybert student again, with the live teacher and from the logits cache (built once, then used).

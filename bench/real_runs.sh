@@ -8,7 +8,8 @@
 # training step, e.g. a smoke run: ... /tmp/smoke --teacher_finetune.max_steps=2 --gd.max_steps=2 \
 #   --td1.max_steps=2 --td2.max_steps=2 --eval.every_steps=0
 # Environment: SST2_ROWS (first rows of SST-2 train used, default 16000), TASKS (default "sst2 mrpc"),
-# STUDENTS (default "layers random"; "layers" alone skips general distillation), REPEATS (timed passes over the dev set per model in the speed check, default 3).
+# STUDENTS (default "layers random"; "layers" alone skips general distillation; "none": records and the
+# fine-tuned teacher only, what bench/presets_sst2.sh needs), REPEATS (timed passes over the dev set per model in the speed check, default 3).
 # Wall time of each stage: OUT_DIR/times.tsv; speed and parameter counts: OUT_DIR/TASK/speed.txt.
 # Finished stages are marked in OUT_DIR/done/: rerunning on the same OUT_DIR resumes (rm -r it to start over).
 set -euo pipefail
@@ -22,6 +23,7 @@ EXTRA=("$@")
 SST2_ROWS=${SST2_ROWS:-16000}
 TASKS=${TASKS:-sst2 mrpc}
 STUDENTS=${STUDENTS:-layers random}
+[[ $STUDENTS == none ]] && STUDENTS=""
 REPEATS=${REPEATS:-3}
 GLUE=$DATA/glue
 [[ -f $GLUE/SST-2/train.tsv && -f $DATA/wikitext/wikitext-2-raw.wiki.test.raw ]] || {
@@ -74,6 +76,7 @@ run_task() {
   stage "$task teacher fine-tuning" python run_task_distill.py "${common[@]}" --phase=teacher --output_dir="$dir" \
     --teacher.checkpoint="$PRETRAINED/model.ckpt" "${EXTRA[@]}"
   local teacher=$dir/teacher/teacher_best.ckpt
+  [[ -n $STUDENTS ]] || return 0
   for student in $STUDENTS; do
     local run=$dir/$student
     # shellcheck disable=SC2046  # student_args prints several --key=value words
