@@ -17,6 +17,10 @@ OUT=bench_output
 [[ $# -gt 0 && $1 != --* ]] && { OUT=$1; shift; }
 BUDGET=(--student.init=teacher_layers "--student.teacher_layers=[2,4,6]" --td1.learning_rate=5.0e-5
         --td1.max_steps=100 --td2.max_steps=100 --eval.every_steps=50)
+for arg in "$@"; do
+  [[ $arg == --distill.preset=* ]] && { echo "error: $arg: the script runs every preset itself; leave distill.preset out" >&2
+                                        exit 2; }
+done
 EXTRA=("${BUDGET[@]}" "$@")
 TEACHER=$OUT/sst2/teacher/teacher_best.ckpt
 TRAIN=$OUT/records/sst2_train.mindrecord
@@ -33,7 +37,11 @@ common=(--config_path=bench/real_sst2.yaml --teacher.model="$OUT/teacher_pretrai
 timed() {  # timed NAME LOG COMMAND...: runs it into LOG, appends "NAME<TAB>seconds" to times.tsv
   local name=$1 log=$2 start=$SECONDS; shift 2
   echo "== $name: $*"
-  "$@" > "$log" 2>&1
+  if ! "$@" > "$log" 2>&1; then
+    echo "error: $name failed; the end of $log:" >&2
+    tail -n 3 "$log" >&2
+    exit 1
+  fi
   printf '%s\t%d\n' "$name" $((SECONDS - start)) | tee -a "$DIR/times.tsv"
 }
 
@@ -64,6 +72,6 @@ fi
   done
   for log in td2_live td2_cached; do
     printf '%s train ms/step (median)\t%s\n' "$log" "$(grep -o '[0-9]* ms/step' "$DIR/$log.log" | awk 'NR>1 {print $1}' \
-      | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')"
+      | sort -n | awk '{a[NR]=$1} END {print NR ? a[int((NR+1)/2)] : "n/a (fewer than 2 logged steps: lower --log_steps)"}')"
   done
 } | tee "$DIR/summary.tsv"
