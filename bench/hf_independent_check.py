@@ -132,6 +132,7 @@ def score_ner(model_dir, data, max_seq_length, batch_size):
             "words_without_pieces": no_piece}
 
 
+# Written again on purpose, beside src/squad_metrics.py: the check must share no code with what it checks.
 def normalize_answer(text):
     """SQuAD v1.1: lower case, punctuation and the articles a/an/the removed, whitespace collapsed."""
     text = "".join(c for c in text.lower() if c not in PUNCTUATION)
