@@ -175,15 +175,38 @@ def _merge(base, updates, prefix=""):
     return merged
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses a key given twice in one mapping: PyYAML keeps the last one
+    silently, so `log_steps: 10` followed later by `log_steps: 25` would hide the first setting."""
+
+
+def _construct_unique_mapping(loader, node, deep=False):
+    first_line = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if not isinstance(key, str):
+            continue
+        line = key_node.start_mark.line + 1
+        if key in first_line:
+            raise ValueError(f"key {key!r} is given twice, on lines {first_line[key]} and {line}: keep one")
+        first_line[key] = line
+    return loader.construct_mapping(node, deep=deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_unique_mapping)
+
+
 def _read_yaml(path):
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"config file {path} does not exist")
     with open(path, encoding="utf-8") as f:
         try:
-            values = yaml.safe_load(f) or {}
+            values = yaml.load(f, Loader=_UniqueKeyLoader) or {}
         except yaml.YAMLError as error:
             raise ValueError(f"config file {path} is not valid YAML: {error}") from None
+        except ValueError as error:
+            raise ValueError(f"config file {path}: {error}") from None
     if not isinstance(values, dict):
         raise ValueError(f"config file {path} must hold a mapping of keys")
     return values

@@ -76,3 +76,12 @@ def test_config_is_read_only():
 
 def test_parse_overrides_builds_nested_dict():
     assert parse_overrides(["--a.b.c=1", "--config_path=x"]) == ("x", {"a": {"b": {"c": 1}}})
+
+
+def test_a_key_given_twice_in_a_yaml_is_refused(tmp_path):
+    path = tmp_path / "task.yaml"
+    path.write_text("td2:\n  epochs: 3\n  learning_rate: 1.0e-4\n  epochs: 5\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=f"config file {path}: key 'epochs' is given twice, on lines 2 and 4"):
+        load_config([f"--config_path={path}"])
+    path.write_text("td1:\n  epochs: 3\ntd2:\n  epochs: 5\n", encoding="utf-8")  # one key per mapping: fine
+    assert load_config([f"--config_path={path}"]).td2.epochs == 5
