@@ -45,6 +45,10 @@ KEY_SETTINGS = ("task.name", "task.metric", "seq_length", "teacher.model", "stud
                 "distill.kd_weight", "distill.hard_label_weight", "data.train_path", "data.eval_path", "data.padding")
 PHASE_SETTINGS = ("epochs", "batch_size", "learning_rate", "warmup_ratio", "max_steps")
 SHAPE_KEYS = ("num_hidden_layers", "hidden_size", "num_attention_heads", "intermediate_size", "vocab_size")
+# The Hugging Face Hub's pipeline for each exported head (a bare encoder is feature extraction).
+PIPELINE_TAGS = {"BertForSequenceClassification": "text-classification",
+                 "BertForTokenClassification": "token-classification",
+                 "BertForQuestionAnswering": "question-answering"}
 
 
 # ---------------------------------------------------------------- reading a run
@@ -453,8 +457,7 @@ def model_card(checkpoint, architecture, label_names, config):
     task = metadata.get(TASK, "") or _dotted(run_config, "task.name") or ""
     shape = (f"{_layers(config.num_hidden_layers)}, hidden size {config.hidden_size}, {config.num_attention_heads} "
              f"attention heads, feed-forward size {config.intermediate_size}, vocabulary {config.vocab_size}")
-    lines = ["---", "library_name: transformers", "pipeline_tag: " + ("text-classification" if architecture ==
-             "BertForSequenceClassification" else "feature-extraction"),
+    lines = ["---", "library_name: transformers", "pipeline_tag: " + PIPELINE_TAGS.get(architecture, "feature-extraction"),
              "tags: [bert, tinybert, knowledge-distillation, mindspore]", "---", "",
              f"# TinyBERT student{f' for {task}' if task else ''}", "",
              "A BERT student distilled with TinyBERT (Jiao et al. 2019) by this project's MindSpore code and "

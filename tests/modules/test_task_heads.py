@@ -99,6 +99,8 @@ def test_export_loads_in_transformers_and_imports_back(student_config, tmp_path,
     assert result["architecture"] == hf_name
     hf_config = json.loads((tmp_path / "hf" / "config.json").read_text())
     assert hf_config["architectures"] == [hf_name]
+    tag = "token-classification" if architecture == "token" else "question-answering"
+    assert f"\npipeline_tag: {tag}\n" in (tmp_path / "hf" / "README.md").read_text()  # the Hub's widget
     reference, info = getattr(transformers, hf_name).from_pretrained(str(tmp_path / "hf"), output_loading_info=True)
     assert not (info["missing_keys"] or info["unexpected_keys"] or info["mismatched_keys"]), info
 
