@@ -32,8 +32,8 @@ def str2bool(value):
 def add_tokenizer_args(parser):
     """The vocabulary, casing and length options shared by the record converters."""
     parser.add_argument("--vocab_file", required=True,
-                        help="WordPiece vocab.txt of the models that read the records (glue_to_records with --teacher_vocab_file: "
-                             "the student's)")
+                        help="WordPiece vocab.txt of the models that read the records "
+                             "(glue_to_records with --teacher_vocab_file: the student's)")
     parser.add_argument("--do_lower_case", type=str2bool, default=None,
                         help=f"true for uncased vocabularies (default: do_lower_case of the {TOKENIZER_CONFIG} "
                              "beside the vocab, else judged from the vocab's letters)")
