@@ -15,7 +15,7 @@ import numpy as np
 
 from src.checkpoint import STATE_PREFIX, STEP_CHECKPOINT, rotate_checkpoints, save_checkpoint
 from src.dataset import create_dataset
-from src.tasks import TASK_TYPES, check_record_labels, evaluate
+from src.tasks import TASK_TYPES, check_record_labels, evaluate, example_count
 from src.tinybert_model import LogitsOnly
 
 SHORT_METRIC = {"accuracy": "acc"}
@@ -112,7 +112,8 @@ class Evaluator:
         self.logger, self.metrics = logger, metrics
 
     def evaluate(self):
-        """({metric: value} over every dev example, the chosen metric first then its companions, count)."""
+        """({metric: value} over every dev example, the chosen metric first then its companions, the number
+        of examples: questions or sentences, not their windows)."""
         self.network.set_train(False)
         logits, labels, example_ids = [], [], []
         for batch in self.dataset.create_tuple_iterator(num_epochs=1):
@@ -125,7 +126,7 @@ class Evaluator:
             raise FloatingPointError("the model's dev-set logits are NaN or infinite: training diverged; "
                                      "lower the learning rate")
         results = evaluate(self.task_type, self.metric, logits, labels, example_ids, self.eval_path)
-        return results, sum(len(x) for x in labels)
+        return results, example_count(self.task_type, labels, self.eval_path)
 
     @staticmethod
     def log_line(results, count):

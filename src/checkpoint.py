@@ -85,6 +85,13 @@ class _WithoutSaveFailureLine(logging.Filter):
         return not str(record.msg).startswith("Failed to save the checkpoint file")
 
 
+def _umask():
+    """The process's file-creation mask (reading it means setting it: set back at once)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def save_checkpoint(path, parameters, metadata=None):
     """Write {name: Parameter or Tensor} to `path` atomically: a hidden temporary file, then a rename.
 
@@ -106,6 +113,9 @@ def save_checkpoint(path, parameters, metadata=None):
     ms_logger.addFilter(quiet)
     try:
         ms.save_checkpoint(entries, str(tmp), append_dict=dict(metadata or {}))
+        # MindSpore leaves its checkpoints read-only to their owner (0400); ours are ordinary outputs
+        # that a user copies over, shares with the group or deletes without a prompt: the umask's mode.
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException as err:
         for leftover in _partial_files(path.parent, path.stem):

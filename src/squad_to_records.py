@@ -25,6 +25,7 @@ Usage:
 import argparse
 import dataclasses
 import json
+import re
 import time
 from contextlib import ExitStack
 from pathlib import Path
@@ -71,9 +72,19 @@ def _check_answers(qas, context):
             raise BadRow(f"answer {answer!r} needs a non-empty 'text' and an integer 'answer_start'")
         found = context[start:start + len(text)]
         if found != text:
-            raise BadRow(f"answer {text!r} is not at answer_start {start} of its context (there: {found!r})")
+            raise BadRow(f"answer {text!r} is not at answer_start {start} of its context (there: {found!r}); "
+                         + _where_in(context, text))
         pairs.append((text, start))
     return pairs
+
+
+def _where_in(context, text):
+    """Where `text` does occur in `context`, for the wrong-offset message: the fix to make."""
+    starts = [m.start() for m in re.finditer(re.escape(text), context)]
+    if not starts:
+        return "the text is nowhere in the context: correct the answer's text"
+    shown = ", ".join(map(str, starts[:5])) + (", ..." if len(starts) > 5 else "")
+    return f"the text is at character offset{'s' if len(starts) > 1 else ''} {shown}: correct answer_start"
 
 
 def read_squad(path):

@@ -97,6 +97,18 @@ def _pad_to(arrays, axis, value):
     return np.concatenate(padded)
 
 
+def example_count(task_type, labels, eval_path):
+    """Examples a dev pass over every record of `eval_path` scored: sentence classification, its records
+    (label rows: `labels` is a list of per-batch arrays); NER and QA, whose records are windows of longer
+    examples (a sentence, a question over several windows), the sentences or questions they come from,
+    read from the mapping file beside the records (`features_path`)."""
+    if task_type == "sequence_classification":
+        return sum(len(batch) for batch in labels)
+    owner = "sentence_index" if task_type == "token_classification" else "example_index"
+    with np.load(features_path(eval_path)) as features:
+        return int(np.unique(features[owner]).size)
+
+
 def evaluate(task_type, metric, logits, labels, example_ids, eval_path):
     """{metric: value, companions...} of a whole dev pass, the chosen metric first.
 

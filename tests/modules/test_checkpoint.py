@@ -1,4 +1,7 @@
 """Atomic saving, strict loading with the missing names listed, zoo renaming, rotation."""
+import os
+import stat
+
 import numpy as np
 import pytest
 
@@ -19,6 +22,20 @@ def test_round_trip_with_metadata(tmp_path, student_config):
     assign_parameters(named_parameters(other), tensors, "ckpt")
     for (name, a), (_, b) in zip(model.parameters_and_names(), other.parameters_and_names()):
         np.testing.assert_array_equal(a.asnumpy(), b.asnumpy(), err_msg=name)
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077], ids=["umask022", "umask077"])
+def test_a_checkpoint_is_an_ordinary_file_of_the_umasks_mode(tmp_path, student_config, umask):
+    """MindSpore writes 0400; a second save over the first (a rerun, a copy) must work and keep the mode."""
+    path = tmp_path / "model.ckpt"
+    previous = os.umask(umask)
+    try:
+        for step in (1, 2):
+            save_checkpoint(path, named_parameters(BertModel(student_config)), {"step": step})
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask
+    assert split_metadata(load_checkpoint(path))[1] == {"step": 2}
 
 
 def test_the_recorded_model_config_is_read_back(tmp_path, student_config):

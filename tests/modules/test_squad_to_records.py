@@ -126,8 +126,14 @@ def test_answer_tokens_inside_a_piece():
 
 @pytest.mark.parametrize("edit, message", [
     (lambda q: q["answers"][0].update(answer_start=3),
-     r"question q-rollo: answer 'Rollo' is not at answer_start 3 of its context \(there: ' Norm'\): fix it or pass "
-     r"--skip_bad_rows"),
+     r"question q-rollo: answer 'Rollo' is not at answer_start 3 of its context \(there: ' Norm'\); the text is at "
+     rf"character offset {LONG_CONTEXT.index('Rollo')}: correct answer_start: fix it or pass --skip_bad_rows"),
+    (lambda q: q["answers"][0].update(text="Ragnar"),
+     r"answer 'Ragnar' is not at answer_start \d+ of its context \(there: 'Rollo,'\); the text is nowhere in the "
+     r"context: correct the answer's text"),
+    (lambda q: q["answers"][0].update(text="the", answer_start=0),  # "the" 9 times: the first 5 shown
+     r"answer 'the' is not at answer_start 0 of its context \(there: 'The'\); the text is at character offsets "
+     r"17, 35, 68, 207, 323, \.\.\.: correct answer_start"),
     (lambda q: q.update(answers=[]), r"question q-rollo: has no answers"),
     (lambda q: q.pop("id"), r"data\[0\]\.paragraphs\[1\]\.qas\[0\]: has no 'id' string"),
     (lambda q: q.update(id="q-paris"), r"question q-paris: repeats the id of an earlier question"),
@@ -183,7 +189,8 @@ def test_cli(tmp_path, minilm_dir, capsys):
                          cwd=ROOT, capture_output=True, text=True, check=False)
     assert run.returncode == 2
     assert run.stderr.strip() == (f"error: {tmp_path / 'bad.json'}: question q-rollo: answer 'Rollo' is not at "
-                                  f"answer_start 0 of its context (there: 'The N'): fix it or pass --skip_bad_rows")
+                                  f"answer_start 0 of its context (there: 'The N'); the text is at character offset "
+                                  f"{LONG_CONTEXT.index('Rollo')}: correct answer_start: fix it or pass --skip_bad_rows")
     assert not (tmp_path / "bad").exists() or not any((tmp_path / "bad").iterdir())
 
 
