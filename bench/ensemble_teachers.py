@@ -8,7 +8,6 @@ Prints one line per teacher and one for the ensemble; --output writes them as JS
 teacher of the best accuracy (`best`), through a temporary name.
 """
 import argparse
-import csv
 import json
 import os
 import sys
@@ -17,16 +16,20 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from src.predict import Predictor  # noqa: E402  (after the path set-up)
+from src.glue_to_records import BadRow, read_rows  # noqa: E402  (after the path set-up)
+from src.predict import Predictor  # noqa: E402
 
 
 def read_glue_sentences(path):
-    """(sentences, labels) of a GLUE SST-2 style TSV with `sentence` and `label` columns."""
-    with open(path, newline="", encoding="utf-8") as f:
-        rows = list(csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
-    if not rows or "sentence" not in rows[0] or "label" not in rows[0]:
-        raise ValueError(f"{path}: expected a TSV with 'sentence' and 'label' columns")
-    return [r["sentence"] for r in rows], np.array([int(r["label"]) for r in rows])
+    """(sentences, labels) of a GLUE SST-2 style file with `sentence` and `label` columns, read by the
+    converters' reader (`glue_to_records.read_rows`: errors name the file and line)."""
+    sentences, labels = [], []
+    for line_no, row in read_rows(path, ["sentence", "label"]):
+        if isinstance(row, BadRow):
+            raise ValueError(f"{path}:{line_no}: {row}")
+        sentences.append(row["sentence"])
+        labels.append(int(row["label"]))
+    return sentences, np.array(labels)
 
 
 def main():
