@@ -11,7 +11,11 @@
 #   SST2_ROWS  first rows of SST-2 train used (default 8000)
 #   ROWS       keep only the first ROWS rows of every input file, train and dev (smoke runs; default all)
 #   GD_STUDENT an existing general-distillation checkpoint of the same student shape to start from
-#              (e.g. bench_output/gd/gd/student_final.ckpt of bench/real_runs.sh); default: run GD here
+#              (e.g. bench_output/gd/gd/student_final.ckpt of bench/real_runs.sh); default: run GD here,
+#              the student starting from layers 2, 4, 6 of the pretrained MiniLM
+#   SST2_TEACHER_RUN, MRPC_TEACHER_RUN, QNLI_TEACHER_RUN  an earlier teacher run's output folder of that task
+#              (holding teacher/teacher_best.ckpt and metrics.jsonl, e.g. bench_output/real/sst2 of
+#              bench/real_runs.sh): used instead of fine-tuning that task's teacher here
 # QNLI has no public labelled test set and the shared data holds its dev set only: it is split by its
 # `index` column, rows with index % 5 == 0 (1,093 of 5,463) for evaluation, the other 4,370 for training.
 # Results: OUT_DIR/summary.md (every task's dev metric: teacher, single-task student, multi-task
@@ -74,7 +78,18 @@ teacher_args() {
     *) ;;
   esac
 }
+# reuse_teacher RUN_DIR TASK: an earlier fine-tuned teacher and its metrics, copied into OUT/TASK.
+reuse_teacher() {
+  [[ -f $1/teacher/teacher_best.ckpt && -f $1/metrics.jsonl ]] || {
+    echo "error: $1 holds no teacher/teacher_best.ckpt and metrics.jsonl (give a teacher run's output folder)" >&2; exit 2; }
+  mkdir -p "$OUT/$2/teacher" && cp "$1/teacher/teacher_best.ckpt" "$OUT/$2/teacher/" && cp "$1/metrics.jsonl" "$OUT/$2/"
+}
 for task in "${TASKS[@]}"; do
+  reuse=${task^^}_TEACHER_RUN
+  if [[ -n ${!reuse:-} ]]; then
+    stage "$task teacher" reuse_teacher "${!reuse}" "$task"
+    continue
+  fi
   # shellcheck disable=SC2046  # teacher_args prints several --key=value words
   stage "$task teacher" python run_task_distill.py "${CONFIG[@]}" --task.name="$task" --phase=teacher \
     --output_dir="$OUT/$task" --teacher.checkpoint="$PRETRAINED/model.ckpt" \
@@ -82,12 +97,14 @@ for task in "${TASKS[@]}"; do
     $(teacher_args "$task") "${EXTRA[@]}"
 done
 
-# The initial student of every run: general distillation on WikiText (or the one given).
+# The initial student of every run: general distillation on WikiText from layers 2, 4, 6 of the pretrained
+# MiniLM (or the one given).
 if [[ -z ${GD_STUDENT:-} ]]; then
   stage "gd records" python -m src.corpus_to_records --input_files "$DATA/wikitext/wikitext-2-raw.wiki.test.raw" \
     --vocab_file "$VOCAB" --output_dir "$OUT/records/gd" --seq_length 128
   stage "gd" python run_general_distill.py "${CONFIG[@]}" --output_dir="$OUT/gd" \
-    --teacher.checkpoint="$PRETRAINED/model.ckpt" --data.train_path="$OUT/records/gd" --student.init=random "${EXTRA[@]}"
+    --teacher.checkpoint="$PRETRAINED/model.ckpt" --data.train_path="$OUT/records/gd" --student.init=teacher_layers \
+    "--student.teacher_layers=[2,4,6]" "${EXTRA[@]}"
   GD_STUDENT=$OUT/gd/gd/student_final.ckpt
 fi
 
@@ -99,10 +116,11 @@ MULTITASK_ROWS="[$(IFS=,; echo "${rows[*]}")]"
 stage "multitask" bash -c 'set -o pipefail; python run_task_distill.py "$@" | tee "$0"' "$OUT/multitask.log" "${CONFIG[@]}" \
   --phase=multitask --output_dir="$OUT/multitask" --multitask.tasks="$MULTITASK_ROWS" --student.init=checkpoint \
   --student.checkpoint="$GD_STUDENT" "${EXTRA[@]}"
-# "training multitask: N steps (E epochs of S steps), ...": the baselines get N steps, evaluated every S
-# (or at their end, in a run shorter than an epoch).
-read -r STEPS EPOCH_STEPS < <(sed -n 's/.*training multitask: \([0-9]*\) steps ([0-9]* epochs of \([0-9]*\) steps.*/\1 \2/p' \
+# "training multitask: N steps (E epochs of S steps), ..." (or "N steps (max_steps; E epochs of S steps would
+# be T)"): the baselines get N steps, evaluated every S (or at their end, in a run shorter than an epoch).
+read -r STEPS EPOCH_STEPS < <(sed -n 's/.*training multitask: \([0-9]*\) steps (.*[0-9]* epochs of \([0-9]*\) steps.*/\1 \2/p' \
   "$OUT/multitask.log" | tail -n 1)
+[[ -n ${STEPS:-} ]] || { echo "error: no 'training multitask: N steps' line in $OUT/multitask.log" >&2; exit 1; }
 EVERY=$((EPOCH_STEPS < STEPS ? EPOCH_STEPS : STEPS))
 for task in "${TASKS[@]}"; do
   stage "$task single-task student" python run_task_distill.py "${CONFIG[@]}" --task.name="$task" --phase=td2 \
