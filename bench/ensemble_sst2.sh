@@ -48,8 +48,9 @@ stage "sst2 records" bash -c "python -m src.glue_to_records --task sst2 --input_
 
 teachers=()
 for seed in $SEEDS; do
-  stage "teacher seed $seed" python run_task_distill.py "${COMMON[@]}" --phase=teacher --seed="$seed" \
-    --output_dir="$OUT/seed$seed" --teacher.checkpoint="$PRETRAINED/model.ckpt" "${EXTRA[@]}"
+  # the teacher's seed after EXTRA, which wins: a --seed=N given to the script seeds the students only
+  stage "teacher seed $seed" python run_task_distill.py "${COMMON[@]}" --phase=teacher "${EXTRA[@]}" \
+    --seed="$seed" --output_dir="$OUT/seed$seed" --teacher.checkpoint="$PRETRAINED/model.ckpt"
   teachers+=("$OUT/seed$seed/teacher/teacher_best.ckpt")
 done
 stage "teachers on dev" python bench/ensemble_teachers.py --dev_file "$GLUE/SST-2/dev.tsv" --vocab_file "$VOCAB" \

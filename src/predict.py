@@ -47,6 +47,7 @@ from mindspore import nn
 from src.checkpoint import (HEAD_PREFIX, HEAD_PREFIXES, LABEL_NAMES, SEQ_LENGTH, TASK, load_checkpoint, load_model,
                             split_metadata)
 from src.assessment_method import entity_spans
+from src.distill.multitask import head_names
 from src.logger import get_logger
 from src.tinybert_model import (BertForQuestionAnswering, BertForSequenceClassification, BertForTokenClassification,
                                 LogitsOnly)
@@ -114,6 +115,11 @@ class CheckpointModel:
 
     def __init__(self, path):
         tensors, metadata = split_metadata(load_checkpoint(path))
+        heads = head_names(metadata)
+        if heads:
+            raise ValueError(f"{path} is a multi-task student (heads {', '.join(heads)}): export the head of one "
+                             f"task, `python export.py --export.checkpoint={path} --export.head={heads[0]} "
+                             "--export.file_format=ONNX`, and predict with that file")
         if not any(prefix + "weight" in tensors for prefix in HEAD_PREFIXES):
             raise ValueError(f"{path} has no task head ({HEAD_PREFIX}weight): it is an encoder from general "
                              "distillation; give a task checkpoint such as OUTPUT_DIR/td2/student_best.ckpt")

@@ -465,8 +465,13 @@ def model_card(checkpoint, architecture, label_names, config):
     if label_names:
         lines.append(f"- Labels (output order): {', '.join(f'`{n}`' for n in label_names)}.")
     if run_config:
-        lines += [f"- Teacher: `{_dotted(run_config, 'teacher.model')}` (checkpoint "
-                  f"`{_dotted(run_config, 'teacher.checkpoint')}`).",
+        ensemble = _dotted(run_config, "teacher.ensemble") or []
+        rows = ensemble or [{"model": _dotted(run_config, "teacher.model"),
+                             "checkpoint": _dotted(run_config, "teacher.checkpoint")}]
+        teachers = [f"`{row['model']}` (checkpoint `{row['checkpoint']}`"
+                    + (f", weight {row.get('weight', 1.0):g})" if ensemble else ")") for row in rows]
+        lines += [("- Teachers (an ensemble, weighted mean of their logits): " if ensemble else "- Teacher: ")
+                  + "; ".join(teachers) + ".",
                   f"- Data: train `{_dotted(run_config, 'data.train_path')}`, dev `{_dotted(run_config, 'data.eval_path')}`, "
                   f"sequence length {_dotted(run_config, 'seq_length')}.",
                   f"- Student initialised by `{_dotted(run_config, 'student.init')}`; distillation preset "

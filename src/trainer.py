@@ -158,6 +158,9 @@ def _teacher_source(cfg, models, phase, logger, teacher_inputs=False):
     if models.tasks:
         return MultiTaskTeacher([_teacher_source(task.config, task.models, phase, logger) for task in models.tasks])
     if not _uses_cache(cfg, models):
+        if cfg.distill.teacher_cache and models.matches:
+            logger.warning("distill.teacher_cache is not used in this phase: its intermediate matches need the "
+                           "live teacher's hidden states and attention maps, which the cache does not hold")
         return models.teacher_source
     files = record_files(cfg.data.train_path, cfg.data.format)
     logits = []

@@ -195,6 +195,11 @@ def resolve_matches(distill, student_config, teacher_configs):
             raise ValueError(f"{key}: teacher {match.teacher} does not exist; teacher.ensemble has "
                              f"{len(teacher_configs)} teacher(s)")
         check_match(match, student_config, teacher_configs[match.teacher], key)
+        t_width, first_width = teacher_configs[match.teacher].hidden_size, teacher_configs[0].hidden_size
+        if match.proj == SHARED_PROJECTION and t_width != first_width:
+            raise ValueError(f"{key}: proj {SHARED_PROJECTION} maps to the first teacher's width {first_width}, "
+                             f"teacher {match.teacher} is {t_width} wide: give the row its own projection, "
+                             f"proj: [linear, {student_config.hidden_size}, {t_width}]")
     return matches
 
 

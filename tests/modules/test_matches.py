@@ -313,3 +313,15 @@ def test_feature_the_loss_cannot_take_is_rejected(s4, t12, row):
     broadcast or MatMul error (measured for the first three), or silently computes something else."""
     with pytest.raises(ValueError, match=r"intermediate_matches\[0\]|match 0"):
         resolve_matches(_rows(f"[{row}]"), s4, t12)
+
+
+def test_shared_projection_to_a_teacher_of_another_width_is_rejected(s4, t12, t6):
+    """fit_dense is one Dense sized for the first teacher; a row taking its feature from an ensemble
+    teacher of another width would fail inside the graph with a shape error."""
+    wider = t12.replace(hidden_size=64, intermediate_size=128)
+    row = "{layer_S: 1, layer_T: 3, feature: hidden, loss: hidden_mse, proj: fit_dense, teacher: 1}"
+    with pytest.raises(ValueError, match=r"match 0 .*proj fit_dense maps to the first teacher's width 48, teacher 1 "
+                                         r"is 64 wide: give the row its own projection, proj: \[linear, 32, 64\]"):
+        resolve_matches(_rows(f"[{row}]"), s4, [t12, wider])
+    (match,) = resolve_matches(_rows(f"[{row}]"), s4, [t12, t6])  # same width: the shared projection fits
+    assert match.proj == "fit_dense" and match.teacher == 1

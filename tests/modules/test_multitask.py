@@ -138,6 +138,17 @@ def test_a_bad_row_is_one_error_line(rows, message, capsys):
     assert len(errors) == 1 and errors[0].startswith("error: multitask.tasks[")
 
 
+def test_a_teacher_ensemble_is_refused_in_a_multitask_run(capsys):
+    """Each task has its own teacher; an ensemble set beside the rows would be silently unused."""
+    with pytest.raises(SystemExit) as stopped:
+        run_cli(run_task_distill.main, ["--phase=multitask", _rows(SST2),
+                                        "--teacher.ensemble=[{model: bert_base, checkpoint: e.ckpt}]"])
+    assert stopped.value.code == 2
+    errors = capsys.readouterr().err.strip().splitlines()
+    assert errors == ["error: teacher.ensemble is not used by a multi-task run: each task has its own teacher "
+                      "(multitask.tasks[i].teacher_checkpoint and teacher_model); remove teacher.ensemble"]
+
+
 def test_a_glue_row_takes_its_labels_and_metric():
     mrpc, reviews = task_rows({"tau": 1.0, "tasks": [
         {"name": "mrpc", "eval_path": "d"}, {"name": "reviews", "eval_path": "e", "num_labels": 1}]})
@@ -192,3 +203,26 @@ def test_export_writes_every_head_as_its_own_output_or_one_head(multitask_checkp
         export_student(load_config([f"--export.checkpoint={path}", f"--export.file_name={tmp_path / 'x'}",
                                     "--export.head=mrpc"]))
     assert not list(tmp_path.glob("x*"))
+
+
+def test_evaluation_rebuilds_the_student_the_checkpoint_records(multitask_checkpoint):
+    """--phase=eval of a multi-task student needs no --student.model: the checkpoint's recorded
+    config sets its shape (the default student.model is another size and would not load)."""
+    import logging  # noqa: PLC0415
+    from src.phases import PHASES, build_models  # noqa: PLC0415
+    path, model = multitask_checkpoint
+    rows = "[{name: sst2, eval_path: d}, {name: topic, eval_path: e, num_labels: 3}]"
+    cfg = load_config([f"--multitask.tasks={rows}", f"--student.checkpoint={path}"])
+    assert cfg.student.model == "tinybert_4_312" and model.bert.config.hidden_size != 312
+    built = build_models(cfg, PHASES["eval"], logging.getLogger("test"))
+    assert built.trained.bert.config.to_dict() == model.bert.config.to_dict()
+    for name, value in named_parameters(built.trained).items():
+        np.testing.assert_array_equal(value.asnumpy(), named_parameters(model)[name].asnumpy())
+
+
+def test_predict_on_a_multitask_checkpoint_says_to_export_a_head(multitask_checkpoint):
+    from src.predict import CheckpointModel  # noqa: PLC0415
+    path, _ = multitask_checkpoint
+    with pytest.raises(ValueError, match=r"is a multi-task student \(heads sst2, topic\): export the head of one "
+                                         r"task, `python export.py --export.checkpoint=.* --export.head=sst2"):
+        CheckpointModel(path)

@@ -11,7 +11,7 @@ import numpy as np
 import mindspore as ms
 import pytest
 
-from src.checkpoint import load_checkpoint, named_parameters, save_checkpoint, split_metadata
+from src.checkpoint import load_checkpoint, load_model, named_parameters, save_checkpoint, split_metadata
 from src.hf_convert import export_hf
 from src.records_writer import RecordsWriter
 from src.report import latency_stats, main, read_metrics, time_in_turns, write_report
@@ -127,6 +127,26 @@ def test_model_card_of_the_hugging_face_export(run, tmp_path):
     assert "AutoModelForSequenceClassification.from_pretrained" in card
     model = AutoModelForSequenceClassification.from_pretrained(tmp_path / "hf")
     assert model.config.id2label == {0: "0", 1: "1"}
+
+
+def test_model_card_names_every_teacher_of_an_ensemble(run, tmp_path):
+    """A student distilled from teacher.ensemble: the card lists the ensemble's teachers, not the
+    unused teacher.model / teacher.checkpoint defaults."""
+    import shutil  # noqa: PLC0415
+    import yaml  # noqa: PLC0415
+    from src.report import model_card  # noqa: PLC0415
+    td2 = tmp_path / "out" / "td2"
+    td2.mkdir(parents=True)
+    shutil.copy(run / "out/td2/student_best.ckpt", td2)
+    config = yaml.safe_load((run / "out/td2/config.yaml").read_text())
+    config["teacher"]["ensemble"] = [{"model": "a/config.json", "checkpoint": "a.ckpt", "weight": 1.0},
+                                     {"model": "b/config.json", "checkpoint": "b.ckpt", "weight": 2.0}]
+    (td2 / "config.yaml").write_text(yaml.safe_dump(config))
+    model, _ = load_model(td2 / "student_best.ckpt")
+    card = model_card(td2 / "student_best.ckpt", "BertForSequenceClassification", ["0", "1"], model.bert.config)
+    assert ("- Teachers (an ensemble, weighted mean of their logits): `a/config.json` (checkpoint `a.ckpt`, "
+            "weight 1); `b/config.json` (checkpoint `b.ckpt`, weight 2).") in card
+    assert f"`{config['teacher']['model']}`" not in card
 
 
 def test_a_phase_run_again_keeps_only_its_last_run(tmp_path):
