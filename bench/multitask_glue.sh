@@ -44,10 +44,7 @@ PRETRAINED=$OUT/teacher_pretrained
 VOCAB=$PRETRAINED/vocab.txt
 CONFIG=(--config_path=bench/multitask_glue.yaml --teacher.model="$PRETRAINED/config.json")
 
-. bench/stage.sh  # stage NAME COMMAND...: a stage that a rerun on the same OUT skips once done
-
-# head_rows FILE N: the header and the first N rows (all rows when N is empty).
-head_rows() { if [[ -n $2 ]]; then head -n $(($2 + 1)) "$1"; else cat "$1"; fi; }
+. bench/stage.sh  # stage (a stage that a rerun on the same OUT skips once done), head_rows, reuse_teacher
 
 echo "# run started $(date -u '+%F %T') UTC" >> "$OUT/times.tsv"
 stage "import teacher" python -m src.hf_convert import --hf_dir "$MINILM" --output_dir "$PRETRAINED"
@@ -81,12 +78,6 @@ teacher_args() {
     mrpc) echo "--teacher_finetune.epochs=2 --teacher_finetune.batch_size=16 --teacher_finetune.learning_rate=5.0e-5" ;;
     *) ;;
   esac
-}
-# reuse_teacher RUN_DIR TASK: an earlier fine-tuned teacher and its metrics, copied into OUT/TASK.
-reuse_teacher() {
-  [[ -f $1/teacher/teacher_best.ckpt && -f $1/metrics.jsonl ]] || {
-    echo "error: $1 holds no teacher/teacher_best.ckpt and metrics.jsonl (give a teacher run's output folder)" >&2; exit 2; }
-  mkdir -p "$OUT/$2/teacher" && cp "$1/teacher/teacher_best.ckpt" "$OUT/$2/teacher/" && cp "$1/metrics.jsonl" "$OUT/$2/"
 }
 for task in "${TASKS[@]}"; do
   reuse=${task^^}_TEACHER_RUN

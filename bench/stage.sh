@@ -1,4 +1,4 @@
-# Sourced by the bench scripts. stage NAME COMMAND...: runs the command unless OUT/done/NAME exists
+# Sourced by the bench scripts (they set $OUT first). stage NAME COMMAND...: runs the command unless OUT/done/NAME exists
 # (a finished stage of an earlier run), appends "NAME<TAB>seconds" to OUT/times.tsv and marks it done,
 # so a script run again on the same OUT goes on after its last finished stage. Needs $OUT.
 stage() {
@@ -8,4 +8,14 @@ stage() {
   "$@"
   printf '%s\t%d\n' "$name" $((SECONDS - start)) | tee -a "$OUT/times.tsv"
   touch "$marker"
+}
+
+# head_rows FILE N: the header and the first N rows of a .tsv (all rows when N is empty).
+head_rows() { if [[ -n $2 ]]; then head -n $(($2 + 1)) "$1"; else cat "$1"; fi; }
+
+# reuse_teacher RUN_DIR TASK: an earlier fine-tuned teacher and its metrics, copied into OUT/TASK.
+reuse_teacher() {
+  [[ -f $1/teacher/teacher_best.ckpt && -f $1/metrics.jsonl ]] || {
+    echo "error: $1 holds no teacher/teacher_best.ckpt and metrics.jsonl (give a teacher run's output folder)" >&2; exit 2; }
+  mkdir -p "$OUT/$2/teacher" && cp "$1/teacher/teacher_best.ckpt" "$OUT/$2/teacher/" && cp "$1/metrics.jsonl" "$OUT/$2/"
 }

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import yaml
 
+from src.checkpoint import load_checkpoint, recorded_config, split_metadata
 from src.tinybert_model import BertConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -284,12 +285,20 @@ def load_config(argv=(), defaults_path=DEFAULT_CONFIG):
 
 
 def resolve_model(name, presets, key):
-    """BertConfig from a preset name or a config.json path; `key` names the setting for errors."""
+    """BertConfig from a preset name, a config.json path, or a .ckpt this project wrote (the model its
+    metadata records: e.g. a structurally pruned model, whose shape no preset has); `key` names the
+    setting for errors. Raises ValueError for anything else."""
     if name in presets:
         return BertConfig.from_dict(presets[name])
+    if Path(name).is_file() and name.endswith(".ckpt"):
+        recorded = recorded_config(split_metadata(load_checkpoint(name))[1])
+        if recorded is None:
+            raise ValueError(f"{key}: {name} records no model config: give a preset or a config.json instead")
+        return recorded
     if Path(name).is_file():
         return BertConfig.from_json_file(name)
-    raise ValueError(f"{key}: {name!r} is neither a preset ({', '.join(presets)}) nor an existing config.json file")
+    raise ValueError(f"{key}: {name!r} is neither a preset ({', '.join(presets)}), an existing config.json file, "
+                     "nor a checkpoint recording its model")
 
 
 def default_presets():

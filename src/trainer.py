@@ -204,6 +204,8 @@ def run_phase(cfg, name, student_checkpoint=""):
     if not phase.optimizer:
         results, count = evaluator.evaluate()
         logger.info("eval: %s", evaluator.log_line(results, count))
+        metrics.write({"phase": name, "checkpoint": str(student_checkpoint or cfg.student.checkpoint),
+                       "eval": results, "examples": count})
         return results[evaluator.metric]
 
     block = getattr(cfg, phase.optimizer)

@@ -1,6 +1,11 @@
 """Config layering (defaults <- task yaml <- command line) and its one-line errors."""
-import pytest
+import json
 
+import numpy as np
+import pytest
+from mindspore import Tensor
+
+from src.checkpoint import MODEL_CONFIG, save_checkpoint
 from src.config import TASK_CONFIGS, bert_config, load_config, parse_overrides
 
 
@@ -66,6 +71,19 @@ def test_model_from_preset_or_json(tmp_path):
         bert_config(load_config(["--teacher.model=bert_huge"]), "teacher")
     with pytest.raises(ValueError, match="seq_length 1024 exceeds"):
         bert_config(load_config(["--seq_length=1024"]), "student")
+
+
+def test_model_from_a_checkpoint_that_records_it(tmp_path):
+    """A structurally pruned model has a shape no preset has: student.model may name its checkpoint."""
+    recorded = {"vocab_size": 100, "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
+                "intermediate_size": 96, "pruned_heads": {"1": [0, 2]}}
+    weight = {"w": Tensor(np.ones((2, 2), np.float32))}
+    save_checkpoint(tmp_path / "compact.ckpt", weight, {MODEL_CONFIG: json.dumps(recorded)})
+    config = bert_config(load_config([f"--student.model={tmp_path / 'compact.ckpt'}"]), "student")
+    assert (config.intermediate_size, config.num_heads_in_layer(0), config.num_heads_in_layer(1)) == (96, 4, 2)
+    save_checkpoint(tmp_path / "bare.ckpt", weight)
+    with pytest.raises(ValueError, match="student.model: .*bare.ckpt records no model config: give a preset"):
+        bert_config(load_config([f"--student.model={tmp_path / 'bare.ckpt'}"]), "student")
 
 
 def test_config_is_read_only():

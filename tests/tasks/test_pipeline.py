@@ -115,6 +115,9 @@ def test_td_runs_both_phases_and_keeps_the_best(pipeline, work):
                   "--phase=eval", f"--data.eval_path={work / 'dev.mindrecord'}",
                   f"--student.checkpoint={work / 'out/td2/student_best.ckpt'}"], work)
     assert f"acc = {bests[-1]:.6f}" in result.stdout
+    record = json.loads((work / "eval_out/metrics.jsonl").read_text().splitlines()[-1])  # also for scripts
+    assert record["phase"] == "eval" and record["checkpoint"] == str(work / "out/td2/student_best.ckpt")
+    assert record["eval"]["accuracy"] == pytest.approx(bests[-1], abs=1e-6) and record["examples"] == 37
 
 
 def test_td1_starts_from_the_gd_projection(pipeline, work):
