@@ -125,14 +125,14 @@ for task in "${TASKS[@]}"; do
     --data.eval_path="$OUT/records/${task}_dev.mindrecord" "${EXTRA[@]}"
 done
 
-python - "$OUT" "$STEPS" "${TASKS[@]}" <<'PY'
+python - "$OUT" "$STEPS" "${ROWS:-}" "${TASKS[@]}" <<'PY'
 """OUT/summary.md: each task's dev metric for the teacher, its single-task student and the multi-task
 student (at the evaluation with the best mean), from the runs' metrics.jsonl."""
 import json
 import sys
 from pathlib import Path
 
-out, steps, tasks = Path(sys.argv[1]), sys.argv[2], sys.argv[3:]
+out, steps, rows, tasks = Path(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4:]
 
 
 def evals(path, phase):
@@ -148,7 +148,8 @@ def best(path, phase):
 
 multi = best(out / "multitask/metrics.jsonl", "multitask")
 lines = [f"# Multi-task distillation, SST-2 + MRPC + QNLI ({steps} steps for every student)", "",
-         f"Multi-task student: best mean {multi['eval']['mean']:.4f} at step {multi['step']}.", "",
+         f"Multi-task student: best mean {multi['eval']['mean']:.4f} at step {multi['step']}."
+         + (f" Every task file, dev sets included, cut to its first {rows} rows (ROWS)." if rows else ""), "",
          "| task | metric | teacher | single-task student | multi-task student |", "|---|---|---|---|---|"]
 for task in tasks:
     teacher = best(out / task / "metrics.jsonl", "teacher")

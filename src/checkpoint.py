@@ -134,11 +134,12 @@ def step_checkpoints(directory, model="student"):
     return sorted((int(m.group(1)), p) for p in Path(directory).glob("*") if (m := regex.match(p.name)))
 
 
-def load_checkpoint(path):
-    """{canonical name: Parameter} plus metadata entries, with a clear error for a missing file."""
+def load_checkpoint(path, what="checkpoint"):
+    """{canonical name: Parameter} plus metadata entries, with a clear error for a missing file; `what`
+    names the setting the path came from in that error (e.g. "teacher.ensemble[1] checkpoint")."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist: check the path you passed")
+        raise FileNotFoundError(f"{what} {path} does not exist: check the path you passed")
     if path.suffix != ".ckpt":  # MindSpore reads only .ckpt files, and says so in its own terms
         raise ValueError(f"{path} is not a MindSpore checkpoint (.ckpt): pass a .ckpt a run or export wrote, or "
                          "convert a Hugging Face model with `python -m src.hf_convert import`")

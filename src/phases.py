@@ -106,7 +106,7 @@ def _load_into(cell, path, what, prefix="", allow_missing=(), label_names=(), lo
     """Load `path` (or its already `loaded` content) into `cell`; with label_names, a checkpoint that
     records its labels in another order (a classifier fine-tuned elsewhere) is an error, not a
     silently permuted model."""
-    tensors, metadata = split_metadata(loaded or load_checkpoint(path))
+    tensors, metadata = split_metadata(loaded or load_checkpoint(path, what))
     stored = json.loads(metadata.get(LABEL_NAMES) or "[]")
     if label_names and stored and [str(x) for x in stored] != list(label_names):
         raise ValueError(f"{what} {path} orders its labels {stored} but the task's order is {list(label_names)}: "

@@ -1,6 +1,7 @@
 """Multi-task distillation parts: the interleaving sampler, each task's loss against single-task td2,
 the config rows' errors, and export of one head or all of them."""
 import json
+import re
 
 import numpy as np
 import mindspore as ms
@@ -147,6 +148,22 @@ def test_a_teacher_ensemble_is_refused_in_a_multitask_run():
                                          r"teacher \(multitask.tasks\[i\].teacher_checkpoint and teacher_model\); "
                                          r"remove teacher.ensemble$"):
         build_models(cfg, PHASES["multitask"], logging.getLogger("test"))
+
+
+@pytest.mark.parametrize("options, named", [
+    (["--phase=multitask", _rows(SST2.replace("t.ckpt", "{absent}"))], "multitask.tasks[0].teacher_checkpoint"),
+    (["--phase=td2", "--teacher.ensemble=[{model: tinybert_4_312, checkpoint: {absent}}]"],
+     "teacher.ensemble[0] checkpoint"),
+])
+def test_a_missing_teacher_checkpoint_names_its_setting(options, named, tmp_path):
+    """With several teachers, the error says which row's checkpoint is missing."""
+    import logging  # noqa: PLC0415
+    from src.phases import PHASES, build_models  # noqa: PLC0415
+    absent = tmp_path / "absent.ckpt"
+    cfg = load_config([option.replace("{absent}", str(absent)) for option in options] + ["--teacher.model=tinybert_4_312"])
+    with pytest.raises(FileNotFoundError, match=f"^{re.escape(named)} {re.escape(str(absent))} does not exist: "
+                                                "check the path you passed$"):
+        build_models(cfg, PHASES[cfg.phase], logging.getLogger("test"))
 
 
 def test_a_glue_row_takes_its_labels_and_metric():

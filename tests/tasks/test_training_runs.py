@@ -136,6 +136,30 @@ def test_td2_from_cached_teacher_logits_matches_the_live_teacher(work):
     assert "is stale" in stale.stdout and "teacher logits of 96 examples cached" in stale.stdout
 
 
+def test_an_ensemble_from_cached_logits_matches_the_live_ensemble(work):
+    """teacher.ensemble with distill.teacher_cache: one cache per teacher, combined with the weights,
+    gives the losses the live teachers give."""
+    rows = _rows(np.random.default_rng(12), 48, labels=True)
+    rows["example_id"] = np.arange(48, dtype=np.int64)
+    with RecordsWriter(work / "train_ens.mindrecord", "mindrecord", SEQ, label_dtype=np.int32,
+                       with_example_ids=True) as writer:
+        writer.write(rows)
+    second = work / "second_teacher.ckpt"
+    save_checkpoint(second, named_parameters(BertForSequenceClassification(BertConfig(**TEACHER), 2)))
+    teacher_json = work / "teacher_nodrop.json"
+    base = ["run_task_distill.py", *common(work, teacher="teacher_nodrop.json", student="student_nodrop.json"),
+            "--task.name=sst2", "--phase=td2", f"--data.train_path={work / 'train_ens.mindrecord'}",
+            f"--data.eval_path={work / 'dev.mindrecord'}", "--student.init=random", "--td2.batch_size=16",
+            "--td2.epochs=1", "--distill.hard_label_weight=0.5",
+            f"--teacher.ensemble=[{{model: {teacher_json}, checkpoint: {_task_teacher(work)}}}, "
+            f"{{model: {teacher_json}, checkpoint: {second}, weight: 3.0}}]"]
+    live = run([*base, f"--output_dir={work / 'ens_live'}"], work)
+    cached = run([*base, f"--output_dir={work / 'ens_cached'}", "--distill.teacher_cache=true"], work)
+    assert cached.stdout.count("teacher logits of 48 examples cached") == 2  # one pass per teacher
+    np.testing.assert_allclose(_losses(cached.stdout), _losses(live.stdout), rtol=1e-5)
+    assert len(_losses(live.stdout)) == 3
+
+
 def test_a_teacher_with_another_label_order_is_refused(work):
     swapped = work / "swapped_teacher.ckpt"
     save_checkpoint(swapped, named_parameters(BertForSequenceClassification(BertConfig(**TEACHER), 2)),
