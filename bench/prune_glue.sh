@@ -14,9 +14,9 @@
 #   TASKS       default "sst2 mrpc"
 #   METHODS     unstructured methods, default "magnitude topK sigmoied_threshold l0" ("" for none)
 #   KEEP        fractions of the dense-layer weights kept (magnitude, topK), default "0.5 0.1 0.03"
-#   SOFT_LAMBDA, L0_LAMBDA  final_lambda of sigmoied_threshold and l0 (default 4000, 400): for these the
-#               penalty, not a fraction, decides what remains; each runs once and summary.md gives the
-#               fraction it reached
+#   SOFT_LAMBDA, L0_LAMBDA  final_lambda values of sigmoied_threshold and l0 (default "400 4000" and "400"):
+#               for these the penalty, not a fraction, decides what remains; one run per value, and
+#               summary.md gives the fraction each reached
 #   STRUCTURED  "HEADS:ROWS": heads removed across layers and intermediate rows kept per layer
 #               (default 36:768, half of MiniLM's 72 heads and 1536 rows; "" skips structured pruning)
 #   STRUCTURED_STEPS  td2 steps of the compacted model (default 300)
@@ -68,7 +68,8 @@ teacher_args() {
     mrpc) echo "--teacher_finetune.epochs=2 --teacher_finetune.batch_size=16 --teacher_finetune.learning_rate=5.0e-5" ;;
   esac
 }
-# method_args METHOD KEEP: the pruning settings of one run: the paper's, with the thresholds set to reach KEEP.
+# method_args METHOD KEEP_OR_LAMBDA: the pruning settings of one run: the paper's, with the thresholds set to reach
+# KEEP (magnitude, topK) or the penalty's final_lambda (sigmoied_threshold, l0).
 # Soft movement's scores learn at 0.1, not the paper's 1e-2: a weight goes once sigmoid(S) < 0.1, i.e.
 # S < -2.2, and at 1e-2 per step (Adam moves a score about one learning rate per step) no score gets
 # there in a run of a few hundred steps; the paper's runs are 10+ epochs of MNLI.
@@ -77,9 +78,9 @@ method_args() {
     magnitude) echo "--pruning.initial_threshold=1 --pruning.final_threshold=$2" ;;
     topK) echo "--pruning.initial_threshold=1 --pruning.final_threshold=$2 --pruning.mask_scale=0" ;;
     sigmoied_threshold) echo "--pruning.initial_threshold=0 --pruning.final_threshold=0.1 --pruning.mask_scale=0 \
-      --pruning.mask_scores_learning_rate=0.1 --pruning.regularization=l1 --pruning.final_lambda=${SOFT_LAMBDA:-4000}" ;;
+      --pruning.mask_scores_learning_rate=0.1 --pruning.regularization=l1 --pruning.final_lambda=$2" ;;
     l0) echo "--pruning.mask_scale=2.197 --pruning.mask_scores_learning_rate=0.1 --pruning.regularization=l0 \
-      --pruning.final_lambda=${L0_LAMBDA:-400}" ;;
+      --pruning.final_lambda=$2" ;;
   esac
 }
 
@@ -109,20 +110,23 @@ for task in "${TASKS[@]}"; do
   MODELS=(--student.model="$TEACHER" --student.checkpoint="$TEACHER" --teacher.model="$TEACHER" --teacher.checkpoint="$TEACHER")
 
   for method in "${METHODS[@]}"; do
-    keeps=("${KEEP[@]}")
-    [[ $method == sigmoied_threshold || $method == l0 ]] && keeps=(penalty)
+    case $method in
+      sigmoied_threshold) read -r -a keeps <<< "${SOFT_LAMBDA:-400 4000}"; label=lambda ;;
+      l0) read -r -a keeps <<< "${L0_LAMBDA:-400}"; label=lambda ;;
+      *) keeps=("${KEEP[@]}"); label= ;;
+    esac
     for keep in "${keeps[@]}"; do
-      run=$OUT/$task/$method-$keep
+      run=$OUT/$task/$method-$label$keep
       read -r -a margs <<< "$(method_args "$method" "$keep")"
-      stage "$task $method $keep prune" python run_task_distill.py --config_path=bench/prune_glue.yaml --phase=prune \
+      stage "$task $method $label$keep prune" python run_task_distill.py --config_path=bench/prune_glue.yaml --phase=prune \
         --output_dir="$run" "${MODELS[@]}" "${DATA_ARGS[@]}" --pruning.pruning_method="$method" "${margs[@]}" "${EXTRA[@]}"
-      stage "$task $method $keep count" python -m src.prune.count --checkpoint "$run/prune/student_best.ckpt" \
+      stage "$task $method $label$keep count" python -m src.prune.count --checkpoint "$run/prune/student_best.ckpt" \
         --output "$run/count.json"
-      stage "$task $method $keep bake" python -m src.prune.bake --checkpoint "$run/prune/student_best.ckpt" \
+      stage "$task $method $label$keep bake" python -m src.prune.bake --checkpoint "$run/prune/student_best.ckpt" \
         --output "$run/baked.ckpt" --sparse_output "$run/baked.int8.safetensors" --sparse_values int8
-      stage "$task $method $keep baked eval" python run_task_distill.py --config_path=bench/prune_glue.yaml --phase=eval \
+      stage "$task $method $label$keep baked eval" python run_task_distill.py --config_path=bench/prune_glue.yaml --phase=eval \
         --output_dir="$run/baked_eval" --student.checkpoint="$run/baked.ckpt" "${DATA_ARGS[@]}"
-      runs+=("$task $method $keep $run")
+      runs+=("$task $method $label$keep $run")
     done
   done
 
@@ -173,7 +177,7 @@ for task in dict.fromkeys(run[0] for run in runs):
     name, dense = metric(teacher)
     dense_mb = mb(out / task / "teacher/teacher_best.ckpt")
     lines += [f"## {task}: dense teacher {name} {dense:.4f}, checkpoint {dense_mb} MB", "",
-              "| method | target kept | dense-layer weights kept | encoder kept | " + name + " (masked) | "
+              "| method | target kept (or final_lambda) | dense-layer weights kept | encoder kept | " + name + " (masked) | "
               f"{name} (baked) | of dense | baked .ckpt MB | CSR int8 MB |", "|---|---|---|---|---|---|---|---|---|"]
     for _, method, keep, run in (r for r in runs if r[0] == task and r[1] != "structured"):
         run = Path(run)

@@ -85,11 +85,13 @@ class _WithoutSaveFailureLine(logging.Filter):
         return not str(record.msg).startswith("Failed to save the checkpoint file")
 
 
-def _umask():
-    """The process's file-creation mask (reading it means setting it: set back at once)."""
+def plain_file_mode():
+    """The mode open() gives a new file: 0o666 less the process's umask (reading the umask means setting
+    it: set back at once). For files a library writes owner-only (MindSpore 0400, safetensors 0600) that
+    are ordinary outputs a user copies over, shares with the group or deletes without a prompt."""
     mask = os.umask(0o022)
     os.umask(mask)
-    return mask
+    return 0o666 & ~mask
 
 
 def save_checkpoint(path, parameters, metadata=None):
@@ -113,9 +115,7 @@ def save_checkpoint(path, parameters, metadata=None):
     ms_logger.addFilter(quiet)
     try:
         ms.save_checkpoint(entries, str(tmp), append_dict=dict(metadata or {}))
-        # MindSpore leaves its checkpoints read-only to their owner (0400); ours are ordinary outputs
-        # that a user copies over, shares with the group or deletes without a prompt: the umask's mode.
-        os.chmod(tmp, 0o666 & ~_umask())
+        os.chmod(tmp, plain_file_mode())  # MindSpore leaves its checkpoints read-only to their owner
         os.replace(tmp, path)
     except BaseException as err:
         for leftover in _partial_files(path.parent, path.stem):

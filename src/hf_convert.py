@@ -22,7 +22,7 @@ from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
 
 from src.checkpoint import LABEL_NAMES, MODEL_CONFIG, STATE_PREFIX, TASK, assign_parameters, load_checkpoint, \
-    named_parameters, recorded_config, save_checkpoint, split_metadata
+    named_parameters, plain_file_mode, recorded_config, save_checkpoint, split_metadata
 from src.cli import run_cli
 from src.config import bert_config, default_presets, load_config, resolve_model
 from src.logger import get_logger
@@ -394,6 +394,7 @@ def _save_safetensors(weights, path, shown_path):
     """safetensors' save_file, its I/O failures (a full disk) raised as the OSError they are, naming shown_path."""
     try:
         save_file(weights, str(path), metadata={"format": "pt"})
+        os.chmod(path, plain_file_mode())  # safetensors writes owner-only (0600)
     except SafetensorError as err:
         code = re.search(r"os error (\d+)", str(err))
         if code is None:

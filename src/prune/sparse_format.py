@@ -26,7 +26,7 @@ import mindspore as ms
 from safetensors import safe_open
 from safetensors.numpy import load_file, save_file
 
-from src.checkpoint import STATE_PREFIX, load_checkpoint, save_checkpoint, split_metadata
+from src.checkpoint import STATE_PREFIX, load_checkpoint, plain_file_mode, save_checkpoint, split_metadata
 from src.cli import run_cli
 
 LAYOUT_KEY = "tinybert_sparse"
@@ -120,6 +120,7 @@ def save_sparse(path, arrays, metadata=None, values="float32"):
     tmp = path.with_name(f".{path.name}.partial")
     try:
         save_file(tensors, str(tmp), metadata={LAYOUT_KEY: json.dumps(header)})
+        os.chmod(tmp, plain_file_mode())  # safetensors writes owner-only (0600)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

@@ -1,6 +1,7 @@
 """Hugging Face conversion: parity with transformers on the real MiniLM, round trips, clear errors."""
 import json
 import logging
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -114,6 +115,8 @@ def test_export_loads_in_transformers_and_imports_back(student_config, tmp_path,
     reference, info = hf_class.from_pretrained(str(hf_dir), output_loading_info=True)
     assert not (info["missing_keys"] or info["unexpected_keys"] or info["mismatched_keys"]), info
     assert json.loads((hf_dir / "tokenizer_config.json").read_text())["do_lower_case"] is True
+    modes = {stat.S_IMODE(path.stat().st_mode) for path in hf_dir.iterdir()}
+    assert len(modes) == 1, modes  # model.safetensors as readable as config.json (safetensors alone: 0600)
 
     ids, types, mask = _tiny_inputs(config)
     outputs = ours(ms.Tensor(ids), ms.Tensor(mask), ms.Tensor(types))

@@ -1,5 +1,6 @@
 """Counting, baking and compact storage of pruned checkpoints, through their command lines."""
 import json
+import stat
 
 import numpy as np
 import pytest
@@ -105,6 +106,8 @@ def test_count_bake_and_sparse_storage_of_movement_pruning(tmp_path, student_con
     for name, value in baked.items():
         np.testing.assert_array_equal(loaded[name], value)  # float32 CSR: bit for bit
     assert (tmp_path / "p.safetensors").stat().st_size < 0.6 * plain.stat().st_size
+    # an ordinary output, as the checkpoints are (safetensors alone would leave it 0600)
+    assert stat.S_IMODE((tmp_path / "p.safetensors").stat().st_mode) == stat.S_IMODE(plain.stat().st_mode)
 
     sparse_format.main(["pack", "--checkpoint", str(plain), "--output", str(tmp_path / "q.safetensors"),
                         "--values", "int8"])
