@@ -7,7 +7,7 @@
 # the teacher (td2), its dev metric, encoder size and inference time against the dense teacher's.
 #   bash bench/prune_glue.sh [DATA_DIR] [OUT_DIR] [--key=value ...]
 # DATA_DIR defaults to ../shared/data, OUT_DIR to bench_output/prune. Extra --key=value go to every
-# training step (e.g. --prune.max_steps=300). A smoke run (minutes):
+# training step (e.g. --prune.max_steps=300). A smoke run (19 min measured for both tasks, sharing the CPU with another job):
 #   ROWS=64 KEEP=0.5 METHODS=topK STRUCTURED_STEPS=2 bash bench/prune_glue.sh ../shared/data /tmp/prune_smoke \
 #     --teacher_finetune.max_steps=2 --prune.max_steps=4
 # Environment:

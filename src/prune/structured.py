@@ -1,7 +1,7 @@
 """Structured pruning: whole attention heads and feed-forward rows out of the encoder, physically.
 
 Usage:
-  python -m src.prune.structured --checkpoint teacher_best.ckpt --data dev.mindrecord \
+  python -m src.prune.structured --checkpoint teacher_best.ckpt --data train.mindrecord --max_batches 50 \
       --prune_heads 24 --intermediate_size 768 --output compact.ckpt [--row_importance movement]
 
 Importance comes from gates that multiply a head's output or an intermediate row's activation,
@@ -290,7 +290,9 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--checkpoint", required=True, help="a classifier checkpoint that carries its model config")
     parser.add_argument("--output", required=True, help="the compacted checkpoint")
-    parser.add_argument("--data", default="", help="labelled records for the importance (dev or train set)")
+    parser.add_argument("--data", default="",
+                        help="labelled records for the importance: training records (the dev set would leak into "
+                             "the accuracy you report)")
     parser.add_argument("--data_format", default="mindrecord", choices=("mindrecord", "tfrecord"))
     parser.add_argument("--schema_file", default="")
     parser.add_argument("--seq_length", type=int, default=0, help="default: the checkpoint's")
