@@ -8,7 +8,7 @@
 #   bash bench/prune_glue.sh [DATA_DIR] [OUT_DIR] [--key=value ...]
 # DATA_DIR defaults to ../shared/data, OUT_DIR to bench_output/prune. Extra --key=value go to every
 # training step (e.g. --prune.max_steps=300). A smoke run (19 min measured for both tasks, sharing the CPU with another job):
-#   ROWS=64 KEEP=0.5 METHODS=topK STRUCTURED_STEPS=2 bash bench/prune_glue.sh ../shared/data /tmp/prune_smoke \
+#   ROWS=64 KEEP=0.5 METHODS=topK STRUCTURED_STEPS=2 STRUCTURED_TD1_STEPS=2 bash bench/prune_glue.sh ../shared/data /tmp/prune_smoke \
 #     --teacher_finetune.max_steps=2 --prune.max_steps=4
 # Environment:
 #   TASKS       default "sst2 mrpc"
@@ -17,9 +17,12 @@
 #   SOFT_LAMBDA, L0_LAMBDA  final_lambda values of sigmoied_threshold and l0 (default "400 4000" and "400"):
 #               for these the penalty, not a fraction, decides what remains; one run per value, and
 #               summary.md gives the fraction each reached
-#   STRUCTURED  "HEADS:ROWS": heads removed across layers and intermediate rows kept per layer
-#               (default 36:768, half of MiniLM's 72 heads and 1536 rows; "" skips structured pruning)
+#   STRUCTURED  "HEADS:ROWS" values, one structured run each (folder structured-HEADSh-ROWSr): heads removed
+#               across layers and intermediate rows kept per layer (default 36:768, half of MiniLM's 72
+#               heads and 1536 rows; "" skips structured pruning)
 #   STRUCTURED_STEPS  td2 steps of the compacted model (default 300)
+#   STRUCTURED_TD1_STEPS  td1 steps before them (default 300): the compacted model's hidden states matched
+#               to the teacher's at every layer (bench/prune_glue.yaml's intermediate_matches); 0: td2 only
 #   SST2_ROWS   first rows of SST-2 train (default 16000, as bench/real_runs.sh's teacher)
 #   ROWS        keep only the first ROWS rows of every task file (smoke runs)
 #   SST2_TEACHER_RUN, MRPC_TEACHER_RUN  an earlier teacher run's output folder of that task (holding
@@ -38,8 +41,9 @@ EXTRA=("$@")
 read -r -a TASKS <<< "${TASKS:-sst2 mrpc}"
 read -r -a METHODS <<< "${METHODS-magnitude topK sigmoied_threshold l0}"
 read -r -a KEEP <<< "${KEEP:-0.5 0.1 0.03}"
-STRUCTURED=${STRUCTURED-36:768}
+read -r -a STRUCTURED <<< "${STRUCTURED-36:768}"
 STRUCTURED_STEPS=${STRUCTURED_STEPS:-300}
+STRUCTURED_TD1_STEPS=${STRUCTURED_TD1_STEPS:-300}
 SST2_ROWS=${SST2_ROWS:-16000}
 ROWS=${ROWS:-}
 GLUE=$DATA/glue
@@ -130,22 +134,26 @@ for task in "${TASKS[@]}"; do
     done
   done
 
-  if [[ -n $STRUCTURED ]]; then
-    run=$OUT/$task/structured
-    stage "$task structured compact" python -m src.prune.structured --checkpoint "$TEACHER" \
-      --data "$OUT/records/${task}_train.mindrecord" --max_batches 50 --prune_heads "${STRUCTURED%%:*}" \
-      --intermediate_size "${STRUCTURED##*:}" --output "$run/compact.ckpt"
-    stage "$task structured eval before td2" python run_task_distill.py --config_path=bench/prune_glue.yaml --phase=eval \
+  for spec in "${STRUCTURED[@]}"; do
+    [[ $spec =~ ^([0-9]+):([0-9]+)$ ]] || { echo "error: STRUCTURED: $spec is not HEADS:ROWS, like 36:768" >&2; exit 2; }
+    heads=${BASH_REMATCH[1]} inter=${BASH_REMATCH[2]}
+    run=$OUT/$task/structured-${heads}h-${inter}r name="$task structured $spec"
+    stage "$name compact" python -m src.prune.structured --checkpoint "$TEACHER" \
+      --data "$OUT/records/${task}_train.mindrecord" --max_batches 50 --prune_heads "$heads" \
+      --intermediate_size "$inter" --output "$run/compact.ckpt"
+    stage "$name eval before td2" python run_task_distill.py --config_path=bench/prune_glue.yaml --phase=eval \
       --output_dir="$run/compact_eval" --student.checkpoint="$run/compact.ckpt" "${DATA_ARGS[@]}"
-    stage "$task structured td2" python run_task_distill.py --config_path=bench/prune_glue.yaml --phase=td2 \
+    phase=td2 && ((STRUCTURED_TD1_STEPS > 0)) && phase=td  # td: td1 then td2
+    stage "$name $phase" python run_task_distill.py --config_path=bench/prune_glue.yaml --phase=$phase \
       --output_dir="$run" --student.model="$run/compact.ckpt" --student.init=checkpoint \
       --student.checkpoint="$run/compact.ckpt" --teacher.model="$TEACHER" --teacher.checkpoint="$TEACHER" \
-      --td2.max_steps="$STRUCTURED_STEPS" --td2.learning_rate=5.0e-5 --distill.hard_label_weight=0.1 "${DATA_ARGS[@]}" "${EXTRA[@]}"
-    stage "$task structured speed" bash -c 'python bench/structured_prune_speed.py --checkpoints "$1" "$2" \
+      --td1.max_steps="$STRUCTURED_TD1_STEPS" --td2.max_steps="$STRUCTURED_STEPS" --td2.learning_rate=5.0e-5 \
+      --distill.hard_label_weight=0.1 "${DATA_ARGS[@]}" "${EXTRA[@]}"
+    stage "$name speed" bash -c 'python bench/structured_prune_speed.py --checkpoints "$1" "$2" \
       --batch_size 32 --seq_length "$3" --runs 7 | tee "$4"' _ "$TEACHER" "$run/td2/student_best.ckpt" \
       "${SEQ[$task]}" "$run/speed.txt"
-    runs+=("$task structured - $run")
-  fi
+    runs+=("$task structured $spec $run")
+  done
 done
 
 python - "$OUT" "${runs[@]}" <<'PY'
@@ -187,13 +195,13 @@ for task in dict.fromkeys(run[0] for run in runs):
         lines.append(f"| {method} | {keep} | {100 * counts['pruned_weights']['fraction']:.1f}% | "
                      f"{100 * counts['encoder']['fraction']:.1f}% | {masked:.4f} | {baked:.4f} | "
                      f"{100 * baked / dense:.1f}% | {mb(run / 'baked.ckpt')} | {mb(run / 'baked.int8.safetensors')} |")
-    for _, _, _, run in (r for r in runs if r[0] == task and r[1] == "structured"):
+    for _, _, spec, run in (r for r in runs if r[0] == task and r[1] == "structured"):
         run = Path(run)
         before = metric(evals(run / "compact_eval/metrics.jsonl")[-1])[1]
         after = max(metric(r)[1] for r in evals(run / "metrics.jsonl"))
         speed = (run / "speed.txt").read_text()
         rows = [line for line in speed.splitlines() if re.search(r"\d+\.\d+x$", line)]
-        lines += ["", f"Structured: {name} {before:.4f} right after compaction, {after:.4f} after td2 "
+        lines += ["", f"Structured {spec} (heads removed:rows kept): {name} {before:.4f} right after compaction, {after:.4f} after td2 "
                   f"({100 * after / dense:.1f}% of dense, {100 * (after - dense):+.1f} points); "
                   f"checkpoint {mb(run / 'td2/student_best.ckpt')} MB.", "", "```", *speed.splitlines()[:3], *rows, "```"]
     lines.append("")
