@@ -228,9 +228,13 @@ def check_match(match, s, t, key):
             if not low <= layer <= config.num_hidden_layers:
                 raise ValueError(f"{key}: {side} {layer} is outside {low}..{config.num_hidden_layers} "
                                  f"for feature {match.feature}")
-    if match.feature in ("attention", "attention_probs") and s.num_attention_heads != t.num_attention_heads:
-        raise ValueError(f"{key}: attention maps need equal head counts, student has {s.num_attention_heads}, "
-                         f"teacher {t.num_attention_heads}: use a relation feature or drop the match")
+    if match.feature in ("attention", "attention_probs"):
+        # Heads left in the matched layers: a structurally pruned model has fewer in some (pruned_heads).
+        s_heads, t_heads = s.num_heads_in_layer(match.layer_S[0] - 1), t.num_heads_in_layer(match.layer_T[0] - 1)
+        if s_heads != t_heads:
+            raise ValueError(f"{key}: attention maps need equal head counts, student has {s_heads}, teacher "
+                             f"{t_heads}: use a relation feature or drop the match (a model with pruned heads: "
+                             f"match hidden states)")
     if match.feature in RELATIONS:
         heads = match.relation_heads
         for name, config in (("student", s), ("teacher", t)):

@@ -274,6 +274,17 @@ def test_attention_maps_need_equal_head_counts(s4, t12, feature):
         resolve_matches(distill, s4, t12.replace(num_attention_heads=6))
 
 
+def test_attention_maps_of_a_layer_with_pruned_heads_are_rejected(s4, t12):
+    """A structurally pruned student (src/prune/structured.py) has fewer heads in some layers only."""
+    pruned = s4.replace(pruned_heads=((1, (0, 2)),))
+    ok = _rows("[{layer_S: 1, layer_T: 3, feature: attention, loss: attention_mse}]")
+    assert len(resolve_matches(ok, pruned, t12)) == 1
+    bad = _rows("[{layer_S: 2, layer_T: 6, feature: attention, loss: attention_mse}]")
+    with pytest.raises(ValueError, match=r"attention maps need equal head counts, student has 2, teacher 4: "
+                                         r".*pruned heads: match hidden states"):
+        resolve_matches(bad, pruned, t12)
+
+
 def test_relations_across_head_counts_need_relation_heads(s4, t12):
     t = t12.replace(num_attention_heads=6)
     row = "{layer_S: 4, layer_T: 12, feature: value_relation, loss: relation_kl%s}"
