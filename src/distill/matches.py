@@ -237,10 +237,19 @@ def check_match(match, s, t, key):
                              f"match hidden states)")
     if match.feature in RELATIONS:
         heads = match.relation_heads
-        for name, config in (("student", s), ("teacher", t)):
-            if config.hidden_size % (heads or config.num_attention_heads):
-                raise ValueError(f"{key}: relation_heads {heads} does not divide the {name}'s width "
-                                 f"{config.hidden_size}")
+        for name, config, layers in (("student", s, match.layer_S), ("teacher", t, match.layer_T)):
+            split = heads or config.num_attention_heads
+            for layer in layers:
+                # The layer's query/key/value width: a structurally pruned layer keeps fewer heads.
+                left = config.num_heads_in_layer(layer - 1)
+                width = left * config.hidden_size // config.num_attention_heads
+                if width % split == 0:
+                    continue
+                if left == config.num_attention_heads:
+                    raise ValueError(f"{key}: relation_heads {split} does not divide the {name}'s width {width}")
+                raise ValueError(f"{key}: relation_heads {split} does not divide the {name}'s layer {layer} width "
+                                 f"{width} ({left} of {config.num_attention_heads} heads left after pruning): "
+                                 f"set relation_heads to a divisor of {width}")
         if not heads and s.num_attention_heads != t.num_attention_heads:
             raise ValueError(f"{key}: student and teacher head counts differ: set relation_heads")
     s_width = feature_width(match, s)

@@ -285,6 +285,19 @@ def test_attention_maps_of_a_layer_with_pruned_heads_are_rejected(s4, t12):
         resolve_matches(bad, pruned, t12)
 
 
+def test_relations_of_a_layer_with_pruned_heads_need_relation_heads_that_divide_its_width(s4, t12):
+    """A layer with 3 of 4 heads of 8 left projects to width 24: 16 relation heads split the full width 32
+    (and the teacher's 48), not that layer's."""
+    pruned = s4.replace(pruned_heads=((1, (0,)),))
+    row = "[{layer_S: %d, layer_T: 6, feature: query_relation, loss: relation_kl, relation_heads: %d}]"
+    assert len(resolve_matches(_rows(row % (1, 16)), pruned, t12)) == 1
+    with pytest.raises(ValueError, match=r"relation_heads 16 does not divide the student's layer 2 width 24 "
+                                         r"\(3 of 4 heads left after pruning\): set relation_heads to a divisor of 24"):
+        resolve_matches(_rows(row % (2, 16)), pruned, t12)
+    (match,) = resolve_matches(_rows(row % (2, 8)), pruned, t12)
+    assert match.relation_heads == 8
+
+
 def test_relations_across_head_counts_need_relation_heads(s4, t12):
     t = t12.replace(num_attention_heads=6)
     row = "{layer_S: 4, layer_T: 12, feature: value_relation, loss: relation_kl%s}"

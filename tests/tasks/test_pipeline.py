@@ -1,6 +1,6 @@
 """The whole pipeline as a user runs it: launch scripts and entry points in subprocesses, on tiny data.
 
-GD -> td (td1 then td2 with evaluation) -> eval -> export, then resume and bad inputs.
+GD -> td (td1 then td2 with evaluation) -> eval -> export, then bad inputs (resuming: test_resume_exact.py).
 """
 import json
 import os
@@ -160,23 +160,6 @@ def test_air_export_off_ascend_says_so(pipeline, work):
                   "--export.file_format=AIR"], work, expect_ok=False)
     assert result.returncode == 2
     assert "AIR export needs an Ascend device" in result.stderr
-
-
-def test_resume_continues_exactly(work):
-    """A run resumed from its step checkpoint ends where the uninterrupted run ends."""
-    args = [*common(work, out="resume", teacher="teacher_nodrop.json", student="student_nodrop.json"),
-            f"--data.train_path={work / 'gd.mindrecord'}", f"--teacher.checkpoint={work / 'teacher.ckpt'}",
-            "--gd.batch_size=16", "--gd.epochs=2", "--gd.learning_rate=1e-3", "--checkpoint.save_steps=4",
-            "--checkpoint.max_num=5"]
-    run(["run_general_distill.py", *args], work)
-    whole, _ = split_metadata(load_checkpoint(work / "resume/gd/student_final.ckpt"))
-    for stale in ["student_step_8.ckpt", "student_step_12.ckpt", "student_final.ckpt"]:
-        (work / "resume/gd" / stale).unlink()
-    result = run(["run_general_distill.py", *args, "--checkpoint.resume=true"], work)
-    assert "at step 4" in result.stdout and "epoch: 1, step: 5," in result.stdout
-    resumed, _ = split_metadata(load_checkpoint(work / "resume/gd/student_final.ckpt"))
-    for name, value in whole.items():
-        np.testing.assert_allclose(resumed[name].asnumpy(), value.asnumpy(), atol=1e-6, err_msg=name)
 
 
 def _bad_teacher(work):
