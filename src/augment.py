@@ -50,7 +50,7 @@ from tqdm import tqdm
 
 from src.checkpoint import ENCODER_PREFIX, assign_parameters, load_checkpoint, named_parameters, \
     recorded_config, split_metadata
-from src.cli import require_device, run_cli
+from src.cli import check_distinct_files, require_device, run_cli
 # _example is the converter's own row check, so that every row written here converts.
 from src.glue_to_records import TASKS, BadRow, _example, convert, read_rows
 from src.records_writer import add_output_args
@@ -379,8 +379,7 @@ def check_options(input_file, output_file, task, num_aug, replace_prob):
         raise ValueError(f"{input_file}: augmentation reads the GLUE .tsv files of the task")
     if Path(output_file).suffix.lower() in (".csv", ".jsonl"):
         raise ValueError(f"--output_file {output_file} is written as TSV: give it a .tsv name")
-    if Path(output_file).resolve() == Path(input_file).resolve():
-        raise ValueError(f"--output_file {output_file} is the input file: choose another name")
+    check_distinct_files({"--input_file": input_file, "--output_file": output_file})
 
 
 def augment_file(augmenter, input_file, task, output_file, num_aug=20, replace_prob=0.4, seed=1,

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 import mindspore as ms
+from safetensors import SafetensorError
+from safetensors.numpy import save_file
 
 # Checkpoints from other MindSpore BERT code, renamed to ours. Applied in order, first match wins
 # for each rule; the zoo's TinyBERT students use `tinybert_` where its BERT uses `bert_`.
@@ -83,6 +85,27 @@ class _WithoutSaveFailureLine(logging.Filter):
 
     def filter(self, record):
         return not str(record.msg).startswith("Failed to save the checkpoint file")
+
+
+def write_safetensors(tensors, path, metadata, shown_path=None):
+    """safetensors' save_file with the file mode of an ordinary output (safetensors writes 0600).
+
+    Args:
+        tensors (dict of str: np.ndarray): contiguous arrays to store.
+        path (str or Path): the file written (a caller's temporary name, renamed when complete).
+        metadata (dict of str: str): the file's metadata.
+        shown_path (str or Path, default path): the name an error gives (the final one, not the temporary).
+    Raises:
+        OSError: safetensors' I/O failures (a full disk, no permission), with their errno.
+    """
+    try:
+        save_file(tensors, str(path), metadata=metadata)
+    except SafetensorError as err:
+        code = re.search(r"os error (\d+)", str(err))
+        if code is None:
+            raise
+        raise OSError(int(code.group(1)), os.strerror(int(code.group(1))), str(shown_path or path)) from None
+    os.chmod(path, plain_file_mode())
 
 
 def plain_file_mode():

@@ -155,6 +155,25 @@ def _file_in_traceback(traceback):
     return found
 
 
+def check_distinct_files(files):
+    """Refuse a command whose output would overwrite one of its inputs or another of its outputs.
+
+    Args:
+        files (dict of str: str or Path or None): {flag: path} in the command line's order, inputs
+            first; None (an optional file not given) is skipped.
+    Raises:
+        ValueError: two flags name one file (compared after resolving links and relative paths).
+    """
+    seen = {}
+    for flag, path in files.items():
+        if path is None:
+            continue
+        key = os.path.realpath(path)
+        if key in seen:
+            raise ValueError(f"{flag} {path} is the same file as {seen[key]}: give each its own file")
+        seen[key] = flag
+
+
 def require_device(target):
     """Raise a ValueError naming the fix when this MindSpore build lacks `target` (CPU, GPU, Ascend).
 

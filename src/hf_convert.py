@@ -19,10 +19,10 @@ from pathlib import Path
 import numpy as np
 import mindspore as ms
 from safetensors import SafetensorError
-from safetensors.numpy import load_file, save_file
+from safetensors.numpy import load_file
 
 from src.checkpoint import LABEL_NAMES, MODEL_CONFIG, STATE_PREFIX, TASK, assign_parameters, load_checkpoint, \
-    named_parameters, plain_file_mode, recorded_config, save_checkpoint, split_metadata
+    named_parameters, recorded_config, save_checkpoint, split_metadata, write_safetensors
 from src.cli import run_cli
 from src.config import bert_config, default_presets, load_config, resolve_model
 from src.logger import get_logger
@@ -390,18 +390,6 @@ def import_hf(hf_dir, output_dir, task=None, label_map=None):
     return {"config": config, "num_labels": num_labels, "num_tensors": len(params)}
 
 
-def _save_safetensors(weights, path, shown_path):
-    """safetensors' save_file, its I/O failures (a full disk) raised as the OSError they are, naming shown_path."""
-    try:
-        save_file(weights, str(path), metadata={"format": "pt"})
-        os.chmod(path, plain_file_mode())  # safetensors writes owner-only (0600)
-    except SafetensorError as err:
-        code = re.search(r"os error (\d+)", str(err))
-        if code is None:
-            raise
-        raise OSError(int(code.group(1)), os.strerror(int(code.group(1))), str(shown_path)) from None
-
-
 def _export_config(config_arg, metadata, checkpoint):
     """(BertConfig, label names or []) of the model in `checkpoint`.
 
@@ -489,7 +477,7 @@ def export_hf(checkpoint, config_json, vocab_file, output_dir, num_labels=None, 
                         "model_max_length": config.max_position_embeddings}
     get_logger().info("tokenizer do_lower_case = %s, %s", do_lower_case, casing_source)
     with _atomic_directory(output_dir) as tmp:
-        _save_safetensors(hf_weights, tmp / "model.safetensors", Path(output_dir) / "model.safetensors")
+        write_safetensors(hf_weights, tmp / "model.safetensors", {"format": "pt"}, Path(output_dir) / "model.safetensors")
         (tmp / "config.json").write_text(json.dumps(hf_config, indent=2) + "\n", encoding="utf-8")
         (tmp / "tokenizer_config.json").write_text(json.dumps(tokenizer_config, indent=2) + "\n", encoding="utf-8")
         shutil.copyfile(vocab_file, tmp / "vocab.txt")

@@ -44,7 +44,11 @@ def _parent_and_attribute(layer, path):
 
 
 def masked_layers(model):
-    """The MaskedDense layers of a masked model, layer by layer in MASKED_LAYERS order."""
+    """The MaskedDense layers of a model, layer by layer in MASKED_LAYERS order; [] if it is not masked.
+
+    Raises:
+        ValueError: the model is neither a BertModel nor has one as `.bert`.
+    """
     found = []
     for layer in _encoder(model).bert_encoder.layers:
         for _, path in MASKED_LAYERS:
@@ -93,7 +97,13 @@ def apply_masking(model, settings):
 
 
 def set_threshold(model, value):
-    """Set the threshold of a masked model (host side, between steps; no recompilation)."""
+    """Set the threshold of a masked model (host side, between steps; no recompilation).
+
+    `value` (float) is a fraction kept or a sigmoid cut-off as settings.check_threshold says; it is
+    not range-checked here.
+    Raises:
+        ValueError: the model is not masked (or not a BERT model).
+    """
     layers = masked_layers(model)
     if not layers:
         raise ValueError("the model is not masked: call apply_masking first")
@@ -101,12 +111,21 @@ def set_threshold(model, value):
 
 
 def mask_score_parameters(model):
-    """The `mask_scores` Parameters: the optimizer group with mask_scores_learning_rate, no weight decay."""
+    """The `mask_scores` Parameters, each (out, in) float32: the optimizer group with
+    mask_scores_learning_rate and no weight decay. Empty for magnitude pruning or an unmasked model.
+
+    Raises:
+        ValueError: the model is not a BERT model.
+    """
     return [layer.mask_scores for layer in masked_layers(model) if layer.pruning_method != "magnitude"]
 
 
 def regularization_term(model, regularization):
-    """`MaskRegularization` over the model's masked layers (a Cell with no inputs returning a scalar)."""
+    """`MaskRegularization` over the model's masked layers (a Cell with no inputs returning a scalar).
+
+    Raises:
+        ValueError: as MaskRegularization (regularization not l1/l0, no masked layers, magnitude).
+    """
     return MaskRegularization(masked_layers(model), regularization)
 
 
@@ -131,6 +150,7 @@ def baked_parameters(model):
 def parse_masked_name(name):
     """(layer number, short layer name, kind) of a pruned layer's tensor name, else None.
 
+    E.g. "bert.bert_encoder.layers.3.intermediate.weight" -> (3, "intermediate", "weight");
     kind: weight, bias, mask_scores or pruning_threshold.
     """
     match = _MASKED_NAME.match(name)
@@ -144,7 +164,7 @@ def _scalar(value):
 
 
 def stored_threshold(arrays):
-    """The threshold a masked checkpoint was last trained at, or None if it holds none."""
+    """The threshold (float) a masked checkpoint was last trained at, or None if it holds none."""
     for name, value in arrays.items():
         parsed = parse_masked_name(name)
         if parsed and parsed[2] == THRESHOLD:
@@ -207,6 +227,11 @@ def checkpoint_pruning(arrays, metadata, pruning_method=None, threshold=None):
     """The method and threshold to count or bake a checkpoint with: the ones given, else the
     checkpoint's own (`pruning_method` metadata, the threshold it was last trained at).
 
+    Args:
+        arrays (dict of str: np.ndarray): the checkpoint's tensors.
+        metadata (dict): the checkpoint's metadata.
+        pruning_method (str, default None): overrides the recorded method.
+        threshold (float, default None): overrides the recorded threshold (a fraction, not percent).
     Returns:
         tuple: (pruning_method str, threshold float; 0.0 for l0, which needs none).
     Raises:

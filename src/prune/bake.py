@@ -17,24 +17,34 @@ import os
 import mindspore as ms
 
 from src.checkpoint import save_checkpoint
-from src.cli import run_cli
+from src.cli import check_distinct_files, run_cli
 from src.prune.apply import PRUNING_METHOD, bake_arrays, checkpoint_masks, checkpoint_pruning
 from src.prune.count import count_remaining, read_arrays
+from src.prune.settings import PRUNING_METHODS
 from src.prune.sparse_format import VALUE_TYPES, save_sparse
 
 
 def main(argv=None):
+    """Bake one checkpoint (the module docstring's usage); prints the fraction kept and file sizes in bytes.
+
+    Args:
+        argv (list of str, default None): the command-line arguments; sys.argv[1:] if None.
+    Raises:
+        ValueError: --output or --sparse_output names the input checkpoint or the other output, the
+            method or threshold is missing or out of range, or the checkpoint lacks what the method needs (see apply.checkpoint_pruning and
+            apply.checkpoint_masks). FileNotFoundError: no such checkpoint. `run_cli` prints these
+            as one `error:` line.
+    """
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--checkpoint", required=True, help="a masked checkpoint (or any, for magnitude)")
     parser.add_argument("--output", required=True, help="the plain checkpoint to write")
-    parser.add_argument("--pruning_method", default=None,
+    parser.add_argument("--pruning_method", default=None, choices=PRUNING_METHODS,
                         help="magnitude | topK | sigmoied_threshold | l0 (default: the checkpoint's)")
     parser.add_argument("--threshold", type=float, default=None, help="default: the checkpoint's last threshold")
     parser.add_argument("--sparse_output", default=None, help="also write the compact .safetensors here")
     parser.add_argument("--sparse_values", choices=VALUE_TYPES, default="float32")
     args = parser.parse_args(argv)
-    if os.path.abspath(args.output) == os.path.abspath(args.checkpoint):
-        raise ValueError("--output is the input checkpoint: write the baked model to another file")
+    check_distinct_files({"--checkpoint": args.checkpoint, "--output": args.output, "--sparse_output": args.sparse_output})
     arrays, metadata = read_arrays(args.checkpoint)
     method, threshold = checkpoint_pruning(arrays, metadata, args.pruning_method, args.threshold)
     masks = checkpoint_masks(arrays, method, threshold)

@@ -4,9 +4,11 @@ Usage:
   python -m src.prune.count --checkpoint CKPT [--pruning_method METHOD] [--threshold T] [--output counts.json]
 
 A masked checkpoint (written while pruning) is counted with the masks its scores give at the
-threshold; without --pruning_method / --threshold the checkpoint's own are used. For the
-regularised methods the threshold decides what remains, as in the paper's counting script.
+threshold; without --pruning_method / --threshold the checkpoint's own are used. For
+sigmoied_threshold the threshold decides what remains, as in the paper's counting script; l0
+counts the deterministic gates that are not 0 and ignores the threshold.
 `--pruning_method nonzero` counts the non-zero weights of a plain checkpoint (a baked one).
+Fractions are printed as percentages and written to --output as fractions in [0, 1].
 
 Two totals: the pruned weights (the six dense matrices of every layer), and the whole encoder as
 Movement Pruning reports "remaining weights": biases and LayerNorm counted as kept.
@@ -22,13 +24,18 @@ from src.checkpoint import STATE_PREFIX, load_checkpoint, split_metadata
 from src.cli import run_cli
 from src.prune.apply import MASKED_LAYERS, SCORES, THRESHOLD, checkpoint_masks, checkpoint_pruning, \
     parse_masked_name, pruned_weight_names
+from src.prune.settings import PRUNING_METHODS
 
 NONZERO = "nonzero"  # counting only: a plain checkpoint's non-zero weights
 ENCODER = "bert_encoder."
 
 
 def read_arrays(path):
-    """(numpy arrays of the model's tensors, metadata) of a checkpoint; optimizer state left out."""
+    """(numpy arrays of the model's tensors, metadata) of a checkpoint; optimizer state left out.
+
+    Raises:
+        FileNotFoundError, ValueError: as `load_checkpoint` (no such file, not a MindSpore checkpoint).
+    """
     tensors, metadata = split_metadata(load_checkpoint(path))
     return {name: value.asnumpy() for name, value in tensors.items() if not name.startswith(STATE_PREFIX)}, metadata
 
@@ -43,6 +50,9 @@ def count_remaining(arrays, masks):
         dict: "layers": [{"layer": n, <short name>: fraction kept, ..., "kept": int, "total": int}],
         "pruned_weights": {"kept", "total", "fraction"} over the masked matrices, and "encoder": the
         same over every encoder tensor (mask scores and the threshold excepted), others counted as kept.
+        Counts are numbers of weights; fractions are in [0, 1], not percentages.
+    Raises:
+        ZeroDivisionError: `masks` is empty (callers pass `pruned_weight_names`, which never is).
     """
     layers = {}
     for name, mask in masks.items():
@@ -63,7 +73,7 @@ def count_remaining(arrays, masks):
 
 
 def format_table(report):
-    """The report as a fixed-width text table, percentages kept."""
+    """`count_remaining`'s report as a fixed-width text table, its fractions shown as percentages kept."""
     shorts = [short for short, _ in MASKED_LAYERS]
     lines = ["layer " + " ".join(f"{s:>16}" for s in shorts) + f" {'layer':>8}"]
     for row in report["layers"]:
@@ -77,7 +87,12 @@ def format_table(report):
 
 
 def write_json(path, report):
-    """Write `report` to `path` atomically (a temporary name in the same folder, then a rename)."""
+    """Write `report` as indented JSON to `path` atomically (a temporary name in the same folder, then a
+    rename), creating missing folders.
+
+    Raises:
+        OSError: the folder cannot be created or written.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.partial")
@@ -86,9 +101,18 @@ def write_json(path, report):
 
 
 def main(argv=None):
+    """Count one checkpoint (the module docstring's usage): a table on stdout, JSON with --output.
+
+    Args:
+        argv (list of str, default None): the command-line arguments; sys.argv[1:] if None.
+    Raises:
+        ValueError: the method or threshold is missing or out of range, or the checkpoint has no
+            pruned layers or lacks the scores its method needs. FileNotFoundError: no such checkpoint.
+            `run_cli` prints these as one `error:` line.
+    """
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--checkpoint", required=True)
-    parser.add_argument("--pruning_method", default=None,
+    parser.add_argument("--pruning_method", default=None, choices=PRUNING_METHODS + (NONZERO,),
                         help="magnitude | topK | sigmoied_threshold | l0 | nonzero (default: the checkpoint's)")
     parser.add_argument("--threshold", type=float, default=None, help="default: the checkpoint's last threshold")
     parser.add_argument("--output", default=None, help="also write the counts as JSON here")

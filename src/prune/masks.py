@@ -10,6 +10,7 @@ A `MaskedDense` computes x W_eff^T + b with W_eff = W * M, where the mask M (out
 For topK and sigmoied_threshold the gradient reaches S through the straight-through estimator:
 dL/dS = dL/dM = (dL/dW_eff) * W. The threshold is a Parameter shared by every masked layer of a model
 and set before each step, so changing it neither recompiles the graph nor is baked into it.
+Thresholds and kept amounts are fractions in [0, 1] throughout, never percentages.
 """
 import functools
 import math
@@ -19,7 +20,7 @@ import mindspore as ms
 from mindspore import Parameter, Tensor, nn, ops
 from mindspore.common.initializer import Constant, HeUniform, Uniform, initializer
 
-# Hard-concrete stretch interval (gamma, zeta) and temperature beta: Louizos et al. 2018, Section 4.
+# Hard-concrete stretch interval (gamma, zeta) and temperature beta: Louizos et al. 2018.
 L0_GAMMA, L0_ZETA, L0_BETA = -0.1, 1.1, 2.0 / 3.0
 # soft movement pruning keeps at least this fraction of a matrix, as the paper's code does
 MIN_KEPT_FRACTION = 0.005
@@ -44,9 +45,11 @@ def _top_fraction(values, fraction):
 
 
 class TopKBinarizer(nn.Cell):
-    """Movement pruning's mask: inputs (scores (out, in), keep fraction (1,) float32) -> (out, in) 0/1.
+    """Movement pruning's mask (Sanh et al. 2020, the `topK` method of their code).
 
-    Straight-through: the gradient of the mask passes to the scores unchanged.
+    Inputs: scores (out, in) float32; threshold (1,) float32, the fraction of entries kept, in
+    (0, 1]. Output: (out, in) float32, 1.0 at the floor(threshold x out x in) largest scores.
+    Straight-through: the gradient of the mask passes to the scores unchanged; none to the threshold.
     """
 
     def construct(self, scores, threshold):
@@ -57,7 +60,12 @@ class TopKBinarizer(nn.Cell):
 
 
 class MagnitudeBinarizer(nn.Cell):
-    """Magnitude pruning's mask from |W| (out, in) and the keep fraction; no gradient flows through it."""
+    """Magnitude pruning's mask, the baseline of Sanh et al. 2020.
+
+    Inputs: |W| (out, in) float32; threshold (1,) float32, the fraction kept, in (0, 1].
+    Output: (out, in) float32, 1.0 at the floor(threshold x out x in) largest magnitudes.
+    No gradient flows through the mask (W is trained only through W * M).
+    """
 
     def construct(self, magnitudes, threshold):
         return _top_fraction(magnitudes, threshold)
@@ -67,10 +75,12 @@ class MagnitudeBinarizer(nn.Cell):
 
 
 class ThresholdBinarizer(nn.Cell):
-    """Soft movement pruning's mask: 1 where sigmoid(scores) > threshold.
+    """Soft movement pruning's mask (Sanh et al. 2020, `sigmoied_threshold` in their code).
 
-    If fewer than int(0.005 n) + 1 entries pass, the mask keeps those above the
-    max(n - that, 1)-th smallest score instead (the paper's floor on what remains).
+    Inputs: scores (out, in) float32; threshold (1,) float32, a cut-off on sigmoid(score) in [0, 1)
+    (not a fraction kept). Output: (out, in) float32, 1.0 where sigmoid(scores) > threshold.
+    If fewer than int(0.005 n) + 1 of the n entries pass, the mask keeps those above the
+    max(n - that, 1)-th smallest score instead (the paper's code keeps at least 0.5%).
     Straight-through: the gradient of the mask passes to the scores unchanged, not through sigmoid.
     """
 
@@ -90,10 +100,12 @@ class ThresholdBinarizer(nn.Cell):
 
 
 class HardConcreteGate(nn.Cell):
-    """L0 gates from log-alpha scores (out, in): training draws u ~ U(0, 1) and uses
+    """Hard-concrete L0 gates (Louizos, Welling and Kingma 2018), as Movement Pruning's `l0` uses them.
+
+    Inputs: log_alpha scores (out, in) float32; a threshold, ignored (one signature for all methods).
+    Output: (out, in) float32 gates clamp(s (zeta - gamma) + gamma, 0, 1) in [0, 1], differentiable in
+    log_alpha. Training draws u ~ U(0, 1), clamped to [L0_NOISE_EPS, 1 - L0_NOISE_EPS], and uses
     s = sigmoid((log u - log(1 - u) + log_alpha) / beta); evaluation uses s = sigmoid(log_alpha).
-    The gate is clamp(s (zeta - gamma) + gamma, 0, 1), in [0, 1], differentiable in log_alpha.
-    The threshold input is ignored (the gates need none); it keeps one signature for all methods.
     """
 
     def construct(self, log_alpha, threshold):
@@ -110,10 +122,12 @@ BINARIZERS = {"magnitude": MagnitudeBinarizer, "topK": TopKBinarizer,
 
 
 def mask_penalty(scores, regularization):
-    """Per-matrix regulariser of Movement Pruning's training scripts; scores (out, in) -> scalar.
+    """Per-matrix regulariser of Movement Pruning's training scripts; scores (out, in) -> scalar float32.
 
     l1: mean of sigmoid(S) (soft movement pruning). l0: the expected fraction of open hard-concrete
     gates, mean of sigmoid(log_alpha - beta log(-gamma / zeta)) (Louizos et al. 2018, Eq. 12).
+    Both are fractions in (0, 1). Any `regularization` other than "l1" is taken as l0 (unchecked
+    here: `MaskRegularization` checks it).
     """
     if regularization == "l1":
         return ops.sigmoid(scores).sum() / scores.size
@@ -121,8 +135,12 @@ def mask_penalty(scores, regularization):
 
 
 def score_initializer(mask_init, mask_scale):
-    """MindSpore initializer of the scores: constant mask_scale, U(-mask_scale, mask_scale), or
-    kaiming (U(-1/sqrt(fan_in), 1/sqrt(fan_in)), torch's kaiming_uniform_ with a = sqrt(5))."""
+    """MindSpore initializer of the scores, as Movement Pruning's code initialises them.
+
+    mask_init "constant": mask_scale everywhere; "uniform": U(-mask_scale, mask_scale); anything
+    else (PruningConfig allows only "kaiming"): U(-1/sqrt(fan_in), 1/sqrt(fan_in)), torch's
+    kaiming_uniform_ with a = sqrt(5).
+    """
     if mask_init == "constant":
         return Constant(mask_scale)
     if mask_init == "uniform":
@@ -131,10 +149,11 @@ def score_initializer(mask_init, mask_scale):
 
 
 class MaskedDense(nn.Cell):
-    """An `nn.Dense` whose weight is multiplied by a pruning mask.
+    """An `nn.Dense` whose weight is multiplied by a pruning mask: y = x (W * M)^T + b.
 
     Keeps the Dense's own `weight` (out, in) and `bias` (out,) Parameters, so the checkpoint names
-    do not change, and adds `mask_scores` (out, in) for every method but magnitude.
+    do not change, and adds `mask_scores` (out, in) float32 for every method but magnitude.
+    Inputs: x (..., in). Output: (..., out) in compute_type.
 
     Args:
         dense (nn.Dense): the layer to mask; its Parameters are reused, not copied.
@@ -163,7 +182,7 @@ class MaskedDense(nn.Cell):
         return self.binarizer(self.mask_scores, self.pruning_threshold)
 
     def penalty(self, regularization):
-        """`mask_penalty` of this layer's scores."""
+        """`mask_penalty` of this layer's scores, a scalar; magnitude layers have none (AttributeError)."""
         return mask_penalty(self.mask_scores, regularization)
 
     def construct(self, x):
@@ -179,7 +198,9 @@ class MaskRegularization(nn.Cell):
         masked_layers (sequence of MaskedDense): held as a plain tuple, so their Parameters are
             neither registered twice nor renamed when this Cell sits inside a loss Cell.
         regularization (str): l1 or l0.
-    Inputs: none. Output: scalar float32.
+    Inputs: none. Output: scalar float32, a fraction in (0, 1).
+    Raises:
+        ValueError: regularization is not l1 or l0, no layers are given, or one is magnitude-pruned.
     """
 
     def __init__(self, masked_layers, regularization):
@@ -214,10 +235,14 @@ def compute_masks(pruning_method, values, threshold):
     Args:
         pruning_method (str): one of BINARIZERS.
         values (dict of str: np.ndarray (out, in)): |W| for magnitude, else the mask scores.
-        threshold (float): as during training (ignored by l0).
+        threshold (float): as during training, a fraction (see settings.check_threshold; ignored by l0).
     Returns:
         dict of str: np.ndarray float32 (out, in): 0/1, or the deterministic l0 gates in [0, 1].
+    Raises:
+        ValueError: an unknown pruning_method.
     """
+    if pruning_method not in BINARIZERS:
+        raise ValueError(f"pruning_method {pruning_method!r} is not one of {', '.join(BINARIZERS)}")
     binarizer = _evaluation_binarizer(pruning_method)
     threshold = Tensor([threshold], ms.float32)
     return {name: binarizer(Tensor(np.asarray(array, np.float32)), threshold).asnumpy()

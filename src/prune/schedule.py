@@ -1,10 +1,13 @@
-"""The cubic sparsity schedule of Movement Pruning (Sanh et al. 2020, Section 5; Zhu and Gupta 2018).
+"""The cubic sparsity schedule of Movement Pruning (Sanh et al. 2020), after Zhu and Gupta
+2017 ("To prune, or not to prune").
 
 The threshold stays at `initial_threshold` for the first initial_warmup x warmup_steps steps, at
 `final_threshold` for the last final_warmup x warmup_steps steps, and in between moves as
     final + (initial - final) * (1 - (step - t_i) / (total_steps - t_i - t_f)) ** 3
 with t_i = initial_warmup x warmup_steps and t_f = final_warmup x warmup_steps, so sparsity grows
-fast at first and slowly near the end. The regularisation weight follows it:
+fast at first and slowly near the end. For magnitude and topK the threshold is the fraction of
+weights kept (1 - sparsity), so this is Zhu and Gupta's cubic curve on sparsity; for
+sigmoied_threshold it is a cut-off on sigmoid(score). The regularisation weight follows it:
 final_lambda x threshold / final_threshold. `warmup_steps` is the learning-rate warm-up, the unit
 the paper's scripts count `initial_warmup` and `final_warmup` in.
 """
@@ -18,11 +21,13 @@ def cubic_threshold(step, total_steps, warmup_steps, initial_threshold, final_th
         step (int): the optimizer step, counted as the paper's `global_step` (1 at the first update).
         total_steps (int): optimizer steps of the whole run.
         warmup_steps (int): learning-rate warm-up steps (the unit of the two warm-ups below).
-        initial_threshold, final_threshold (float): the two ends of the schedule.
+        initial_threshold, final_threshold (float): the two ends of the schedule, fractions (see
+            settings.check_threshold), not percentages.
         initial_warmup, final_warmup (float): steps held at each end, in units of warmup_steps.
         final_lambda (float): regularisation weight at final_threshold.
     Returns:
         tuple: (threshold, regu_lambda), Python floats; regu_lambda is 0 when final_threshold is 0.
+    Raises nothing: a run shorter than the two warm-ups simply never enters the cubic part.
     """
     initial_steps = initial_warmup * warmup_steps
     final_steps = final_warmup * warmup_steps

@@ -11,9 +11,12 @@ FRACTION_METHODS = ("magnitude", "topK")
 def check_threshold(pruning_method, threshold, key="threshold"):
     """Raise ValueError when `threshold` means nothing for `pruning_method`.
 
-    magnitude and topK keep a fraction of the weights, in (0, 1]; sigmoied_threshold keeps the
-    weights whose sigmoid(score) exceeds it, in [0, 1); l0 has deterministic gates at evaluation and
-    ignores it.
+    magnitude and topK keep a fraction of the weights, in (0, 1] (0.1 = 10% kept, not 0.1%);
+    sigmoied_threshold keeps the weights whose sigmoid(score) exceeds it, in [0, 1); l0 has
+    deterministic gates at evaluation and ignores it. `key` names the setting in the message.
+
+    Raises:
+        ValueError: an unknown pruning_method, or a threshold outside its method's range.
     """
     if pruning_method not in PRUNING_METHODS:
         raise ValueError(f"pruning_method {pruning_method!r} is not one of {', '.join(PRUNING_METHODS)}")
@@ -43,8 +46,11 @@ class PruningConfig:
         initial_warmup, final_warmup (float, defaults 1 and 2): steps at the initial and final
             threshold, in units of the learning-rate warm-up steps, as the paper's scripts count them.
         regularization (str, default "none"): none, l1 (mean of sigmoid(S), soft movement pruning)
-            or l0 (expected number of open hard-concrete gates).
+            or l0 (expected fraction of open hard-concrete gates, Louizos et al. 2018).
         final_lambda (float, default 0.0): weight of the regularisation at the final threshold.
+    Raises:
+        ValueError: a value outside its choices or range (see `check_threshold`), regularization
+            with magnitude or with final_threshold 0, or a negative warm-up.
     """
     pruning_method: str = "topK"
     mask_init: str = "constant"

@@ -12,9 +12,10 @@ takes fewer bytes in compressed sparse rows (CSR) than dense is stored as
   NAME.values   (nnz,) float32, or int8 with
   NAME.scale    (rows,) float32: value = int8 x scale, scale = max |value in the row| / 127.
 Everything else (embeddings, LayerNorm, biases, dense matrices) is stored as it is: int8
-applies to the CSR matrices only, and may round a kept weight below scale / 2 to 0. The layout and the checkpoint's metadata sit in the file's
-metadata under "tinybert_sparse". float32 reloads bit for bit; int8 reloads each kept weight
-within scale / 2 of its value, and pruned weights stay exactly 0.
+applies to the CSR matrices only, and may round a kept weight below scale / 2 to 0. The layout
+and the checkpoint's metadata sit in the file's metadata under "tinybert_sparse". float32 reloads
+bit for bit; int8 reloads each kept weight within scale / 2 of its value, and pruned weights stay
+exactly 0. Sizes are printed in bytes.
 """
 import argparse
 import json
@@ -23,11 +24,11 @@ from pathlib import Path
 
 import numpy as np
 import mindspore as ms
-from safetensors import safe_open
-from safetensors.numpy import load_file, save_file
+from safetensors import SafetensorError, safe_open
+from safetensors.numpy import load_file
 
-from src.checkpoint import STATE_PREFIX, load_checkpoint, plain_file_mode, save_checkpoint, split_metadata
-from src.cli import run_cli
+from src.checkpoint import STATE_PREFIX, load_checkpoint, save_checkpoint, split_metadata, write_safetensors
+from src.cli import check_distinct_files, run_cli
 
 LAYOUT_KEY = "tinybert_sparse"
 FORMAT_VERSION = 1
@@ -52,8 +53,13 @@ def to_csr(matrix, values="float32"):
         values (str, default "float32"): float32 keeps the values exactly; int8 quantises them with
             one symmetric scale per row.
     Returns:
-        dict of str: np.ndarray: indptr, indices, values, and scale for int8 (see the module docstring).
+        dict of str: np.ndarray: indptr (rows + 1,), indices (nnz,), values (nnz,), and scale (rows,)
+        for int8 (see the module docstring).
+    Raises:
+        ValueError: `values` is not one of VALUE_TYPES, or `matrix` is not 2-D.
     """
+    if values not in VALUE_TYPES:
+        raise ValueError(f"values {values!r} must be one of {', '.join(VALUE_TYPES)}")
     rows, cols = matrix.shape
     row_ids, col_ids = np.nonzero(matrix)
     counts = np.bincount(row_ids, minlength=rows)
@@ -72,7 +78,7 @@ def to_csr(matrix, values="float32"):
 
 
 def from_csr(parts, shape):
-    """The dense float32 matrix of `to_csr`'s parts."""
+    """The dense float32 matrix, of shape `shape` (rows, cols), of `to_csr`'s parts (int8 values scaled back)."""
     indptr = parts["indptr"].astype(np.int64)
     row_ids = np.repeat(np.arange(shape[0]), np.diff(indptr))
     values = parts["values"].astype(np.float32)
@@ -96,9 +102,10 @@ def save_sparse(path, arrays, metadata=None, values="float32"):
         metadata (dict, default None): str/int/float entries stored beside them (the checkpoint's).
         values (str, default "float32"): float32 or int8 for the values of CSR-stored matrices.
     Returns:
-        dict: {"sparse": names stored as CSR, "dense": names stored as they are}.
+        dict: {"sparse": names stored as CSR, "dense": names stored as they are}, each sorted.
     Raises:
         ValueError: an unknown value type, or a tensor name that collides with a CSR part name.
+        OSError: the file cannot be written (a full disk, no permission).
     """
     if values not in VALUE_TYPES:
         raise ValueError(f"values {values!r} must be one of {', '.join(VALUE_TYPES)}")
@@ -119,8 +126,7 @@ def save_sparse(path, arrays, metadata=None, values="float32"):
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.partial")
     try:
-        save_file(tensors, str(tmp), metadata={LAYOUT_KEY: json.dumps(header)})
-        os.chmod(tmp, plain_file_mode())  # safetensors writes owner-only (0600)
+        write_safetensors(tensors, tmp, {LAYOUT_KEY: json.dumps(header)}, path)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -128,16 +134,22 @@ def save_sparse(path, arrays, metadata=None, values="float32"):
 
 
 def load_sparse(path):
-    """(arrays, metadata) of a file `save_sparse` wrote: {name: dense float np.ndarray} and the checkpoint's metadata.
+    """(arrays, metadata) of a file `save_sparse` wrote: {name: dense np.ndarray} and the checkpoint's metadata.
 
+    CSR matrices come back as float32 (rows, cols); other tensors as they were stored.
     Raises:
-        FileNotFoundError: no such file. ValueError: not a file of this format.
+        FileNotFoundError: no such file. ValueError: not a safetensors file, or not one of this format
+            or version.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"sparse model {path} does not exist: check the path you passed")
-    with safe_open(str(path), framework="numpy") as handle:
-        header = (handle.metadata() or {}).get(LAYOUT_KEY)
+    try:
+        with safe_open(str(path), framework="numpy") as handle:
+            header = (handle.metadata() or {}).get(LAYOUT_KEY)
+    except SafetensorError as error:
+        raise ValueError(f"{path} is not a safetensors file ({error}): pass a sparse model written by "
+                         "src.prune.sparse_format") from None
     if header is None:
         raise ValueError(f"{path} is a safetensors file but not a sparse model written by src.prune.sparse_format")
     header = json.loads(header)
@@ -153,6 +165,14 @@ def load_sparse(path):
 
 
 def main(argv=None):
+    """`pack` or `unpack` one model (the module docstring's usage); sizes are printed in bytes.
+
+    Args:
+        argv (list of str, default None): the command-line arguments; sys.argv[1:] if None.
+    Raises:
+        FileNotFoundError, ValueError: a missing input, or one that is not a checkpoint (pack) or
+            not a sparse model (unpack). `run_cli` prints these as one `error:` line.
+    """
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     commands = parser.add_subparsers(dest="command", required=True)
     pack = commands.add_parser("pack", help="baked checkpoint -> compact .safetensors")
@@ -163,6 +183,8 @@ def main(argv=None):
     unpack.add_argument("--input", required=True)
     unpack.add_argument("--output", required=True)
     args = parser.parse_args(argv)
+    source = args.checkpoint if args.command == "pack" else args.input
+    check_distinct_files({"--checkpoint" if args.command == "pack" else "--input": source, "--output": args.output})
     if args.command == "pack":
         tensors, metadata = split_metadata(load_checkpoint(args.checkpoint))
         stored = save_sparse(args.output, {name: value.asnumpy() for name, value in tensors.items()},

@@ -6,9 +6,9 @@ Usage:
 
 Importance comes from gates that multiply a head's output or an intermediate row's activation,
 all 1 (so the model is unchanged), and the task loss on labelled batches:
-  heads  Michel, Levy and Neubig 2019 ("Are Sixteen Heads Really Better than One?", Eq. 3):
-         I_h = sum over batches of |dL / d gate_h|, then L2-normalised within each layer (their
-         Section 4.2) before heads are ranked across layers.
+  heads  Michel, Levy and Neubig 2019 ("Are Sixteen Heads Really Better than One?"):
+         I_h = sum over batches of |dL / d gate_h|, then L2-normalised within each layer (as their
+         pruning experiments do) before heads are ranked across layers.
   rows   `movement`: -sum over batches of dL / d gate_j, the movement score -sum dL/dW * W of
          Sanh et al. 2020 summed over the row's outgoing weights (high: the row's weights matter
          and move away from zero); `magnitude`: ||W_in[j, :]||_2 * ||W_out[:, j]||_2, no data needed.
@@ -42,11 +42,14 @@ HEAD_LAYERS = ("query", "key", "value")
 class GatedInputDense(nn.Cell):
     """A dense layer whose input columns are multiplied by one gate per group: dense(x * gate).
 
+    The gate plays the role of Michel et al. 2019's head mask xi_h. The gates start at 1, so the
+    layer computes what `dense` computes.
     Args:
         dense (nn.Dense): reused (its Parameters are shared).
         num_groups (int): in_channels / num_groups columns per gate: a head's columns of the
-            attention output, or one intermediate row of the feed-forward output.
-    The gates start at 1, so the layer computes what `dense` computes.
+            attention output, or one intermediate row of the feed-forward output; must divide
+            in_channels (else the reshape fails when the layer runs).
+    Inputs: x (..., in_channels). Output: (..., out_channels). Parameter `gate`: (num_groups,) float32.
     """
 
     def __init__(self, dense, num_groups):
@@ -100,6 +103,9 @@ def _swap_in_gates(model, config):
 def gate_importance(config, arrays, batches, num_labels):
     """Summed gate gradients over labelled batches (Michel et al. 2019's head importance, before normalising).
 
+    Each batch contributes the gradient of its mean loss, so the absolute value is taken per batch,
+    not per example as Michel et al.'s expectation has it (Hugging Face's bertology script does the same).
+
     Args:
         config (BertConfig): the model's shape (pruned_heads included).
         arrays (dict of str: np.ndarray): the classifier's weights.
@@ -107,8 +113,8 @@ def gate_importance(config, arrays, batches, num_labels):
             int32 and (B,) labels (int class ids, or float targets when num_labels is 1).
         num_labels (int): classes of the head; 1 = regression (squared error), else cross-entropy.
     Returns:
-        tuple: (heads, rows), one array per layer each: heads (heads left,) the sums over batches of
-        |dL/dgate|, rows (intermediate_size,) the sums of dL/dgate.
+        tuple: (heads, rows), one float64 array per layer each: heads (heads left,) the sums over
+        batches of |dL/dgate|, rows (intermediate_size,) the sums of dL/dgate.
     Raises:
         ValueError: no batches.
     """
@@ -136,7 +142,11 @@ def gate_importance(config, arrays, batches, num_labels):
 
 
 def head_importance(abs_head_gradients):
-    """Michel et al.'s head importance: |gradient| sums, L2-normalised within each layer (list of arrays)."""
+    """Michel et al. 2019's head importance: the |gradient| sums, L2-normalised within each layer.
+
+    Takes and returns one (heads left,) array per layer; each returned array has unit L2 norm
+    (1e-20 is added to the norm, as Hugging Face's bertology script does, so an all-zero layer stays 0).
+    """
     return [values / (np.linalg.norm(values) + 1e-20) for values in abs_head_gradients]
 
 
@@ -148,9 +158,15 @@ def row_importance(method, arrays, row_gradients=None):
             (||W_in[j, :]||_2 * ||W_out[:, j]||_2, from the weights alone).
         arrays (dict of str: np.ndarray): the model's weights.
         row_gradients (list of np.ndarray, default None): `gate_importance`'s rows.
+    Returns:
+        list of np.ndarray: one (intermediate_size,) array per layer; higher means keep.
+    Raises:
+        ValueError: an unknown method, or movement without row_gradients.
     """
     if method not in ROW_IMPORTANCE:
         raise ValueError(f"row importance {method!r} is not one of {', '.join(ROW_IMPORTANCE)}")
+    if method == "movement" and row_gradients is None:
+        raise ValueError("movement row importance needs row_gradients (gate_importance's rows)")
     if method == "movement":
         return [-gradients for gradients in row_gradients]
     names = _dense_names(arrays)
@@ -167,7 +183,8 @@ def heads_to_prune(config, importance, count):
         importance (list of np.ndarray): one value per head left, per layer (`head_importance`).
         count (int): heads to remove.
     Returns:
-        dict of int: list of int: {layer: original head numbers to remove}.
+        dict of int: list of int: {layer: original head numbers to remove}; on equal importance the
+        earlier layer and head go first.
     Raises:
         ValueError: count is negative or leaves some layer without a head.
     """
@@ -189,7 +206,13 @@ def heads_to_prune(config, importance, count):
 
 
 def rows_to_keep(importance, intermediate_size):
-    """Per layer, the `intermediate_size` rows of highest importance, in their original order."""
+    """Per layer, the `intermediate_size` rows of highest importance, in their original order.
+
+    Takes one (rows,) array per layer (`row_importance`); returns one (intermediate_size,) int array
+    per layer. Ties go to the lower row number.
+    Raises:
+        ValueError: intermediate_size is not in 1..rows.
+    """
     if not 0 < intermediate_size <= len(importance[0]):
         raise ValueError(f"intermediate_size {intermediate_size} must be in 1..{len(importance[0])}")
     return [np.sort(np.argsort(-values, kind="stable")[:intermediate_size]) for values in importance]
@@ -213,11 +236,15 @@ def compact(arrays, config, prune_heads, keep_rows):
         config (BertConfig): its shape.
         prune_heads (dict of int: list of int): {layer: original head numbers to remove}.
         keep_rows (list of np.ndarray, or None): per layer, the intermediate rows to keep (the same
-            count in every layer); None keeps all.
+            count in every layer; row numbers must exist, else IndexError); None keeps all.
     Returns:
         tuple: (arrays of the smaller model, its BertConfig with pruned_heads and intermediate_size).
+        A layer's query/key/value weights become (heads kept x head size, hidden), the attention
+        output weight (hidden, heads kept x head size); the intermediate weight (rows kept, hidden)
+        and the output weight (hidden, rows kept). Arrays are C-contiguous copies.
     Raises:
-        ValueError: a head that is already gone, or layers keeping different numbers of rows.
+        ValueError: a head that is already gone, a layer left without heads, or layers keeping
+            different numbers of rows.
     """
     head_size = config.hidden_size // config.num_attention_heads
     if keep_rows is not None and len({len(rows) for rows in keep_rows}) != 1:
@@ -231,6 +258,8 @@ def compact(arrays, config, prune_heads, keep_rows):
         if not gone <= set(left):
             raise ValueError(f"layer {layer}: heads {sorted(gone - set(left))} are not in the model any more")
         kept_heads = [position for position, head in enumerate(left) if head not in gone]
+        if not kept_heads:
+            raise ValueError(f"layer {layer}: removing heads {sorted(gone)} leaves it none; keep at least one")
         columns = np.concatenate([np.arange(p * head_size, (p + 1) * head_size) for p in kept_heads])
         for short in HEAD_LAYERS:
             for kind in ("weight", "bias"):
@@ -256,8 +285,12 @@ def expand_pruned_heads(arrays, config):
     A head whose value weights and bias are zero contributes nothing (its context is 0), and zero
     columns of the attention output ignore it anyway, so outputs are unchanged. For consumers that
     cannot represent per-layer head counts (transformers 5 dropped `pruned_heads`).
+    Args:
+        arrays (dict of str: np.ndarray): a structurally pruned model's tensors (as `compact` gives).
+        config (BertConfig): its shape, with pruned_heads.
     Returns:
-        tuple: (arrays with full-size attention tensors, config without pruned_heads).
+        tuple: (arrays with query/key/value (hidden, hidden) and (hidden,), attention output
+        (hidden, hidden), config without pruned_heads). The intermediate size is left as it is.
     """
     head_size = config.hidden_size // config.num_attention_heads
     names = _dense_names(arrays)
@@ -287,6 +320,15 @@ def _batches(args, seq_length):
 
 
 def main(argv=None):
+    """Compact one classifier checkpoint (the module docstring's usage); prints what was removed.
+
+    Args:
+        argv (list of str, default None): the command-line arguments; sys.argv[1:] if None.
+    Raises:
+        ValueError: not a classifier checkpoint with its model config, --data or seq_length missing
+            when importance needs batches, or counts out of range (see heads_to_prune, rows_to_keep).
+        FileNotFoundError: no such checkpoint or data. `run_cli` prints these as one `error:` line.
+    """
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--checkpoint", required=True, help="a classifier checkpoint that carries its model config")
     parser.add_argument("--output", required=True, help="the compacted checkpoint")

@@ -347,7 +347,7 @@ def test_errors_are_one_line_and_leave_no_file(hf_mlm, tmp_path, capsys):
         (["--output_file", str(tmp_path / "o.tsv"), "--num_aug", "0"], r"--num_aug is 0: .* at least 1"),
         (["--output_file", str(tmp_path / "o.tsv"), "--replace_prob", "1.5"], r"--replace_prob is 1.5: .*\(0, 1\]"),
         (["--output_file", str(tmp_path / "o.csv")], r"written as TSV: give it a \.tsv name"),
-        (["--output_file", str(source)], r"is the input file"),
+        (["--output_file", str(source)], r"--output_file .*in\.tsv is the same file as --input_file"),
         (["--output_file", str(tmp_path / "o.tsv"), "--candidates", "mlm"], r"has no masked-LM head: use --candidates"),
         (["--output_file", str(tmp_path / "o.tsv")], r"in\.tsv:4: unknown label '7' .* pass --skip_bad_rows"),
         (["--output_file", str(tmp_path / "o.tsv"), "--num_candidates", "99"], r"too few for --num_candidates 99"),

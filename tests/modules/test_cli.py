@@ -17,6 +17,7 @@ from src.checkpoint import named_parameters, save_checkpoint
 from src.cli import MAIN_KEYS, describe_error, run_cli
 from src.config import DEFAULT_CONFIG
 from src.records_writer import RecordsWriter
+from src.prune.sparse_format import save_sparse
 from src.tinybert_model import BertConfig, BertModel
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -190,6 +191,15 @@ def full_disk(mount_point):
     """A 16 KiB tmpfs: every tool's output overflows it."""
     mount_tmpfs(mount_point, "size=16k")
     return mount_point
+
+
+def test_sparse_model_on_a_full_disk_names_its_file_and_leaves_none(full_disk):
+    """safetensors' own I/O error (src.checkpoint.write_safetensors) comes out as the OSError it is."""
+    path = full_disk / "pruned.sparse.safetensors"
+    with pytest.raises(OSError) as raised:
+        save_sparse(path, {"w": np.ones((100, 100), np.float32)})
+    assert raised.value.errno == errno.ENOSPC and raised.value.filename == str(path)
+    assert [p for p in full_disk.rglob("*") if not p.is_dir()] == []
 
 
 def test_checkpoint_on_a_full_disk_names_its_file_and_leaves_none(full_disk):

@@ -224,6 +224,8 @@ def test_settings_errors():
         PruningConfig(pruning_method="magnitude", regularization="l1")
     with pytest.raises(ValueError, match="mask_init 'xavier'"):
         PruningConfig(mask_init="xavier")
+    with pytest.raises(ValueError, match="pruning_method 'movement' is not one of"):
+        compute_masks("movement", {"s": np.zeros((2, 3), np.float32)}, 0.5)
 
 
 def _inputs(seed=0):

@@ -200,6 +200,11 @@ def test_choosing_heads_and_rows(student_config):
     np.testing.assert_allclose(magnitude[1], np.sqrt((w_in ** 2).sum(1) * (w_out ** 2).sum(0)), rtol=1e-5)
     np.testing.assert_array_equal(structured.row_importance("movement", arrays, [np.array([1.0, -2.0])])[0],
                                   [-1.0, 2.0])
+    with pytest.raises(ValueError, match="needs row_gradients"):
+        structured.row_importance("movement", arrays)
+    with pytest.raises(ValueError, match="layer 1: removing heads .* leaves it none"):
+        structured.compact(arrays, student_config.for_inference(),
+                           {1: list(range(student_config.num_attention_heads))}, None)
 
 
 def test_command_line(tmp_path, student_config, capsys):

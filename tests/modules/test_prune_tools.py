@@ -171,8 +171,16 @@ def test_magnitude_on_a_plain_checkpoint_and_errors(tmp_path, student_config, ca
     fails(count, ["--checkpoint", str(plain), "--pruning_method", "magnitude", "--threshold", "1.5"],
           "--threshold 1.5 must be in (0, 1] for magnitude")
     fails(bake, ["--checkpoint", str(plain), "--output", str(plain), "--pruning_method", "magnitude",
-                 "--threshold", "0.5"], "--output is the input checkpoint")
+                 "--threshold", "0.5"], f"--output {plain} is the same file as --checkpoint: give each its own file")
+    fails(bake, ["--checkpoint", str(plain), "--output", str(tmp_path / "b.ckpt"), "--sparse_output",
+                 str(tmp_path / "b.ckpt")], f"--sparse_output {tmp_path / 'b.ckpt'} is the same file as --output")
+    assert not (tmp_path / "b.ckpt").exists()
+    fails(sparse_format, ["pack", "--checkpoint", str(plain), "--output", str(plain)], "is the same file as --checkpoint")
     fails(count, ["--checkpoint", str(tmp_path / "none.ckpt")], "does not exist")
+    fails(count, ["--checkpoint", str(plain), "--pruning_method", "movement"], "invalid choice: 'movement'")
+    (tmp_path / "text.safetensors").write_text("not a safetensors file")
+    fails(sparse_format, ["unpack", "--input", str(tmp_path / "text.safetensors"), "--output",
+                          str(tmp_path / "o.ckpt")], "is not a safetensors file")
     save_file({"x": np.zeros(3, np.float32)}, str(tmp_path / "other.safetensors"))
     fails(sparse_format, ["unpack", "--input", str(tmp_path / "other.safetensors"), "--output",
                           str(tmp_path / "o.ckpt")], "not a sparse model written by src.prune.sparse_format")
@@ -191,5 +199,7 @@ def test_csr_round_trip_and_index_types():
     assert narrow["indices"].dtype == np.uint8
     int8 = sparse_format.to_csr(matrix, "int8")
     assert int8["values"].dtype == np.int8 and int8["scale"][4] == 1.0
+    with pytest.raises(ValueError, match="values 'int4' must be one of float32, int8"):
+        sparse_format.to_csr(matrix, "int4")
     restored = sparse_format.from_csr(int8, matrix.shape)
     assert (np.abs(restored - matrix) <= int8["scale"][:, None] / 2 + 1e-7).all()
