@@ -28,7 +28,7 @@ from mindspore import Parameter, Tensor, nn, ops
 
 from src.checkpoint import HEAD_PREFIX, MODEL_CONFIG, SEQ_LENGTH, STATE_PREFIX, assign_parameters, load_checkpoint, \
     named_parameters, save_checkpoint, split_metadata
-from src.cli import run_cli
+from src.cli import check_distinct_files, run_cli
 from src.dataset import create_dataset
 from src.losses import get_loss
 from src.prune.apply import parse_masked_name
@@ -345,6 +345,12 @@ def main(argv=None):
     parser.add_argument("--row_importance", choices=ROW_IMPORTANCE, default="movement")
     parser.add_argument("--importance_output", default=None, help="also write the importance scores as JSON")
     args = parser.parse_args(argv)
+    for flag in ("batch_size", "max_batches", "prune_heads", "intermediate_size", "seq_length"):
+        if getattr(args, flag) < (1 if flag == "batch_size" else 0):
+            raise ValueError(f"--{flag} is {getattr(args, flag)}: give a "
+                             + ("positive" if flag == "batch_size" else "non-negative") + " number")
+    check_distinct_files({"--checkpoint": args.checkpoint, "--output": args.output,
+                          "--importance_output": args.importance_output})
     tensors, metadata = split_metadata(load_checkpoint(args.checkpoint))
     if MODEL_CONFIG not in metadata or HEAD_PREFIX + "weight" not in tensors:
         raise ValueError(f"{args.checkpoint} must be a classifier checkpoint that records its model config "

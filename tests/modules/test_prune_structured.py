@@ -241,4 +241,7 @@ def test_command_line(tmp_path, student_config, capsys):
           "--data is needed")
     fails(["--checkpoint", str(output), "--prune_heads", "9", "--data", str(records), "--output",
            str(tmp_path / "x.ckpt")], "cannot prune 9 heads")
+    fails(["--checkpoint", str(output), "--prune_heads", "1", "--data", str(records), "--max_batches", "-1",
+           "--output", str(tmp_path / "x.ckpt")], "--max_batches is -1: give a non-negative number")
+    fails(["--checkpoint", str(output), "--output", str(output)], f"--output {output} is the same file as --checkpoint")
     assert not (tmp_path / "x.ckpt").exists()
