@@ -184,10 +184,13 @@ for task in dict.fromkeys(run[0] for run in runs):
     teacher = max(evals(out / task / "metrics.jsonl"), key=lambda r: metric(r)[1])
     name, dense = metric(teacher)
     dense_mb = mb(out / task / "teacher/teacher_best.ckpt")
-    lines += [f"## {task}: dense teacher {name} {dense:.4f}, checkpoint {dense_mb} MB", "",
-              "| method | target kept (or final_lambda) | dense-layer weights kept | encoder kept | " + name + " (masked) | "
-              f"{name} (baked) | of dense | baked .ckpt MB | CSR int8 MB |", "|---|---|---|---|---|---|---|---|---|"]
-    for _, method, keep, run in (r for r in runs if r[0] == task and r[1] != "structured"):
+    lines += [f"## {task}: dense teacher {name} {dense:.4f}, checkpoint {dense_mb} MB", ""]
+    unstructured = [r for r in runs if r[0] == task and r[1] != "structured"]
+    if unstructured:
+        lines += ["| method | target kept (or final_lambda) | dense-layer weights kept | encoder kept | " + name
+                  + f" (masked) | {name} (baked) | of dense | baked .ckpt MB | CSR int8 MB |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+    for _, method, keep, run in unstructured:
         run = Path(run)
         counts = json.loads((run / "count.json").read_text())
         masked = metric(evals(run / "metrics.jsonl")[-1])[1]

@@ -117,6 +117,9 @@ def main(argv=None):
     parser.add_argument("--threshold", type=float, default=None, help="default: the checkpoint's last threshold")
     parser.add_argument("--output", default=None, help="also write the counts as JSON here")
     args = parser.parse_args(argv)
+    if args.pruning_method == NONZERO and args.threshold is not None:
+        raise ValueError("--threshold does not apply to --pruning_method nonzero, which counts the non-zero "
+                         "weights: leave it out")
     arrays, metadata = read_arrays(args.checkpoint)
     if args.pruning_method == NONZERO:
         method, threshold = NONZERO, None

@@ -177,6 +177,8 @@ def test_magnitude_on_a_plain_checkpoint_and_errors(tmp_path, student_config, ca
     assert not (tmp_path / "b.ckpt").exists()
     fails(sparse_format, ["pack", "--checkpoint", str(plain), "--output", str(plain)], "is the same file as --checkpoint")
     fails(count, ["--checkpoint", str(tmp_path / "none.ckpt")], "does not exist")
+    fails(count, ["--checkpoint", str(plain), "--pruning_method", "nonzero", "--threshold", "0.1"],
+          "--threshold does not apply to --pruning_method nonzero")
     fails(count, ["--checkpoint", str(plain), "--pruning_method", "movement"], "invalid choice: 'movement'")
     (tmp_path / "text.safetensors").write_text("not a safetensors file")
     fails(sparse_format, ["unpack", "--input", str(tmp_path / "text.safetensors"), "--output",
