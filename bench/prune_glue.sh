@@ -19,7 +19,7 @@
 #               summary.md gives the fraction each reached (SST-2, 300 steps: 400 -> 19.8%, 800 -> 10.4%)
 #   STRUCTURED  "HEADS:ROWS" values, one structured run each (folder structured-HEADSh-ROWSr): heads removed
 #               across layers and intermediate rows kept per layer (default 30:896: 42 of MiniLM's 72 heads
-#               and 896 of its 1536 rows left; SST-2 with 600 td2 steps: 0.34 points lost, 1.5-1.6x
+#               and 896 of its 1536 rows left; SST-2 with 600 td2 steps: 0.34 points lost, about 1.5x
 #               faster; 36:768 is half of each; "" skips structured pruning)
 #   STRUCTURED_STEPS  td2 steps of the compacted model (default 600; SST-2 30:896 at 300: 1.6 points lost)
 #   STRUCTURED_TD1_STEPS  td1 steps before them (default 300): the compacted model's hidden states matched
