@@ -243,13 +243,11 @@ def check_match(match, s, t, key):
                 # The layer's query/key/value width: a structurally pruned layer keeps fewer heads.
                 left = config.num_heads_in_layer(layer - 1)
                 width = left * config.hidden_size // config.num_attention_heads
-                if width % split == 0:
-                    continue
-                if left == config.num_attention_heads:
-                    raise ValueError(f"{key}: relation_heads {split} does not divide the {name}'s width {width}")
-                raise ValueError(f"{key}: relation_heads {split} does not divide the {name}'s layer {layer} width "
-                                 f"{width} ({left} of {config.num_attention_heads} heads left after pruning): "
-                                 f"set relation_heads to a divisor of {width}")
+                if width % split:
+                    pruned = left < config.num_attention_heads
+                    where = f"layer {layer} width {width} ({left} of {config.num_attention_heads} heads left " \
+                            f"after pruning): set relation_heads to a divisor of {width}" if pruned else f"width {width}"
+                    raise ValueError(f"{key}: relation_heads {split} does not divide the {name}'s {where}")
         if not heads and s.num_attention_heads != t.num_attention_heads:
             raise ValueError(f"{key}: student and teacher head counts differ: set relation_heads")
     s_width = feature_width(match, s)

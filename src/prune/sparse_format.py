@@ -183,8 +183,8 @@ def main(argv=None):
     unpack.add_argument("--input", required=True)
     unpack.add_argument("--output", required=True)
     args = parser.parse_args(argv)
-    source = args.checkpoint if args.command == "pack" else args.input
-    check_distinct_files({"--checkpoint" if args.command == "pack" else "--input": source, "--output": args.output})
+    source = "checkpoint" if args.command == "pack" else "input"
+    check_distinct_files({f"--{source}": getattr(args, source), "--output": args.output})
     if args.command == "pack":
         tensors, metadata = split_metadata(load_checkpoint(args.checkpoint))
         stored = save_sparse(args.output, {name: value.asnumpy() for name, value in tensors.items()},

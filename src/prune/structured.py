@@ -165,9 +165,9 @@ def row_importance(method, arrays, row_gradients=None):
     """
     if method not in ROW_IMPORTANCE:
         raise ValueError(f"row importance {method!r} is not one of {', '.join(ROW_IMPORTANCE)}")
-    if method == "movement" and row_gradients is None:
-        raise ValueError("movement row importance needs row_gradients (gate_importance's rows)")
     if method == "movement":
+        if row_gradients is None:
+            raise ValueError("movement row importance needs row_gradients (gate_importance's rows)")
         return [-gradients for gradients in row_gradients]
     names = _dense_names(arrays)
     layers = sorted({layer for layer, _, _ in names})
@@ -345,10 +345,11 @@ def main(argv=None):
     parser.add_argument("--row_importance", choices=ROW_IMPORTANCE, default="movement")
     parser.add_argument("--importance_output", default=None, help="also write the importance scores as JSON")
     args = parser.parse_args(argv)
-    for flag in ("batch_size", "max_batches", "prune_heads", "intermediate_size", "seq_length"):
-        if getattr(args, flag) < (1 if flag == "batch_size" else 0):
-            raise ValueError(f"--{flag} is {getattr(args, flag)}: give a "
-                             + ("positive" if flag == "batch_size" else "non-negative") + " number")
+    if args.batch_size < 1:
+        raise ValueError(f"--batch_size is {args.batch_size}: give a positive number")
+    for flag in ("max_batches", "prune_heads", "intermediate_size", "seq_length"):
+        if getattr(args, flag) < 0:
+            raise ValueError(f"--{flag} is {getattr(args, flag)}: give a non-negative number")
     check_distinct_files({"--checkpoint": args.checkpoint, "--output": args.output,
                           "--importance_output": args.importance_output})
     tensors, metadata = split_metadata(load_checkpoint(args.checkpoint))
