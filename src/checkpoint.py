@@ -18,6 +18,8 @@ import mindspore as ms
 from safetensors import SafetensorError
 from safetensors.numpy import save_file
 
+from src.logger import get_logger
+
 # Checkpoints from other MindSpore BERT code, renamed to ours. Applied in order, first match wins
 # for each rule; the zoo's TinyBERT students use `tinybert_` where its BERT uses `bert_`.
 NAME_RULES = (
@@ -47,6 +49,7 @@ MODEL_CONFIG, NUM_LABELS, LABEL_NAMES, TASK, SEQ_LENGTH = "model_config", "num_l
     "seq_length"
 ARCHITECTURE = "architecture"  # the model class (Hugging Face's name), e.g. BertForTokenClassification
 TASKS = "tasks"  # multi-task student: JSON [{name, num_labels, label_names, metric}], one per head in order
+PRUNING_METHOD = "pruning_method"  # a masked checkpoint (prune phase): the method its mask_scores belong to
 
 
 def canonical_name(name):
@@ -157,17 +160,30 @@ def step_checkpoints(directory, model="student"):
     return sorted((int(m.group(1)), p) for p in Path(directory).glob("*") if (m := regex.match(p.name)))
 
 
-def load_checkpoint(path, what="checkpoint"):
+def load_checkpoint(path, what="checkpoint", keep_masks=False):
     """{canonical name: Parameter} plus metadata entries, with a clear error for a missing file; `what`
-    names the setting the path came from in that error (e.g. "teacher.ensemble[1] checkpoint")."""
+    names the setting the path came from in that error (e.g. "teacher.ensemble[1] checkpoint").
+
+    A masked checkpoint (the prune phase's, recording PRUNING_METHOD) holds every weight as it was
+    before masking beside its mask_scores and threshold: loaded as it is into a plain model it would
+    be the unpruned model. So it is baked here (`src.prune.apply.baked_checkpoint`: pruned weights set
+    to zero, scores, threshold and optimizer state dropped), unless `keep_masks` (counting, baking,
+    resuming or continuing pruning). Raises ValueError as `checkpoint_pruning` for a masked checkpoint
+    that cannot be baked."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{what} {path} does not exist: check the path you passed")
     if path.suffix != ".ckpt":  # MindSpore reads only .ckpt files, and says so in its own terms
         raise ValueError(f"{path} is not a MindSpore checkpoint (.ckpt): pass a .ckpt a run or export wrote, or "
                          "convert a Hugging Face model with `python -m src.hf_convert import`")
-    raw = ms.load_checkpoint(str(path))
-    return {canonical_name(name): value for name, value in raw.items()}
+    loaded = {canonical_name(name): value for name, value in ms.load_checkpoint(str(path)).items()}
+    if PRUNING_METHOD in loaded and not keep_masks:
+        from src.prune.apply import baked_checkpoint  # noqa: PLC0415 -- src.prune builds on this module
+        loaded = baked_checkpoint(loaded)
+        get_logger().info("%s is a masked checkpoint (%s): loaded with its pruned weights set to zero", path,
+                          loaded[PRUNING_METHOD])
+        del loaded[PRUNING_METHOD]
+    return loaded
 
 
 def split_metadata(loaded):

@@ -291,7 +291,7 @@ def resolve_model(name, presets, key):
     if name in presets:
         return BertConfig.from_dict(presets[name])
     if Path(name).is_file() and name.endswith(".ckpt"):
-        recorded = recorded_config(split_metadata(load_checkpoint(name))[1])
+        recorded = recorded_config(split_metadata(load_checkpoint(name, keep_masks=True))[1])  # the metadata only
         if recorded is None:
             raise ValueError(f"{key}: {name} records no model config: give a preset or a config.json instead")
         return recorded

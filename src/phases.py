@@ -16,7 +16,7 @@ branch in `build_models`.
 import dataclasses
 import json
 
-from src.checkpoint import (ENCODER_PREFIX, HEAD_PREFIXES, LABEL_NAMES, MULTITASK_HEADS_PREFIX,
+from src.checkpoint import (ENCODER_PREFIX, HEAD_PREFIXES, LABEL_NAMES, MULTITASK_HEADS_PREFIX, PRUNING_METHOD,
                             assign_parameters, load_checkpoint, model_metadata, named_parameters, recorded_config,
                             split_metadata)
 from src.config import bert_config, pruning_settings, resolve_model, teacher_specs
@@ -24,7 +24,7 @@ from src.distill.multitask import (BertForMultiTaskClassification, MultiTaskDist
                                    multitask_metadata)
 from src.distill.matches import resolve_matches
 from src.distill.teacher import LiveTeacher, TeacherEnsemble, freeze, no_teacher
-from src.prune.apply import PRUNING_METHOD, apply_masking, mask_score_parameters, regularization_term
+from src.prune.apply import apply_masking, mask_score_parameters, regularization_term, restore_mask_scores
 from src.student_init import copy_teacher_layers
 from src.tinybert_for_gd_td import DistillationLoss, make_projections
 from src.multitask_data import task_config, task_rows
@@ -102,18 +102,19 @@ class Models:
         return saved
 
 
-def _load_into(cell, path, what, prefix="", allow_missing=(), label_names=(), loaded=None):
+def _load_into(cell, path, what, prefix="", allow_missing=(), label_names=(), loaded=None, keep_masks=False):
     """Load `path` (or its already `loaded` content) into `cell`; with label_names, a checkpoint that
     records its labels in another order (a classifier fine-tuned elsewhere) is an error, not a
-    silently permuted model."""
-    tensors, metadata = split_metadata(loaded or load_checkpoint(path, what))
+    silently permuted model. A masked checkpoint is baked on load unless keep_masks (`load_checkpoint`).
+    Returns (tensors, metadata, names left as initialised)."""
+    tensors, metadata = split_metadata(loaded or load_checkpoint(path, what, keep_masks))
     stored = json.loads(metadata.get(LABEL_NAMES) or "[]")
     if label_names and stored and [str(x) for x in stored] != list(label_names):
         raise ValueError(f"{what} {path} orders its labels {stored} but the task's order is {list(label_names)}: "
                          "import it with `python -m src.hf_convert import --task TASK`, which reorders the "
                          "classifier to the task's order")
     left = assign_parameters(named_parameters(cell, prefix), tensors, f"{what} {path}", allow_missing)
-    return tensors, left
+    return tensors, metadata, left
 
 
 def _require(value, key, what):
@@ -121,28 +122,30 @@ def _require(value, key, what):
         raise ValueError(f"{key} is empty: give the path of {what} (--{key}=PATH)")
 
 
-def _init_student(cfg, student, prefix, checkpoint, teacher, logger, chained):
+def _init_student(cfg, student, prefix, checkpoint, teacher, logger, chained, keep_masks=False):
     """Random, from a checkpoint (GD or phase-1 output), or from chosen teacher layers; returns the
-    checkpoint's tensors (projections are restored from them) or {}. A chained phase always starts
-    from its predecessor's checkpoint."""
+    checkpoint's (tensors, metadata) (projections are restored from them, pruning continues from its
+    mask scores: read with keep_masks) or ({}, {}). A chained phase always starts from its
+    predecessor's checkpoint."""
     init_mode = "checkpoint" if chained else cfg.student.init
     if init_mode == "auto":
         init_mode = "checkpoint" if checkpoint else "random"
     if init_mode == "checkpoint":
         _require(checkpoint, "student.checkpoint", "the student's initial weights")
-        tensors, left = _load_into(student, checkpoint, "student checkpoint", prefix,
-                                   allow_missing=HEAD_PREFIXES + (MULTITASK_HEADS_PREFIX,))
+        tensors, metadata, left = _load_into(student, checkpoint, "student checkpoint", prefix,
+                                             allow_missing=HEAD_PREFIXES + (MULTITASK_HEADS_PREFIX,),
+                                             keep_masks=keep_masks)
         logger.info("student initialised from %s%s", checkpoint,
                     f" (left as initialised: {', '.join(left)})" if left else "")
-        return tensors
+        return tensors, metadata
     if init_mode == "teacher_layers":
         encoder = student.bert if hasattr(student, "bert") else student
         chosen = copy_teacher_layers(encoder, teacher.bert if hasattr(teacher, "bert") else teacher,
                                      cfg.student.teacher_layers)
         logger.info("student initialised from teacher layers %s", chosen)
-        return {}
+        return {}, {}
     logger.info("student initialised at random")
-    return {}
+    return {}, {}
 
 
 def _evaluated_student(cfg, s_config, checkpoint, what):
@@ -223,11 +226,12 @@ def build_models(cfg, phase, logger, student_checkpoint=""):
     teacher = teachers[0]
     student, prefix = (build_task_model(cfg.task.type, s_config, num_labels), "") if phase.head \
         else (BertModel(s_config), ENCODER_PREFIX)
-    tensors = _init_student(cfg, student, prefix, checkpoint, teacher, logger, bool(student_checkpoint))
+    tensors, stored = _init_student(cfg, student, prefix, checkpoint, teacher, logger, bool(student_checkpoint),
+                                    keep_masks=phase.prunes)
     t_configs = [spec[0] for spec in specs]
     wants_matches = "matches" in phase.terms and (phase.preset or cfg.distill.intermediate_matches)
     matches = resolve_matches(cfg.distill, s_config, t_configs) if wants_matches else ()
-    pruning = _mask_student(cfg, student, checkpoint, logger) if phase.prunes else None
+    pruning = _mask_student(cfg, student, checkpoint, tensors, stored, logger) if phase.prunes else None
     projections = make_projections(matches, s_config, t_configs[0])
     for name, projection in projections.items():
         # GD's fit_dense carries into task phase 1 (the zoo discards it and starts from scratch)
@@ -315,11 +319,14 @@ class Pruning:
     regularizer: object
 
 
-def _mask_student(cfg, student, checkpoint, logger):
-    """Mask the encoder's dense layers of the (dense, loaded) student, before any Cell is built on it."""
+def _mask_student(cfg, student, checkpoint, tensors, stored, logger):
+    """Mask the encoder's dense layers of the (dense, loaded) student, before any Cell is built on it;
+    a masked checkpoint's (`tensors`, `stored` metadata) scores are restored: pruning continues from them."""
     _require(checkpoint, "student.checkpoint", "the fine-tuned model to prune")
     settings = pruning_settings(cfg.pruning)
     threshold = apply_masking(student, settings)
+    if restore_mask_scores(student, tensors, stored, checkpoint):
+        logger.info("mask scores restored from %s: pruning continues from its masks", checkpoint)
     regularizer = regularization_term(student, settings.regularization) if settings.regularization != "none" \
         else None
     logger.info("pruning %s: threshold %g -> %g, regularization %s", settings.pruning_method,

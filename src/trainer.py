@@ -13,8 +13,8 @@ from mindspore.communication import get_group_size, get_rank, init
 from mindspore.ops.communication import all_reduce
 
 from src.callbacks import Evaluator, MetricsFile, StepCheckpoints, TrainingLog, parameter_table, train_state
-from src.checkpoint import (BAKED_CHECKPOINT, BEST_CHECKPOINT, FINAL_CHECKPOINT, assign_parameters, load_checkpoint,
-                            remove_partial_files, save_checkpoint, split_metadata, step_checkpoints)
+from src.checkpoint import (BAKED_CHECKPOINT, BEST_CHECKPOINT, FINAL_CHECKPOINT, PRUNING_METHOD, assign_parameters,
+                            load_checkpoint, remove_partial_files, save_checkpoint, split_metadata, step_checkpoints)
 from src.cli import require_device
 from src.config import bert_config, config_changes, save_config, teacher_specs
 from src.dataset import (create_dataset, has_teacher_inputs, largest_token_id, record_files,
@@ -27,7 +27,7 @@ from src.logger import get_logger
 from src.multitask_data import interleaved_batches
 from src.optimizer import build_optimizer
 from src.phases import PHASES, build_models
-from src.prune.apply import PRUNING_METHOD, baked_parameters, set_threshold
+from src.prune.apply import baked_parameters, set_threshold
 from src.prune.schedule import schedule_for
 from src.records_writer import ID_COLUMNS, TEACHER_ID_COLUMNS
 from src.tasks import TASK_TYPES, check_record_labels
@@ -62,7 +62,7 @@ def _resume(train_cell, models, phase_dir, logger):
     """
     for step, path in reversed(step_checkpoints(phase_dir, models.name)):
         try:
-            tensors, metadata = split_metadata(load_checkpoint(path))
+            tensors, metadata = split_metadata(load_checkpoint(path, keep_masks=True))
             assign_parameters(models.weights(), tensors, f"checkpoint {path}")
             assign_parameters(train_state(train_cell), tensors, f"optimizer state in {path}")
         except (RuntimeError, ValueError, OSError) as error:

@@ -10,7 +10,7 @@ import numpy as np
 import mindspore as ms
 from mindspore import Parameter, Tensor
 
-from src.checkpoint import named_parameters
+from src.checkpoint import PRUNING_METHOD, STATE_PREFIX, named_parameters, split_metadata
 from src.prune.masks import MaskedDense, MaskRegularization, compute_masks
 from src.prune.settings import check_threshold
 from src.tinybert_model import BertModel
@@ -20,7 +20,6 @@ MASKED_LAYERS = (("query", "attention.attention.query_layer"), ("key", "attentio
                  ("value", "attention.attention.value_layer"), ("attention_output", "attention.output.dense"),
                  ("intermediate", "intermediate"), ("output", "output.dense"))
 SCORES, THRESHOLD = "mask_scores", "pruning_threshold"
-PRUNING_METHOD = "pruning_method"  # metadata key: the method a masked checkpoint was trained with
 _MASKED_NAME = re.compile(r"^(?P<stem>(?:.*\.)?bert_encoder\.layers\.(?P<layer>\d+)\.(?P<path>"
                           + "|".join(re.escape(path) for _, path in MASKED_LAYERS)
                           + r"))\.(?P<kind>weight|bias|" + SCORES + "|" + THRESHOLD + ")$")
@@ -221,6 +220,59 @@ def bake_arrays(arrays, masks):
     """
     return {name: value * masks[name] if name in masks else value for name, value in arrays.items()
             if (parsed := parse_masked_name(name)) is None or parsed[2] in ("weight", "bias")}
+
+
+def baked_checkpoint(loaded):
+    """A masked checkpoint as `load_checkpoint` read it, baked: what the plain model loads.
+
+    Args:
+        loaded (dict): {name: Parameter} and metadata entries of a checkpoint recording PRUNING_METHOD.
+    Returns:
+        dict: the same layout: the plain model's weights (each pruned weight times its mask at the
+        recorded method and last threshold, as `bake_arrays`), then the metadata; mask_scores, the
+        threshold and optimizer state (STATE_PREFIX) dropped.
+    Raises:
+        ValueError: as `checkpoint_pruning` and `checkpoint_masks` (no threshold, scores missing).
+    """
+    tensors, metadata = split_metadata(loaded)
+    arrays = {name: value.asnumpy() for name, value in tensors.items() if not name.startswith(STATE_PREFIX)}
+    baked = bake_arrays(arrays, checkpoint_masks(arrays, *checkpoint_pruning(arrays, metadata)))
+    return {**{name: Parameter(Tensor(value), name=name) for name, value in baked.items()}, **metadata}
+
+
+def restore_mask_scores(model, tensors, metadata, source):
+    """Continue pruning from a masked checkpoint: its mask_scores into the masked `model`.
+
+    With them the masks are where that run left them; train on with mask_scores_learning_rate 0 and
+    a constant threshold (initial_threshold = final_threshold) to distil with the masks fixed.
+    Args:
+        model: masked by `apply_masking`, its weights loaded from the same checkpoint.
+        tensors (dict of str: Tensor), metadata (dict): the checkpoint's, as `split_metadata` gives
+            them (read with keep_masks).
+        source (str): the checkpoint's path, for messages.
+    Returns:
+        int: the number of layers whose scores were restored; 0 for a plain checkpoint or magnitude.
+    Raises:
+        ValueError: the checkpoint was pruned by another method than the model's (its scores mean
+            something else), or lacks a masked layer's scores.
+    """
+    layers = masked_layers(model)
+    recorded, method = metadata.get(PRUNING_METHOD), layers[0].pruning_method
+    if recorded is None:
+        return 0
+    if recorded != method:
+        raise ValueError(f"{source} was pruned with {recorded}, not {method}: continue it with "
+                         f"--pruning.pruning_method={recorded}, or prune its baked model (python -m src.prune.bake) "
+                         "anew")
+    if method == "magnitude":  # its masks come from the weights themselves
+        return 0
+    for layer in layers:
+        name = layer.weight.name[:-len("weight")] + SCORES
+        if name not in tensors:
+            raise ValueError(f"{source} records {recorded} but has no {name}: it is not a checkpoint the prune "
+                             "phase wrote")
+        layer.mask_scores.set_data(Tensor(tensors[name].asnumpy(), ms.float32))
+    return len(layers)
 
 
 def checkpoint_pruning(arrays, metadata, pruning_method=None, threshold=None):

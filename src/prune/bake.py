@@ -16,9 +16,9 @@ import os
 
 import mindspore as ms
 
-from src.checkpoint import save_checkpoint
+from src.checkpoint import PRUNING_METHOD, save_checkpoint
 from src.cli import check_distinct_files, run_cli
-from src.prune.apply import PRUNING_METHOD, bake_arrays, checkpoint_masks, checkpoint_pruning
+from src.prune.apply import bake_arrays, checkpoint_masks, checkpoint_pruning
 from src.prune.count import count_remaining, read_arrays
 from src.prune.settings import PRUNING_METHODS
 from src.prune.sparse_format import VALUE_TYPES, save_sparse

@@ -36,7 +36,7 @@ def read_arrays(path):
     Raises:
         FileNotFoundError, ValueError: as `load_checkpoint` (no such file, not a MindSpore checkpoint).
     """
-    tensors, metadata = split_metadata(load_checkpoint(path))
+    tensors, metadata = split_metadata(load_checkpoint(path, keep_masks=True))
     return {name: value.asnumpy() for name, value in tensors.items() if not name.startswith(STATE_PREFIX)}, metadata
 
 

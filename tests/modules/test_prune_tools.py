@@ -10,10 +10,10 @@ from safetensors.numpy import save_file
 
 from conftest import BATCH, SEQ
 from src.cli import run_cli
-from src.checkpoint import MODEL_CONFIG, NUM_LABELS, TASK, load_checkpoint, load_model, named_parameters, \
-    save_checkpoint, split_metadata
+from src.checkpoint import MODEL_CONFIG, NUM_LABELS, PRUNING_METHOD, TASK, assign_parameters, load_checkpoint, \
+    load_model, named_parameters, save_checkpoint, split_metadata
 from src.prune import bake, count, sparse_format
-from src.prune.apply import PRUNING_METHOD, apply_masking, set_threshold
+from src.prune.apply import apply_masking, restore_mask_scores, set_threshold
 from src.prune.settings import PruningConfig
 from src.tinybert_model import BertForSequenceClassification
 
@@ -60,7 +60,8 @@ def _logits_of(path):
 
 
 def _arrays(path):
-    tensors, metadata = split_metadata(load_checkpoint(path))
+    """A checkpoint's tensors as numpy and its metadata, as stored (a masked one unbaked)."""
+    tensors, metadata = split_metadata(load_checkpoint(path, keep_masks=True))
     return {name: value.asnumpy() for name, value in tensors.items()}, metadata
 
 
@@ -147,6 +148,40 @@ def test_bake_equals_masked_for_gates_and_soft_movement(tmp_path, student_config
         expected = np.mean(_sigmoid(scores) > threshold)
     assert report["layers"][1]["intermediate"] == pytest.approx(expected)
     assert 0 < expected < 1
+
+
+def test_a_masked_checkpoint_loads_baked_into_a_plain_model_and_its_scores_into_a_masked_one(
+        tmp_path, student_config):
+    config = student_config.for_inference()
+    masked = tmp_path / "masked.ckpt"
+    masked_logits = _masked_checkpoint(masked, config, "topK", 0.3)
+    arrays, _ = _arrays(masked)
+    # every consumer of a plain model (eval, export, predict, Hugging Face export) reads it through
+    # load_checkpoint: the model it gets is the masked model, not the unpruned weights
+    logits, metadata = _logits_of(masked)
+    np.testing.assert_allclose(logits, masked_logits, atol=1e-5)
+    assert PRUNING_METHOD not in metadata
+    baked, _ = split_metadata(load_checkpoint(masked))
+    name = f"bert.bert_encoder.layers.1.{PRUNED[0]}.weight"
+    scores = arrays[name.replace("weight", "mask_scores")]
+    kept = scores >= np.sort(scores, axis=None)[::-1][int(np.float32(0.3) * np.float32(scores.size)) - 1]  # top 30%
+    np.testing.assert_array_equal(baked[name].asnumpy(), arrays[name] * kept)
+    assert not [n for n in baked if n.endswith(("mask_scores", "pruning_threshold"))]
+
+    def masked_model(method):
+        model = BertForSequenceClassification(config, num_labels=3)
+        tensors, stored = split_metadata(load_checkpoint(masked, keep_masks=True))
+        assign_parameters(named_parameters(model), tensors, "test")  # the unmasked weights, as the prune phase
+        apply_masking(model, PruningConfig(pruning_method=method, initial_threshold=0.3, final_threshold=0.3))
+        return model, restore_mask_scores(model, tensors, stored, str(masked))
+
+    model, restored = masked_model("topK")
+    assert restored == 12  # 2 layers x 6 matrices
+    model.set_train(False)
+    np.testing.assert_allclose(model(*_inputs())[0].asnumpy(), masked_logits, atol=1e-5)
+    with pytest.raises(ValueError, match="was pruned with topK, not sigmoied_threshold: continue it with "
+                                         "--pruning.pruning_method=topK"):
+        masked_model("sigmoied_threshold")
 
 
 def test_magnitude_on_a_plain_checkpoint_and_errors(tmp_path, student_config, capsys):

@@ -200,8 +200,20 @@ def test_prune_phase_masks_distils_and_bakes(work, method, extra):
     weights = baked.bert.bert_encoder.layers[0].attention.attention.query_layer.weight.asnumpy()
     if method == "topK":
         assert (weights != 0).mean() == pytest.approx(0.1, abs=0.01)  # 10% kept at the final threshold
+        # distilled on with the masks fixed: the pruned checkpoint's scores restored, frozen, at its threshold
+        fixed = run(["run_task_distill.py", *common(work, out="prune_fixed", student="teacher_nodrop.json"),
+                     "--task.name=sst2", "--phase=prune", f"--teacher.checkpoint={_task_teacher(work)}",
+                     f"--student.checkpoint={out / 'prune/student_final.ckpt'}",
+                     f"--data.train_path={work / 'train.mindrecord'}", f"--data.eval_path={work / 'dev.mindrecord'}",
+                     "--prune.batch_size=16", "--prune.max_steps=2", "--pruning.pruning_method=topK",
+                     "--pruning.initial_threshold=0.1", "--pruning.mask_scores_learning_rate=0"], work)
+        assert "mask scores restored from" in fixed.stdout
+        again, _ = load_model(work / "prune_fixed/prune/student_final_baked.ckpt")
+        weights_again = again.bert.bert_encoder.layers[0].attention.attention.query_layer.weight.asnumpy()
+        np.testing.assert_array_equal(weights_again != 0, weights != 0)
+        assert not np.array_equal(weights_again, weights)  # the kept weights trained on
     else:  # 12 steps keep every sigmoid(score) above 0.1, but the L1 penalty has pushed the scores down
-        tensors, _ = split_metadata(load_checkpoint(out / "prune/student_final.ckpt"))
+        tensors, _ = split_metadata(load_checkpoint(out / "prune/student_final.ckpt", keep_masks=True))
         scores = [t.asnumpy() for name, t in tensors.items() if name.endswith("mask_scores")]
         assert len(scores) == 6 * 4 and np.mean([s.mean() for s in scores]) < 0
     assert "pruning_method" not in metadata
