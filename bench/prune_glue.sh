@@ -17,6 +17,9 @@
 #   SOFT_LAMBDA, L0_LAMBDA  final_lambda values of sigmoied_threshold and l0 (default "400 800" and "400"):
 #               for these the penalty, not a fraction, decides what remains; one run per value, and
 #               summary.md gives the fraction each reached (SST-2, 300 steps: 400 -> 19.8%, 800 -> 10.4%)
+#   FIXED_STEPS steps of distillation with the masks fixed after each unstructured run (default 0: none; folder
+#               METHOD-KEEP-fixed): the prune phase from the run's best checkpoint, its scores restored and
+#               frozen, at its final threshold, weights at 5e-5
 #   STRUCTURED  "HEADS:ROWS" values, one structured run each (folder structured-HEADSh-ROWSr): heads removed
 #               across layers and intermediate rows kept per layer (default 30:896: 42 of MiniLM's 72 heads
 #               and 896 of its 1536 rows left; SST-2 with 600 td2 steps: 0.34 points lost, about 1.5x
@@ -45,6 +48,7 @@ read -r -a KEEP <<< "${KEEP:-0.5 0.1 0.03}"
 read -r -a STRUCTURED <<< "${STRUCTURED-30:896}"
 STRUCTURED_STEPS=${STRUCTURED_STEPS:-600}
 STRUCTURED_TD1_STEPS=${STRUCTURED_TD1_STEPS:-300}
+FIXED_STEPS=${FIXED_STEPS:-0}
 SST2_ROWS=${SST2_ROWS:-16000}
 ROWS=${ROWS:-}
 GLUE=$DATA/glue
@@ -89,6 +93,29 @@ method_args() {
   esac
 }
 
+# fixed_args METHOD KEEP_OR_LAMBDA: a pruned run distilled on with its masks fixed: scores frozen, the threshold
+# held at the run's final one (a fraction for magnitude and topK; magnitude's mask still follows |W|).
+fixed_args() {
+  case $1 in
+    magnitude|topK) echo "--pruning.initial_threshold=$2 --pruning.final_threshold=$2 --pruning.mask_scores_learning_rate=0" ;;
+    sigmoied_threshold) echo "--pruning.initial_threshold=0.1 --pruning.final_threshold=0.1 --pruning.mask_scale=0 \
+      --pruning.mask_scores_learning_rate=0 --pruning.regularization=none" ;;
+    l0) echo "--pruning.mask_scores_learning_rate=0 --pruning.regularization=none" ;;
+  esac
+}
+# prune_run NAME RUN_DIR ARGS...: prune (--phase=prune with ARGS), count, bake, evaluate the baked model.
+prune_run() {
+  local name=$1 run=$2
+  shift 2
+  stage "$name prune" python run_task_distill.py --config_path=bench/prune_glue.yaml --phase=prune \
+    --output_dir="$run" "${DATA_ARGS[@]}" "$@"
+  stage "$name count" python -m src.prune.count --checkpoint "$run/prune/student_best.ckpt" --output "$run/count.json"
+  stage "$name bake" python -m src.prune.bake --checkpoint "$run/prune/student_best.ckpt" \
+    --output "$run/baked.ckpt" --sparse_output "$run/baked.int8.safetensors" --sparse_values int8
+  stage "$name baked eval" python run_task_distill.py --config_path=bench/prune_glue.yaml --phase=eval \
+    --output_dir="$run/baked_eval" --student.checkpoint="$run/baked.ckpt" "${DATA_ARGS[@]}"
+}
+
 runs=()
 for task in "${TASKS[@]}"; do
   case $task in sst2) dir=SST-2 rows=$SST2_ROWS ;; mrpc) dir=MRPC rows= ;; esac
@@ -123,15 +150,17 @@ for task in "${TASKS[@]}"; do
     for keep in "${keeps[@]}"; do
       run=$OUT/$task/$method-$label$keep
       read -r -a margs <<< "$(method_args "$method" "$keep")"
-      stage "$task $method $label$keep prune" python run_task_distill.py --config_path=bench/prune_glue.yaml --phase=prune \
-        --output_dir="$run" "${MODELS[@]}" "${DATA_ARGS[@]}" --pruning.pruning_method="$method" "${margs[@]}" "${EXTRA[@]}"
-      stage "$task $method $label$keep count" python -m src.prune.count --checkpoint "$run/prune/student_best.ckpt" \
-        --output "$run/count.json"
-      stage "$task $method $label$keep bake" python -m src.prune.bake --checkpoint "$run/prune/student_best.ckpt" \
-        --output "$run/baked.ckpt" --sparse_output "$run/baked.int8.safetensors" --sparse_values int8
-      stage "$task $method $label$keep baked eval" python run_task_distill.py --config_path=bench/prune_glue.yaml --phase=eval \
-        --output_dir="$run/baked_eval" --student.checkpoint="$run/baked.ckpt" "${DATA_ARGS[@]}"
+      prune_run "$task $method $label$keep" "$run" "${MODELS[@]}" --pruning.pruning_method="$method" "${margs[@]}" \
+        "${EXTRA[@]}"
       runs+=("$task $method $label$keep $run")
+      if ((FIXED_STEPS > 0)); then  # distilled on from the best checkpoint's masks, frozen
+        read -r -a margs <<< "$(fixed_args "$method" "$keep")"
+        prune_run "$task $method $label$keep fixed" "$run-fixed" --student.model="$TEACHER" \
+          --student.checkpoint="$run/prune/student_best.ckpt" --teacher.model="$TEACHER" --teacher.checkpoint="$TEACHER" \
+          --pruning.pruning_method="$method" "${margs[@]}" "${EXTRA[@]}" --prune.max_steps="$FIXED_STEPS" \
+          --prune.learning_rate=5.0e-5 --eval.every_steps=100
+        runs+=("$task $method $label$keep+fixed$FIXED_STEPS $run-fixed")
+      fi
     done
   done
 
