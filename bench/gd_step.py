@@ -1,6 +1,7 @@
 """Time one general-distillation step and its peak memory: BERT-base teacher -> TinyBERT-4 student.
 
 python bench/gd_step.py [--framework mindspore|torch] [--batch 32] [--seq 128] [--steps 5] [--student tinybert_4_312]
+    [--micro_batches 1]
 
 Random weights and random token ids: the step's cost does not depend on their values. Each
 framework runs in its own process (run the script twice) so peak memory is that framework's alone.
@@ -36,8 +37,8 @@ def mindspore_step(args, presets):
     from mindspore import nn
     from src.distill.matches import resolve_matches
     from src.distill.teacher import LiveTeacher, freeze
-    from src.tinybert_for_gd_td import (BertTrainWithLossScaleCell, DistillationLoss, make_projections,
-                                        make_scale_update_cell)
+    from src.tinybert_for_gd_td import (BertTrainWithLossScaleCell, DistillationLoss, TrainingStep,
+                                        make_projections, make_scale_update_cell)
     from src.config import load_config
     from src.tinybert_model import BertConfig, BertModel
     ms.set_context(mode=ms.GRAPH_MODE, device_target="CPU")
@@ -50,13 +51,17 @@ def mindspore_step(args, presets):
     teacher = LiveTeacher(freeze(BertModel(t_config)), matches)
     optimizer = nn.AdamWeightDecay(loss.trainable_params(), learning_rate=1e-4)
     scale = types.SimpleNamespace(enabled=True, init_value=2.0 ** 16, factor=2, window=1000)
-    cell = BertTrainWithLossScaleCell(loss, optimizer, make_scale_update_cell(scale), 1.0)
-    cell.set_train(True)
+    train_step = TrainingStep(BertTrainWithLossScaleCell(loss, optimizer, make_scale_update_cell(scale), 1.0),
+                              args.micro_batches)
+    train_step.set_train(True)
     inputs = [ms.Tensor(x) for x in batch(args.batch, args.seq, t_config.vocab_size)]
     schedule = ms.Tensor([1.0, 0.0, 1.0, 0.0], ms.float32)
 
-    def step():  # as src/trainer.py does it: the teacher's graph, then the training step's
-        return float(cell(teacher(*inputs), schedule, *inputs)[0].asnumpy())
+    done = [0]
+
+    def step():  # as src/trainer.py does it: the teacher's graph, then the training step's, per micro-batch
+        done[0] += 1
+        return train_step(done[0] - 1, teacher, schedule, inputs, inputs)[0]
     return step
 
 
@@ -98,6 +103,8 @@ def main():
     parser.add_argument("--seq", type=int, default=128)
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--student", default="tinybert_4_312")
+    parser.add_argument("--micro_batches", type=int, default=1,
+                        help="mindspore: slices of the batch, gradients summed before one update")
     args = parser.parse_args()
     import yaml
     presets = yaml.safe_load((ROOT / "default_config.yaml").read_text())["model_presets"]
@@ -110,7 +117,8 @@ def main():
         start = time.time()
         losses.append(step())
         times.append(time.time() - start)
-    print(f"{args.framework}: batch {args.batch}, seq {args.seq}, BERT-base -> {args.student}: "
+    slices = f" in {args.micro_batches} micro-batches" if args.micro_batches > 1 else ""
+    print(f"{args.framework}: batch {args.batch}{slices}, seq {args.seq}, BERT-base -> {args.student}: "
           f"first step {first:.1f} s, then median {np.median(times):.2f} s/step (min {min(times):.2f}) "
           f"over {args.steps} steps, peak RSS {peak_rss_gb():.2f} GB, loss {first_loss:.3f} -> {losses[-1]:.3f}")
 

@@ -179,10 +179,9 @@ def load_checkpoint(path, what="checkpoint", keep_masks=False):
     loaded = {canonical_name(name): value for name, value in ms.load_checkpoint(str(path)).items()}
     if PRUNING_METHOD in loaded and not keep_masks:
         from src.prune.apply import baked_checkpoint  # noqa: PLC0415 -- src.prune builds on this module
-        loaded = baked_checkpoint(loaded)
         get_logger().info("%s is a masked checkpoint (%s): loaded with its pruned weights set to zero", path,
                           loaded[PRUNING_METHOD])
-        del loaded[PRUNING_METHOD]
+        loaded = baked_checkpoint(loaded)
     return loaded
 
 

@@ -103,8 +103,8 @@ def teacher_specs(cfg):
                              f"{config.max_position_embeddings}")
         specs.append((config.replace(compute_type=cfg.compute_type), row["checkpoint"], float(row.get("weight", 1.0))))
     return specs
-POSITIVE = ("seq_length", "epochs", "batch_size", "learning_rate", "eps", "clip_norm", "temperature",
-            "num_labels", "init_value", "factor", "window", "save_steps", "max_num", "log_steps")
+POSITIVE = ("seq_length", "epochs", "batch_size", "micro_batches", "learning_rate", "eps", "clip_norm",
+            "temperature", "num_labels", "init_value", "factor", "window", "save_steps", "max_num", "log_steps")
 NON_NEGATIVE = ("end_learning_rate", "weight_decay", "warmup_ratio", "max_steps", "every_steps", "alpha_ce",
                 "alpha_distil", "final_lambda",
                 "attention_weight", "hidden_weight", "hard_label_weight", "power", "kd_weight",
@@ -248,6 +248,10 @@ def _validate(values, prefix="", choices=None):
             raise ValueError(f"{name}: must not be negative, got {value!r}")
     if values.get("warmup_ratio", 0) > 1:
         raise ValueError(f"{prefix}warmup_ratio: must be between 0 and 1")
+    if "micro_batches" in values and values["batch_size"] % values["micro_batches"]:
+        raise ValueError(f"{prefix}micro_batches: {values['micro_batches']} does not divide {prefix}batch_size "
+                         f"{values['batch_size']}: use a divisor of it (each micro-batch holds batch_size / "
+                         "micro_batches examples)")
 
 
 def _apply_task(task, explicit):

@@ -54,22 +54,27 @@ def _lowbias32(x):
     return x ^ (x >> 16)
 
 
-def step_key(seed, step, rank=0):
-    """The 32-bit key of one training step: a hash of (seed, rank, step).
+def step_key(seed, step, rank=0, micro_batch=0):
+    """The 32-bit key of one training step: a hash of (seed, rank, step), and of the micro-batch
+    when a step is cut into several (micro_batch 0 keeps the whole step's key).
 
     Args:
         seed (int): the run's seed (`seed` in the config).
         step (int): the number of steps done before this one (0 for the first).
         rank (int): the data-parallel rank, so ranks drop different units. Default: 0.
+        micro_batch (int): the slice of the step's batch (`TrainingStep`), so slices drop different
+            units. Default: 0.
     """
     key = _lowbias32(seed & 0xFFFFFFFF)
     key = _lowbias32(key ^ (rank & 0xFFFFFFFF))
-    return _lowbias32(key ^ (step & 0xFFFFFFFF))
+    key = _lowbias32(key ^ (step & 0xFFFFFFFF))
+    return _lowbias32(key ^ _lowbias32(micro_batch & 0xFFFFFFFF)) if micro_batch else key
 
 
-def set_dropout_step(seed, step, rank=0):
-    """Make every StatelessDropout draw the masks of this (seed, step, rank); call before each step."""
-    _STEP_KEY.set_data(Tensor(step_key(seed, step, rank), ms.uint32))
+def set_dropout_step(seed, step, rank=0, micro_batch=0):
+    """Make every StatelessDropout draw the masks of this (seed, step, rank, micro_batch); call before
+    each step (each micro-batch)."""
+    _STEP_KEY.set_data(Tensor(step_key(seed, step, rank, micro_batch), ms.uint32))
 
 
 def number_dropout_sites(model):

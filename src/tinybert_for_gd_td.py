@@ -8,6 +8,7 @@ A phase switches terms on (src/phases.py): general distillation and TinyBERT's t
 matches (Jiao et al. 2019: attention and hidden states of mapped layers), phase 2 the prediction
 and label terms, teacher fine-tuning the label term alone.
 """
+import numpy as np
 import mindspore as ms
 from mindspore import Parameter, Tensor, nn, ops
 from mindspore.common.initializer import TruncatedNormal
@@ -16,6 +17,7 @@ from mindspore.communication import get_group_size
 from src.distill.features import RELATIONS, feature_from, feature_source, relation_projection
 from src.distill.matches import SHARED_PROJECTION
 from src.distill.schedules import TEMPERATURE_SCHEDULES
+from src.dropout import set_dropout_step
 from src.losses import get_loss
 
 
@@ -198,11 +200,15 @@ class BertTrainWithLossScaleCell(nn.Cell):
             self.grad_reducer = nn.DistributedGradReducer(self.weights, mean=True, degree=get_group_size())
             self.all_reduce = ops.AllReduce()
 
-    def construct(self, *inputs):
+    def scaled_gradients(self, scale, *inputs):
+        """(loss, components, gradients of loss x scale with respect to the trained weights)."""
         loss, components = self.network(*inputs)
-        scale = self.loss_scale * 1.0  # a copy: the update below must not change what we return
         sens = (ops.fill(loss.dtype, loss.shape, scale), ops.zeros_like(components))
-        grads = self.grad(self.network, self.weights)(*inputs, sens)
+        return loss, components, self.grad(self.network, self.weights)(*inputs, sens)
+
+    def apply_gradients(self, grads, scale):
+        """Average scaled gradients over ranks, unscale, and update unless they overflowed; returns
+        the overflow flag (after the scale update cell has seen it)."""
         if self.distributed:
             grads = self.grad_reducer(grads)
         grads = tuple(g / scale for g in grads)
@@ -213,8 +219,115 @@ class BertTrainWithLossScaleCell(nn.Cell):
         overflow = self.scale_update_cell(self.loss_scale, overflow)
         if not overflow:
             grads = ops.clip_by_global_norm(grads, self.clip_norm)
-            loss = ops.depend(loss, self.optimizer(grads))
+            overflow = ops.depend(overflow, self.optimizer(grads))
+        return overflow
+
+    def construct(self, *inputs):
+        scale = self.loss_scale * 1.0  # a copy: the update below must not change what we return
+        loss, components, grads = self.scaled_gradients(scale, *inputs)
+        overflow = self.apply_gradients(grads, scale)
         return loss, components, overflow, scale
+
+
+class _AccumulateGradients(nn.Cell):
+    """Forward and backward of one micro-batch through a BertTrainWithLossScaleCell's network: its
+    loss-scaled gradients are added into `accumulated` (first=1: written over them instead).
+    Inputs: first (float32 scalar Tensor, 1 or 0), then the loss Cell's. Returns (loss, components)."""
+
+    def __init__(self, train_cell):
+        super().__init__(auto_prefix=False)
+        self.train_cell = train_cell
+        self.accumulated = train_cell.weights.clone(prefix="accumulated", init="zeros")
+
+    def construct(self, first, *inputs):
+        loss, components, grads = self.train_cell.scaled_gradients(self.train_cell.loss_scale * 1.0, *inputs)
+        keep = 1.0 - first
+        added = ()
+        for total, grad in zip(self.accumulated, grads):
+            added += (ops.assign(total, total * keep + grad),)
+        return ops.depend(loss, added), components
+
+
+class _ApplyAccumulated(nn.Cell):
+    """The optimizer step on the mean of the accumulated micro-batch gradients.
+    Returns (overflow, loss scale used)."""
+
+    def __init__(self, train_cell, accumulated, micro_batches):
+        super().__init__(auto_prefix=False)
+        self.train_cell = train_cell
+        self.accumulated = accumulated
+        self.micro_batches = float(micro_batches)
+
+    def construct(self):
+        scale = self.train_cell.loss_scale * 1.0
+        grads = tuple(total / self.micro_batches for total in self.accumulated)
+        return self.train_cell.apply_gradients(grads, scale), scale
+
+
+class TrainingStep:
+    """One optimizer step on one batch: the teacher's outputs, the loss, its gradients, the update.
+
+    With micro_batches > 1 the batch is cut into that many equal slices along its first axis; each
+    slice goes through the teacher and the student's forward and backward on its own, the
+    gradients are summed in place, and one update uses their mean. Activation memory is that of a
+    slice (the graphs are compiled for its shape), the update is the whole batch's when every loss
+    term is a mean over examples, or over real tokens with the same count in each slice (no padding);
+    otherwise each slice's masked means weigh equally, as in TextBrewer's gradient_accumulation_steps.
+    Each slice draws its own dropout masks (`set_dropout_step`'s micro_batch).
+
+    Args:
+        train_cell (BertTrainWithLossScaleCell): the network, optimizer and loss scale.
+        micro_batches (int): slices per batch; must divide the batch size (the config checks it).
+        seed, rank (int): the run's seed and data-parallel rank, for the dropout masks.
+
+    Call with (step, teacher, schedule, teacher_batch, batch): step is the number of steps done
+    before this one; teacher a teacher source (src/distill/teacher.py); schedule the loss's (4,)
+    float32 Tensor of scheduled values; teacher_batch and batch the two models' input tuples
+    (`teacher_and_student_batches`). Returns (loss float, components (n,) numpy array, overflow
+    bool, loss scale used float); loss and components are the mean over slices.
+    """
+
+    def __init__(self, train_cell, micro_batches=1, seed=0, rank=0):
+        self.train_cell = train_cell
+        self.optimizer = train_cell.optimizer
+        self.micro_batches = micro_batches
+        self.seed, self.rank = seed, rank
+        if micro_batches > 1:
+            self.accumulate = _AccumulateGradients(train_cell)
+            self.update = _ApplyAccumulated(train_cell, self.accumulate.accumulated, micro_batches)
+
+    def set_train(self, mode=True):
+        self.train_cell.set_train(mode)
+        if self.micro_batches > 1:
+            self.accumulate.set_train(mode)
+            self.update.set_train(mode)
+
+    def __call__(self, step, teacher, schedule, teacher_batch, batch):
+        if self.micro_batches == 1:
+            set_dropout_step(self.seed, step, self.rank)
+            loss, components, overflow, scale = self.train_cell(teacher(*teacher_batch), schedule, *batch)
+            return float(loss.asnumpy()), components.asnumpy(), bool(overflow.asnumpy()), float(scale.asnumpy())
+        losses, parts = [], []
+        for index in range(self.micro_batches):
+            set_dropout_step(self.seed, step, self.rank, micro_batch=index)
+            first = Tensor(1.0 if index == 0 else 0.0, ms.float32)
+            loss, components = self.accumulate(first, teacher(*self._slice(teacher_batch, index)), schedule,
+                                               *self._slice(batch, index))
+            losses.append(float(loss.asnumpy()))
+            parts.append(components.asnumpy())
+        overflow, scale = self.update()
+        return float(np.mean(losses)), np.mean(parts, axis=0), bool(overflow.asnumpy()), float(scale.asnumpy())
+
+    def _slice(self, inputs, index):
+        """Slice `index` of every Tensor input (each has the batch first); anything else, such as a
+        multi-task batch's task index, passes as it is."""
+        sliced = []
+        for value in inputs:
+            if isinstance(value, Tensor):
+                size = value.shape[0] // self.micro_batches
+                value = value[index * size:(index + 1) * size]
+            sliced.append(value)
+        return tuple(sliced)
 
 
 def make_scale_update_cell(loss_scale_config):

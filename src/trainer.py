@@ -22,7 +22,7 @@ from src.dataset import (create_dataset, has_teacher_inputs, largest_token_id, r
 from src.distill.schedules import schedule_values
 from src.distill.multitask import MultiTaskEvaluator, MultiTaskTeacher
 from src.distill.teacher import CachedTeacher, cache_key, combine_logits, load_or_build_cache
-from src.dropout import number_dropout_sites, set_dropout_step
+from src.dropout import number_dropout_sites
 from src.logger import get_logger
 from src.multitask_data import interleaved_batches
 from src.optimizer import build_optimizer
@@ -31,7 +31,7 @@ from src.prune.apply import baked_parameters, set_threshold
 from src.prune.schedule import schedule_for
 from src.records_writer import ID_COLUMNS, TEACHER_ID_COLUMNS
 from src.tasks import TASK_TYPES, check_record_labels
-from src.tinybert_for_gd_td import BertTrainWithLossScaleCell, make_scale_update_cell
+from src.tinybert_for_gd_td import BertTrainWithLossScaleCell, TrainingStep, make_scale_update_cell
 
 _PROCESS = {"communication": False, "config_logged": False}
 
@@ -236,7 +236,8 @@ def run_phase(cfg, name, student_checkpoint=""):
         (pruning.scores, pruning.settings.mask_scores_learning_rate) if pruning else ()))
     train_cell = BertTrainWithLossScaleCell(models.loss, optimizer, make_scale_update_cell(cfg.loss_scale),
                                             block.clip_norm)
-    train_cell.set_train(True)
+    train_step = TrainingStep(train_cell, block.micro_batches, cfg.seed, rank)
+    train_step.set_train(True)
     if rank == 0:
         save_config(cfg, phase_dir / "config.yaml")
         remove_partial_files(phase_dir)
@@ -248,8 +249,9 @@ def run_phase(cfg, name, student_checkpoint=""):
     span = f"{block.epochs} epoch{'s' if block.epochs > 1 else ''} of {steps_per_epoch} steps"
     if total_steps < block.epochs * steps_per_epoch:
         span = f"max_steps; {span} would be {block.epochs * steps_per_epoch}"
-    logger.info("training %s: %d steps (%s), batch %d per device, %d trainable parameters%s",
-                name, total_steps, span, block.batch_size,
+    slices = f" in {block.micro_batches} micro-batches" if block.micro_batches > 1 else ""
+    logger.info("training %s: %d steps (%s), batch %d per device%s, %d trainable parameters%s",
+                name, total_steps, span, block.batch_size, slices,
                 sum(int(np.prod(p.shape)) for p in params), ", teacher logits from the cache" if cached else "")
 
     component_names = [f"match_{i}" for i in range(len(models.matches))] + ["prediction", "label", "regularization"]
@@ -268,28 +270,27 @@ def run_phase(cfg, name, student_checkpoint=""):
             regu_lambda = _prune_step(models, step, total_steps, block) if pruning else 0.0
             schedule = schedule_values(cfg.distill, step, total_steps, phase.terms,
                                        cfg.pruning if pruning else None, regu_lambda)
-            set_dropout_step(cfg.seed, step, rank)  # masks of (seed, step, rank): a resumed run draws the same
             teacher_batch, batch = teacher_and_student_batches(batch, teacher_inputs)
-            loss, components, overflow, scale = train_cell(teacher(*teacher_batch), ms.Tensor(schedule, ms.float32),
-                                                           *batch)
+            # dropout masks of (seed, step, rank): a resumed run draws the same
+            loss_value, components, overflow, scale = train_step(step, teacher, ms.Tensor(schedule, ms.float32),
+                                                                 teacher_batch, batch)
             step += 1
-            loss_value = float(loss.asnumpy())
             if not np.isfinite(loss_value):
                 raise FloatingPointError(f"the loss became {loss_value} at step {step}: training diverged; "
                                          "lower the learning rate")
             lr = train_cell.optimizer.get_lr()  # a tuple, one per parameter, when groups have their own rate
-            log.step_done(epoch + 1, step, loss_value, components.asnumpy(), bool(overflow.asnumpy()),
-                          float(scale.asnumpy()), float((lr[0] if isinstance(lr, tuple) else lr).asnumpy()), schedule,
+            log.step_done(epoch + 1, step, loss_value, components, overflow, scale,
+                          float((lr[0] if isinstance(lr, tuple) else lr).asnumpy()), schedule,
                           {"threshold": float(pruning.threshold.asnumpy()[0])} if pruning else
                           {"task": models.tasks[batch[-1]].row.name} if models.tasks else None)
             if rank == 0:
                 saver.step_done(step, models.weights(), train_state(train_cell), models.metadata)
             if evaluator and cfg.eval.every_steps and step % cfg.eval.every_steps == 0:
                 evaluator.evaluate_and_keep_best(models.weights(), step, models.metadata, _pruned_enough(models))
-                train_cell.set_train(True)
+                train_step.set_train(True)
         if evaluator and not cfg.eval.every_steps and (epoch + 1) * steps_per_epoch > start_step:
             evaluator.evaluate_and_keep_best(models.weights(), step, models.metadata, _pruned_enough(models))
-            train_cell.set_train(True)
+            train_step.set_train(True)
         if step >= total_steps:
             break
     if evaluator and cfg.eval.every_steps and step % cfg.eval.every_steps:  # the steps after the last evaluation

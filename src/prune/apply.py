@@ -222,22 +222,45 @@ def bake_arrays(arrays, masks):
             if (parsed := parse_masked_name(name)) is None or parsed[2] in ("weight", "bias")}
 
 
+def bake_checkpoint_arrays(arrays, metadata, pruning_method=None, threshold=None):
+    """A masked checkpoint's arrays baked into the plain model's (Movement Pruning's "bertarize").
+
+    Args:
+        arrays (dict of str: np.ndarray): the checkpoint's tensors, optimizer state left out
+            (`src.prune.count.read_arrays`).
+        metadata (dict): its metadata entries.
+        pruning_method (str or None), threshold (float or None): the masks to apply; None: the
+            checkpoint's own method and last threshold (`checkpoint_pruning`).
+    Returns:
+        (baked, metadata, masks, method, threshold): `bake_arrays`'s plain tensors; the metadata
+        without PRUNING_METHOD (the plain model must not claim scores it no longer has); the masks
+        applied ({weight name: 0/1 array}); the method and threshold used.
+    Raises:
+        ValueError: as `checkpoint_pruning` and `checkpoint_masks` (no method or threshold, scores
+            missing).
+    """
+    method, threshold = checkpoint_pruning(arrays, metadata, pruning_method, threshold)
+    masks = checkpoint_masks(arrays, method, threshold)
+    plain = {key: value for key, value in metadata.items() if key != PRUNING_METHOD}
+    return bake_arrays(arrays, masks), plain, masks, method, threshold
+
+
 def baked_checkpoint(loaded):
     """A masked checkpoint as `load_checkpoint` read it, baked: what the plain model loads.
 
     Args:
         loaded (dict): {name: Parameter} and metadata entries of a checkpoint recording PRUNING_METHOD.
     Returns:
-        dict: the same layout: the plain model's weights (each pruned weight times its mask at the
-        recorded method and last threshold, as `bake_arrays`), then the metadata; mask_scores, the
+        dict: the same layout: the plain model's weights (`bake_checkpoint_arrays` at the recorded
+        method and last threshold), then the metadata without PRUNING_METHOD; mask_scores, the
         threshold and optimizer state (STATE_PREFIX) dropped.
     Raises:
-        ValueError: as `checkpoint_pruning` and `checkpoint_masks` (no threshold, scores missing).
+        ValueError: as `bake_checkpoint_arrays`.
     """
     tensors, metadata = split_metadata(loaded)
     arrays = {name: value.asnumpy() for name, value in tensors.items() if not name.startswith(STATE_PREFIX)}
-    baked = bake_arrays(arrays, checkpoint_masks(arrays, *checkpoint_pruning(arrays, metadata)))
-    return {**{name: Parameter(Tensor(value), name=name) for name, value in baked.items()}, **metadata}
+    baked, plain, *_ = bake_checkpoint_arrays(arrays, metadata)
+    return {**{name: Parameter(Tensor(value), name=name) for name, value in baked.items()}, **plain}
 
 
 def restore_mask_scores(model, tensors, metadata, source):

@@ -16,9 +16,9 @@ import os
 
 import mindspore as ms
 
-from src.checkpoint import PRUNING_METHOD, save_checkpoint
+from src.checkpoint import save_checkpoint
 from src.cli import check_distinct_files, run_cli
-from src.prune.apply import bake_arrays, checkpoint_masks, checkpoint_pruning
+from src.prune.apply import bake_checkpoint_arrays
 from src.prune.count import count_remaining, read_arrays
 from src.prune.settings import PRUNING_METHODS
 from src.prune.sparse_format import VALUE_TYPES, save_sparse
@@ -31,8 +31,8 @@ def main(argv=None):
         argv (list of str, default None): the command-line arguments; sys.argv[1:] if None.
     Raises:
         ValueError: --output or --sparse_output names the input checkpoint or the other output, the
-            method or threshold is missing or out of range, or the checkpoint lacks what the method needs (see apply.checkpoint_pruning and
-            apply.checkpoint_masks). FileNotFoundError: no such checkpoint. `run_cli` prints these
+            method or threshold is missing or out of range, or the checkpoint lacks what the method needs (see
+            apply.bake_checkpoint_arrays). FileNotFoundError: no such checkpoint. `run_cli` prints these
             as one `error:` line.
     """
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
@@ -45,12 +45,8 @@ def main(argv=None):
     parser.add_argument("--sparse_values", choices=VALUE_TYPES, default="float32")
     args = parser.parse_args(argv)
     check_distinct_files({"--checkpoint": args.checkpoint, "--output": args.output, "--sparse_output": args.sparse_output})
-    arrays, metadata = read_arrays(args.checkpoint)
-    method, threshold = checkpoint_pruning(arrays, metadata, args.pruning_method, args.threshold)
-    masks = checkpoint_masks(arrays, method, threshold)
-    baked = bake_arrays(arrays, masks)
-    # the baked checkpoint is a plain model: it must not claim a method whose scores it lacks
-    metadata = {key: value for key, value in metadata.items() if key != PRUNING_METHOD}
+    baked, metadata, masks, method, threshold = bake_checkpoint_arrays(*read_arrays(args.checkpoint),
+                                                                       args.pruning_method, args.threshold)
     save_checkpoint(args.output, {name: ms.Tensor(value) for name, value in baked.items()}, metadata)
     kept = count_remaining(baked, masks)["pruned_weights"]
     print(f"baked {len(masks)} pruned matrices ({method}" + ("" if method == "l0" else f", threshold {threshold:g}")

@@ -50,6 +50,8 @@ def test_task_name_sets_labels_and_metric_unless_given():
     (["--device_target=TPU"], "device_target: 'TPU' is not one of CPU, GPU, Ascend"),
     (["--td1.batch_size=0"], "td1.batch_size: must be positive"),
     (["--gd.warmup_ratio=2.0"], "warmup_ratio: must be between 0 and 1"),
+    (["--td2.micro_batches=0"], "td2.micro_batches: must be positive"),
+    (["--td1.micro_batches=5"], "td1.micro_batches: 5 does not divide td1.batch_size 32: use a divisor of it"),
     (["--task.name=imdb"], "task.name: unknown task 'imdb'"),
     (["gd.epochs=3"], "must look like --section.key=value"),
     (["--config_path=/nonexistent.yaml"], "config file /nonexistent.yaml does not exist"),

@@ -138,6 +138,10 @@ def test_same_seed_and_step_give_the_same_masks_in_a_model_built_again(student_c
     np.testing.assert_array_equal(outputs(second, 1, 5), reference)
     for seed, step, rank in [(1, 6, 0), (2, 5, 0), (1, 5, 1)]:
         assert not np.allclose(outputs(second, seed, step, rank), reference)
+    set_dropout_step(1, 5, 0, micro_batch=1)  # the second slice of a step cut into micro-batches
+    assert not np.allclose(second(ids, mask, types)[0].asnumpy(), reference)
+    set_dropout_step(1, 5, 0, micro_batch=0)  # the first slice: the whole step's masks
+    np.testing.assert_array_equal(second(ids, mask, types)[0].asnumpy(), reference)
     first.set_train(False)
     evaluated = first(ids, mask, types)[0].asnumpy()
     set_dropout_step(9, 9)

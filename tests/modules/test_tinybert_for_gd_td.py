@@ -9,7 +9,7 @@ from mindspore import nn
 from conftest import BATCH, SEQ
 from src.distill.matches import Match, resolve_matches
 from src.distill.teacher import CachedTeacher, LiveTeacher, freeze
-from src.tinybert_for_gd_td import (BertTrainWithLossScaleCell, DistillationLoss, make_projections,
+from src.tinybert_for_gd_td import (BertTrainWithLossScaleCell, DistillationLoss, TrainingStep, make_projections,
                                     make_scale_update_cell)
 from src.tinybert_model import BertForSequenceClassification, BertModel
 
@@ -232,3 +232,35 @@ def test_ensemble_takes_each_match_from_its_teacher(student_config, teacher_conf
     np.testing.assert_allclose(from_0.asnumpy(), outputs[0][1][0].asnumpy(), atol=1e-5)
     np.testing.assert_allclose(logits.asnumpy(), (outputs[0][0].asnumpy() + 3 * outputs[1][0].asnumpy()) / 4,
                                atol=1e-5)
+
+
+def test_micro_batches_give_the_whole_batch_step(student_config, teacher_config):
+    """A batch cut into 3 micro-batches (gradients summed, one update on their mean) trains the student
+    as the whole batch does, step for step, when every slice has as many real tokens (no padding).
+    Plain SGD without clipping, so the updates are the gradients themselves, scale included."""
+    cells = []
+    for _ in range(2):
+        loss, source, student, _, _ = _intermediate_cell(student_config, teacher_config)
+        scale = types.SimpleNamespace(enabled=True, init_value=2.0 ** 16, factor=2, window=1000)
+        cells.append((BertTrainWithLossScaleCell(loss, nn.SGD(loss.trainable_params(), learning_rate=0.5),
+                                                 make_scale_update_cell(scale), clip_norm=1e9), student))
+    (whole, student), (sliced, student_b) = cells
+    for a, b in zip(whole.weights, sliced.weights):
+        b.set_data(a.data.copy())
+    initial = _snapshot(student)
+    steps = TrainingStep(whole), TrainingStep(sliced, micro_batches=3)
+    for train_step in steps:
+        train_step.set_train(True)
+    rng = np.random.default_rng(3)
+    for step in range(3):
+        ids = ms.Tensor(rng.integers(1, 99, (12, SEQ)).astype(np.int32))
+        inputs = (ids, ms.Tensor(np.ones((12, SEQ), np.int32)), ms.Tensor(np.zeros((12, SEQ), np.int32)))
+        (loss_a, parts_a, overflow_a, _), (loss_b, parts_b, overflow_b, _) = (
+            train_step(step, source, SCHEDULE, inputs, inputs) for train_step in steps)
+        assert not overflow_a and not overflow_b
+        assert loss_b == pytest.approx(loss_a, rel=1e-5)
+        np.testing.assert_allclose(parts_b, parts_a, rtol=1e-5, atol=1e-7)
+    trained = _snapshot(student)
+    assert sum(not np.array_equal(v, initial[n]) for n, v in trained.items()) >= len(trained) - 2
+    for (name, a), b in zip(trained.items(), student_b.get_parameters()):
+        np.testing.assert_allclose(b.asnumpy(), a, rtol=1e-4, atol=1e-6, err_msg=name)

@@ -75,7 +75,8 @@ def _losses(log):
 
 @pytest.fixture(scope="module")
 def pipeline(work):
-    """GD through the standalone script, then td (td1 + td2) through its script; their logs."""
+    """GD through the standalone script, then td (td1 + td2, td1 in micro-batches) through its script;
+    their logs."""
     run([*common(work), f"--data.train_path={work / 'gd.mindrecord'}", f"--teacher.checkpoint={work / 'teacher.ckpt'}",
               "--gd.batch_size=8", "--gd.epochs=3", "--gd.learning_rate=1e-3", "--checkpoint.save_steps=5",
               "--checkpoint.max_num=2"], work, "scripts/run_standalone_gd.sh")
@@ -86,7 +87,7 @@ def pipeline(work):
     run([str(ROOT / "src/task_configs/sst2.yaml"), *common(work), f"--data.train_path={work / 'train.mindrecord'}",
          f"--data.eval_path={work / 'dev.mindrecord'}", f"--teacher.checkpoint={work / 'task_teacher.ckpt'}",
          f"--student.checkpoint={work / 'out/gd/student_final.ckpt'}", "--td1.epochs=1", "--td2.epochs=2",
-         "--td1.batch_size=16", "--td2.batch_size=16", "--td2.learning_rate=1e-3"], work,
+         "--td1.batch_size=16", "--td1.micro_batches=2", "--td2.batch_size=16", "--td2.learning_rate=1e-3"], work,
         "scripts/run_standalone_td.sh")
     return {"gd": gd_log, "td": (work / "log.txt").read_text()}
 
@@ -106,6 +107,8 @@ def test_td_runs_both_phases_and_keeps_the_best(pipeline, work):
     log = pipeline["td"]
     assert f"student initialised from {work / 'out/gd/student_final.ckpt'}" in log
     assert f"student initialised from {work / 'out/td1/student_final.ckpt'}" in log  # phase 2 from phase 1
+    assert "training td1: 6 steps (1 epoch of 6 steps), batch 16 per device in 2 micro-batches" in log
+    assert "training td2: 12 steps (2 epochs of 6 steps), batch 16 per device, " in log
     evals = [float(line.split("acc = ")[1].split(",")[0]) for line in log.splitlines() if "eval: step" in line]
     assert len(evals) == 2 and "on 37 examples" in log  # every dev example, batch 32 leaves 5
     bests = [float(line.split("The best acc is ")[1].split()[0]) for line in log.splitlines() if "The best acc is" in line]
