@@ -50,7 +50,7 @@ from tqdm import tqdm
 
 from src.checkpoint import ENCODER_PREFIX, assign_parameters, load_checkpoint, named_parameters, \
     recorded_config, split_metadata
-from src.cli import check_distinct_files, require_device, run_cli
+from src.cli import check_distinct_files, require_device, require_file, run_cli
 # _example is the converter's own row check, so that every row written here converts.
 from src.glue_to_records import TASKS, BadRow, _example, convert, read_rows
 from src.records_writer import add_output_args
@@ -141,9 +141,8 @@ class Augmenter:
             raise ValueError(f"--candidates {candidates!r} is not one of {', '.join(CANDIDATE_SOURCES)}")
         model_dir = Path(model_dir)
         checkpoint = model_dir / "model.ckpt"
-        if not checkpoint.is_file():
-            raise FileNotFoundError(f"{checkpoint} does not exist: --model_dir takes a directory that "
-                                    "`python -m src.hf_convert import` wrote")
+        require_file(checkpoint, "model checkpoint", "--model_dir takes a directory that "
+                     "`python -m src.hf_convert import` wrote")
         vocab = load_vocab(model_dir / "vocab.txt")
         self.tokenizer = WordPieceTokenizer(model_dir / "vocab.txt", do_lower_case)
         self.tokens = sorted(vocab, key=vocab.get)
@@ -373,8 +372,7 @@ def check_options(input_file, output_file, task, num_aug, replace_prob):
         raise ValueError(f"--num_aug is {num_aug}: give the number of copies per example, at least 1")
     if not 0.0 < replace_prob <= 1.0:
         raise ValueError(f"--replace_prob is {replace_prob}: give a probability in (0, 1] (the paper uses 0.4)")
-    if not Path(input_file).is_file():
-        raise FileNotFoundError(f"input file {input_file} does not exist")
+    require_file(input_file, "input file")
     if Path(input_file).suffix.lower() in (".csv", ".jsonl"):
         raise ValueError(f"{input_file}: augmentation reads the GLUE .tsv files of the task")
     if Path(output_file).suffix.lower() in (".csv", ".jsonl"):

@@ -18,6 +18,7 @@ import mindspore as ms
 from safetensors import SafetensorError
 from safetensors.numpy import save_file
 
+from src.cli import require_file
 from src.logger import get_logger
 
 # Checkpoints from other MindSpore BERT code, renamed to ours. Applied in order, first match wins
@@ -171,8 +172,7 @@ def load_checkpoint(path, what="checkpoint", keep_masks=False):
     resuming or continuing pruning). Raises ValueError as `checkpoint_pruning` for a masked checkpoint
     that cannot be baked."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{what} {path} does not exist: check the path you passed")
+    require_file(path, what, "check the path you passed")
     if path.suffix != ".ckpt":  # MindSpore reads only .ckpt files, and says so in its own terms
         raise ValueError(f"{path} is not a MindSpore checkpoint (.ckpt): pass a .ckpt a run or export wrote, or "
                          "convert a Hugging Face model with `python -m src.hf_convert import`")

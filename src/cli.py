@@ -12,6 +12,7 @@ import json
 import os
 import re
 import sys
+from pathlib import Path
 
 DEBUG_ENV = "TINYBERT_DEBUG"
 USER_ERROR, ENVIRONMENT_ERROR = 2, 1
@@ -153,6 +154,16 @@ def _file_in_traceback(traceback):
                 found = value.name
         traceback = traceback.tb_next
     return found
+
+
+def require_file(path, what, hint=""):
+    """`path` as a Path when it is a file; otherwise a FileNotFoundError, one line: "WHAT PATH does not
+    exist" or, for a folder where a file was meant, "WHAT PATH is a folder, not a file", then ": HINT"."""
+    path = Path(path)
+    if not path.is_file():
+        problem = "is a folder, not a file" if path.is_dir() else "does not exist"
+        raise FileNotFoundError(f"{what} {path} {problem}" + (f": {hint}" if hint else ""))
+    return path
 
 
 def check_distinct_files(files):

@@ -9,6 +9,7 @@ from pathlib import Path
 import yaml
 
 from src.checkpoint import load_checkpoint, recorded_config, split_metadata
+from src.cli import require_file
 from src.tinybert_model import BertConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -199,8 +200,7 @@ _UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
 
 def _read_yaml(path):
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"config file {path} does not exist")
+    require_file(path, "config file")
     with open(path, encoding="utf-8") as f:
         try:
             values = yaml.load(f, Loader=_UniqueKeyLoader) or {}

@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from src.cli import run_cli
+from src.cli import require_file, run_cli
 from src.glue_to_records import BadRow
 from src.logger import get_logger
 from src.records_writer import EXAMPLE_ID_COLUMN, ID_COLUMNS, LABEL_COLUMN, RecordsWriter, add_output_args
@@ -191,8 +191,7 @@ def convert(input_file, tokenizer, output_file, seq_length, labels=None, tag_col
         FileNotFoundError: no input file. ValueError: a bad line (file and line named), no
         sentence, seq_length under 3, an unknown long_sentences.
     """
-    if not Path(input_file).is_file():
-        raise FileNotFoundError(f"input file {input_file} does not exist")
+    require_file(input_file, "input file")
     if seq_length < 3:
         raise ValueError(f"seq_length {seq_length} leaves no room for a word between [CLS] and [SEP]: use at least 3")
     if long_sentences not in LONG_SENTENCES:
@@ -255,9 +254,7 @@ def convert(input_file, tokenizer, output_file, seq_length, labels=None, tag_col
 def read_labels_file(path):
     """The label list a previous conversion wrote (STEM.labels.json)."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"labels file {path} does not exist: pass the .labels.json written beside the "
-                                f"training records")
+    require_file(path, "labels file", "pass the .labels.json written beside the training records")
     labels = json.loads(path.read_text(encoding="utf-8"))
     if not isinstance(labels, list) or not labels or not all(isinstance(label, str) for label in labels):
         raise ValueError(f"labels file {path} is not a JSON list of label names")

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from src.cli import run_cli
+from src.cli import require_file, run_cli
 from src.records_writer import ID_COLUMNS, RecordsWriter, add_output_args
 from src.tokenization import WordPieceTokenizer, add_tokenizer_args
 
@@ -115,8 +115,7 @@ def convert(input_files, tokenizer, output_dir, seq_length, num_shards=1, data_f
     """Converts the corpus and returns the summary line."""
     paths = [Path(p) for p in input_files]
     for path in paths:
-        if not path.is_file():
-            raise FileNotFoundError(f"input file {path} does not exist")
+        require_file(path, "input file")
     if seq_length < 5:
         raise ValueError(f"seq_length {seq_length} leaves no room for text after [CLS] A [SEP] B [SEP]: use 5 or more")
     rng = random.Random(seed)

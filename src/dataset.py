@@ -26,6 +26,7 @@ import mindspore as ms
 import mindspore.dataset as ds
 import mindspore.dataset.transforms as transforms
 
+from src.cli import require_file
 from src.records_writer import EXAMPLE_ID_COLUMN, FORMATS, ID_COLUMNS, LABEL_COLUMN, TEACHER_ID_COLUMNS
 
 # Record column (zoo name) -> model input (Hugging Face name), in the model's input order.
@@ -117,9 +118,7 @@ def _check_files(files, data_format, columns, seq_length):
 def _read_schema(schema_file):
     """The columns a TFRecord schema json declares; raises if the file is missing or not such a json."""
     path = Path(schema_file)
-    if not path.is_file():
-        raise FileNotFoundError(f"schema file {path} does not exist: pass the .schema.json written "
-                                f"beside the TFRecord files, or leave it empty")
+    require_file(path, "schema file", "pass the .schema.json written beside the TFRecord files, or leave it empty")
     try:
         schema = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError):

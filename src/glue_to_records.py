@@ -37,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from src.cli import run_cli
+from src.cli import require_file, run_cli
 from src.records_writer import (EXAMPLE_ID_COLUMN, ID_COLUMNS, LABEL_COLUMN, TEACHER_ID_COLUMNS, RecordsWriter,
                                 add_output_args)
 from src.tokenization import WordPieceTokenizer, add_tokenizer_args, str2bool
@@ -240,8 +240,7 @@ def convert(input_file, spec, tokenizer, output_file, seq_length, data_format="m
         FileNotFoundError: the input file does not exist.
         ValueError: a bad row (without skip_bad_rows), a missing column, or no examples at all.
     """
-    if not Path(input_file).is_file():
-        raise FileNotFoundError(f"input file {input_file} does not exist")
+    require_file(input_file, "input file")
     start = time.perf_counter()
     label_dtype = np.float32 if spec.labels is None else np.int32
     labels, skipped, pending, example_ids = [], 0, [], []

@@ -23,7 +23,7 @@ from safetensors.numpy import load_file
 
 from src.checkpoint import LABEL_NAMES, MODEL_CONFIG, STATE_PREFIX, TASK, assign_parameters, load_checkpoint, \
     named_parameters, recorded_config, save_checkpoint, split_metadata, write_safetensors
-from src.cli import run_cli
+from src.cli import require_file, run_cli
 from src.config import bert_config, default_presets, load_config, resolve_model
 from src.logger import get_logger
 from src.tokenization import TOKENIZER_CONFIG, read_tokenizer_config, resolve_casing
@@ -449,8 +449,7 @@ def export_hf(checkpoint, config_json, vocab_file, output_dir, num_labels=None, 
     """
     tensors, metadata = split_metadata(load_checkpoint(checkpoint))
     config, label_names = _export_config(config_json, metadata, checkpoint)
-    if not Path(vocab_file).is_file():
-        raise FileNotFoundError(f"vocab file {vocab_file} does not exist: pass the vocab.txt the model was trained with")
+    require_file(vocab_file, "vocab file", "pass the vocab.txt the model was trained with")
     vocab = Path(vocab_file).read_text(encoding="utf-8").splitlines()
     if len(vocab) > config.vocab_size:
         raise ValueError(f"{vocab_file} has {len(vocab)} tokens but the model only {config.vocab_size} "

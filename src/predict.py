@@ -47,6 +47,7 @@ from mindspore import nn
 from src.checkpoint import (HEAD_PREFIX, HEAD_PREFIXES, LABEL_NAMES, SEQ_LENGTH, TASK, load_checkpoint, load_model,
                             split_metadata)
 from src.assessment_method import entity_spans
+from src.cli import require_file
 from src.distill.multitask import head_names
 from src.logger import get_logger
 from src.tinybert_model import (BertForQuestionAnswering, BertForSequenceClassification, BertForTokenClassification,
@@ -215,8 +216,7 @@ def load_predictor(model_path):
     path = Path(model_path)
     if path.is_dir():
         path = path / FLOAT_ONNX
-    if not path.is_file():
-        raise FileNotFoundError(f"model {path} does not exist: give a .ckpt, .mindir or .onnx file, or a deploy folder")
+    require_file(path, "model", "give a .ckpt, .mindir or .onnx file, or a deploy folder")
     suffix = path.suffix.lower()
     runners = {".ckpt": CheckpointModel, ".mindir": MindirModel, ".onnx": OnnxModel}
     if suffix not in runners:
@@ -244,9 +244,8 @@ class Predictor:
         self.model, folder = load_predictor(model_path)
         description = read_description(folder) if not isinstance(self.model, CheckpointModel) else {}
         vocab_file = Path(vocab_file) if vocab_file else folder / VOCAB_FILE
-        if not vocab_file.is_file():
-            raise FileNotFoundError(f"no vocabulary for {model_path}: {vocab_file} does not exist; pass --vocab_file "
-                                    "(the vocab.txt the model was trained with)")
+        require_file(vocab_file, f"no vocabulary for {model_path}:", "pass --vocab_file (the vocab.txt the model "
+                     "was trained with)")
         self.tokenizer = WordPieceTokenizer(vocab_file, do_lower_case)
         vocab_size = getattr(getattr(self.model, "config", None), "vocab_size", None)
         if vocab_size is not None and self.tokenizer.vocab_size > vocab_size:
@@ -589,8 +588,7 @@ def read_inputs(path, text_a, text_b):
             texts_a.append(parts[0].strip())
             texts_b.append(parts[1].strip() if len(parts) == 2 else None)
     else:
-        if not Path(path).is_file():
-            raise FileNotFoundError(f"input file {path} does not exist")
+        require_file(path, "input file")
         columns = [c for c in (text_a, text_b) if c is not None]
         for line_no, row in read_rows(path, columns):
             if isinstance(row, BadRow):

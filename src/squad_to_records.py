@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from src.cli import run_cli
+from src.cli import require_file, run_cli
 from src.glue_to_records import BadRow
 from src.logger import get_logger
 from src.records_writer import EXAMPLE_ID_COLUMN, ID_COLUMNS, RecordsWriter, add_output_args
@@ -231,8 +231,7 @@ def convert(input_file, tokenizer, output_file, seq_length, doc_stride=128, max_
         FileNotFoundError: no input file. ValueError: a bad question (its id or place named), no
         question, lengths that leave no room for the context.
     """
-    if not Path(input_file).is_file():
-        raise FileNotFoundError(f"input file {input_file} does not exist")
+    require_file(input_file, "input file")
     if doc_stride < 1 or max_query_length < 1:
         raise ValueError(f"doc_stride {doc_stride} and max_query_length {max_query_length} must be at least 1")
     if seq_length - max_query_length - 3 < 1:

@@ -11,6 +11,8 @@ from pathlib import Path
 import numpy as np
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
 
+from src.cli import require_file
+
 SPECIAL_TOKENS = ("[CLS]", "[SEP]", "[PAD]", "[UNK]")
 # Hugging Face's tokenizer settings file; `hf_convert import` keeps it beside the vocabulary, so the
 # casing the model was trained with travels with it.
@@ -43,8 +45,7 @@ def add_tokenizer_args(parser):
 def load_vocab(vocab_file):
     """Reads vocab.txt (one token a line, id = line number) and checks BERT's special tokens."""
     path = Path(vocab_file)
-    if not path.is_file():
-        raise FileNotFoundError(f"vocab file {path} does not exist: pass the teacher's vocab.txt")
+    require_file(path, "vocab file", "pass the teacher's vocab.txt")
     vocab = {}
     try:
         with path.open(encoding="utf-8") as f:

@@ -271,7 +271,7 @@ def run_phase(cfg, name, student_checkpoint=""):
             schedule = schedule_values(cfg.distill, step, total_steps, phase.terms,
                                        cfg.pruning if pruning else None, regu_lambda)
             teacher_batch, batch = teacher_and_student_batches(batch, teacher_inputs)
-            # dropout masks of (seed, step, rank): a resumed run draws the same
+            # step keys the dropout masks (with seed and rank): a resumed run draws the same
             loss_value, components, overflow, scale = train_step(step, teacher, ms.Tensor(schedule, ms.float32),
                                                                  teacher_batch, batch)
             step += 1

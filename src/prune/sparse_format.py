@@ -28,7 +28,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.numpy import load_file
 
 from src.checkpoint import STATE_PREFIX, load_checkpoint, save_checkpoint, split_metadata, write_safetensors
-from src.cli import check_distinct_files, run_cli
+from src.cli import check_distinct_files, require_file, run_cli
 
 LAYOUT_KEY = "tinybert_sparse"
 FORMAT_VERSION = 1
@@ -142,8 +142,7 @@ def load_sparse(path):
             or version.
     """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"sparse model {path} does not exist: check the path you passed")
+    require_file(path, "sparse model", "check the path you passed")
     try:
         with safe_open(str(path), framework="numpy") as handle:
             header = (handle.metadata() or {}).get(LAYOUT_KEY)

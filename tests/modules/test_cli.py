@@ -248,3 +248,24 @@ def test_full_disk_is_one_line_and_leaves_no_file(full_disk, small_inputs, tool)
                         r"folder on another disk", result.stderr.splitlines()[-1]), result.stderr
     assert "Failed to save" not in result.stderr  # MindSpore's own CRITICAL line: the error is said once
     assert [p for p in full_disk.rglob("*") if not p.is_dir()] == []
+
+
+def test_a_folder_where_a_file_is_meant_is_named_as_such(tmp_path):
+    """Every reader that needs a file says so when given a folder (it used to say "does not exist"), and
+    the entry points print it as one line."""
+    from src.checkpoint import load_checkpoint
+    from src.config import load_config
+    from src.prune.sparse_format import load_sparse
+    from src.tokenization import load_vocab
+    for read, message in [(lambda: load_checkpoint(tmp_path, "student.checkpoint"), "student.checkpoint"),
+                          (lambda: load_config([f"--config_path={tmp_path}"]), "config file"),
+                          (lambda: load_sparse(tmp_path), "sparse model"),
+                          (lambda: load_vocab(tmp_path), "vocab file")]:
+        with pytest.raises(FileNotFoundError, match=f"^{message} {re.escape(str(tmp_path))} is a folder, not a file"):
+            read()
+    with pytest.raises(FileNotFoundError, match="does not exist: check the path you passed"):
+        load_checkpoint(tmp_path / "missing.ckpt")
+    result = run("-m", "src.prune.sparse_format", "unpack", "--input", tmp_path, "--output", tmp_path / "x.ckpt")
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines() == [f"error: sparse model {tmp_path} is a folder, not a file: check the "
+                                                  "path you passed"]
