@@ -289,7 +289,6 @@ class TrainingStep:
 
     def __init__(self, train_cell, micro_batches=1, seed=0, rank=0):
         self.train_cell = train_cell
-        self.optimizer = train_cell.optimizer
         self.micro_batches = micro_batches
         self.seed, self.rank = seed, rank
         if micro_batches > 1:
