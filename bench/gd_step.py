@@ -1,8 +1,14 @@
-"""Time one general-distillation step and its peak memory: BERT-base teacher -> TinyBERT-4 student.
+"""Time one distillation step and its peak memory: BERT-base teacher -> TinyBERT-4 student.
 
-python bench/gd_step.py [--framework mindspore|torch] [--batch 32] [--seq 128] [--steps 5] [--student tinybert_4_312]
-    [--micro_batches 1]
+python bench/gd_step.py [--framework mindspore|torch] [--phase gd|td2] [--teacher cached|live] [--batch 32]
+    [--seq 128] [--steps 5] [--student tinybert_4_312] [--micro_batches 1]
 
+--phase gd: general distillation, every student layer's attention scores and hidden states matched
+to the teacher's (TinyBERT's uniform mapping). Task distillation's first phase (td1) has the same
+loss and models on task data, so its step is this one at the task's sequence length (--seq 64).
+--phase td2: the prediction layer, soft cross-entropy of a 2-class student against the teacher's
+logits; --teacher cached takes them from a table by example id (the trainer's teacher-output cache,
+no teacher pass), --teacher live runs the 2-class BERT-base teacher forward each step.
 Random weights and random token ids: the step's cost does not depend on their values. Each
 framework runs in its own process (run the script twice) so peak memory is that framework's alone.
 The torch version is the same step written plainly with transformers' BertModel, as a reference.
@@ -31,30 +37,42 @@ def batch(size, seq, vocab, seed=0):
     return ids, mask, np.zeros_like(ids)
 
 
+def teacher_logits(args, num_labels=2, seed=1):
+    """The cached teacher's table: (batch, num_labels) float32 logits, row i for example i."""
+    return np.random.default_rng(seed).normal(0, 2, (args.batch, num_labels)).astype(np.float32)
+
+
 def mindspore_step(args, presets):
     import types
     import mindspore as ms
     from mindspore import nn
     from src.distill.matches import resolve_matches
-    from src.distill.teacher import LiveTeacher, freeze
+    from src.distill.teacher import CachedTeacher, LiveTeacher, freeze
     from src.tinybert_for_gd_td import (BertTrainWithLossScaleCell, DistillationLoss, TrainingStep,
                                         make_projections, make_scale_update_cell)
     from src.config import load_config
+    from src.tasks import build_task_model
     from src.tinybert_model import BertConfig, BertModel
     ms.set_context(mode=ms.GRAPH_MODE, device_target="CPU")
     t_config = BertConfig.from_dict(presets["bert_base"]).for_inference()
     s_config = BertConfig.from_dict(presets[args.student])
     distill = load_config([]).distill  # the default: the tinybert preset, uniform mapping
-    matches = resolve_matches(distill, s_config, t_config)
-    loss = DistillationLoss(BertModel(s_config), ("matches",), distill, matches,
-                            make_projections(matches, s_config, t_config))
-    teacher = LiveTeacher(freeze(BertModel(t_config)), matches)
+    inputs = [ms.Tensor(x) for x in batch(args.batch, args.seq, t_config.vocab_size)]
+    if args.phase == "gd":
+        matches = resolve_matches(distill, s_config, t_config)
+        loss = DistillationLoss(BertModel(s_config), ("matches",), distill, matches,
+                                make_projections(matches, s_config, t_config))
+        teacher = LiveTeacher(freeze(BertModel(t_config)), matches)
+    else:  # td2: the trainer's columns after the three inputs are label_ids and example_id
+        inputs += [ms.Tensor(np.zeros(args.batch, np.int32)), ms.Tensor(np.arange(args.batch, dtype=np.int32))]
+        loss = DistillationLoss(build_task_model("sequence_classification", s_config, 2), ("prediction",), distill)
+        teacher = CachedTeacher(teacher_logits(args)) if args.teacher == "cached" else \
+            LiveTeacher(freeze(build_task_model("sequence_classification", t_config, 2)), with_logits=True)
     optimizer = nn.AdamWeightDecay(loss.trainable_params(), learning_rate=1e-4)
     scale = types.SimpleNamespace(enabled=True, init_value=2.0 ** 16, factor=2, window=1000)
     train_step = TrainingStep(BertTrainWithLossScaleCell(loss, optimizer, make_scale_update_cell(scale), 1.0),
                               args.micro_batches)
     train_step.set_train(True)
-    inputs = [ms.Tensor(x) for x in batch(args.batch, args.seq, t_config.vocab_size)]
     schedule = ms.Tensor([1.0, 0.0, 1.0, 0.0], ms.float32)
 
     done = [0]
@@ -66,6 +84,40 @@ def mindspore_step(args, presets):
 
 
 def torch_step(args, presets):
+    return (torch_gd_step if args.phase == "gd" else torch_td2_step)(args, presets)
+
+
+def torch_td2_step(args, presets):
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification
+    torch.manual_seed(0)
+    student = BertForSequenceClassification(BertConfig(**presets[args.student], num_labels=2)).train()
+    optimizer = torch.optim.AdamW(student.parameters(), lr=1e-4)
+    ids, mask, segments = (torch.from_numpy(x.astype(np.int64)) for x in batch(args.batch, args.seq, 30522))
+    if args.teacher == "cached":
+        cached = torch.from_numpy(teacher_logits(args))
+        example_id = torch.arange(args.batch)
+        def teacher():
+            return cached[example_id]
+    else:
+        model = BertForSequenceClassification(BertConfig(**presets["bert_base"], num_labels=2)).eval()
+        def teacher():
+            with torch.no_grad():
+                return model(ids, mask, segments).logits
+
+    def step():  # soft cross-entropy at temperature 1, as td2's default
+        target = torch.softmax(teacher(), dim=-1)
+        logits = student(ids, mask, segments).logits
+        loss = -(target * torch.log_softmax(logits, dim=-1)).sum(-1).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
+        optimizer.step()
+        return float(loss)
+    return step
+
+
+def torch_gd_step(args, presets):
     import torch
     from transformers import BertConfig, BertModel
     torch.manual_seed(0)
@@ -99,6 +151,9 @@ def torch_step(args, presets):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--framework", choices=("mindspore", "torch"), default="mindspore")
+    parser.add_argument("--phase", choices=("gd", "td2"), default="gd")
+    parser.add_argument("--teacher", choices=("cached", "live"), default="cached",
+                        help="td2: the teacher's logits from a table (the trainer's cache) or a BERT-base pass")
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--seq", type=int, default=128)
     parser.add_argument("--steps", type=int, default=5)
@@ -118,7 +173,8 @@ def main():
         losses.append(step())
         times.append(time.time() - start)
     slices = f" in {args.micro_batches} micro-batches" if args.micro_batches > 1 else ""
-    print(f"{args.framework}: batch {args.batch}{slices}, seq {args.seq}, BERT-base -> {args.student}: "
+    phase = "gd" if args.phase == "gd" else f"td2 ({args.teacher} teacher logits)"
+    print(f"{args.framework} {phase}: batch {args.batch}{slices}, seq {args.seq}, BERT-base -> {args.student}: "
           f"first step {first:.1f} s, then median {np.median(times):.2f} s/step (min {min(times):.2f}) "
           f"over {args.steps} steps, peak RSS {peak_rss_gb():.2f} GB, loss {first_loss:.3f} -> {losses[-1]:.3f}")
 
