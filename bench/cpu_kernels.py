@@ -4,9 +4,9 @@ time per op type of one BERT-base forward pass from MindSpore's profiler.
 python bench/cpu_kernels.py --framework mindspore|torch [--batch 32] [--seq 128] [--repeats 10]
 python bench/cpu_kernels.py --framework mindspore --profile DIR   # + the op types of a forward pass
 
-Each kernel is timed alone, median of --repeats calls after one warm-up, its result copied to
-numpy (both frameworks pay that copy): MindSpore in GRAPH_MODE, each kernel its own compiled
-cell written as src/tinybert_model.py writes it; PyTorch eager under inference_mode with its own
+Each kernel is timed alone (the kernels taking turns, src.report.time_in_turns), median of
+--repeats calls after one warm-up, its result copied to numpy (both frameworks pay that copy):
+MindSpore in GRAPH_MODE, each kernel its own compiled cell written as src/tinybert_model.py writes it; PyTorch eager under inference_mode with its own
 ops (addmm, F.gelu, F.layer_norm, softmax), as transformers' BertModel calls them. Run the script
 once per framework (each in its own process, so the thread pools do not share the cores).
 """
@@ -22,17 +22,14 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from src.report import time_in_turns  # noqa: E402
+
 HIDDEN, HEADS, INTERMEDIATE = 768, 12, 3072  # BERT-base
 
 
-def median_ms(fn, repeats):
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return 1e3 * float(np.median(times))
+def median_ms(runners, repeats):
+    """name -> median ms of `repeats` calls, the kernels taking turns after one warm-up call each."""
+    return {name: 1e3 * float(np.median(t)) for name, t in time_in_turns(runners, repeats, warmup=1).items()}
 
 
 def inputs(batch, seq, seed=0):
@@ -81,11 +78,8 @@ def mindspore_kernels(x, repeats):
              "erf alone": ("erf", t["intermediate"], t["intermediate"]),
              "GELU, erf form (the model's)": ("gelu", t["intermediate"], t["intermediate"]),
              "GELU, polynomial erf (gelu_poly)": ("gelu_poly", t["intermediate"], t["intermediate"])}
-    results = {}
-    for name, (kind, a, b) in cases.items():
-        cell = Kernel(kind)
-        results[name] = median_ms(lambda: cell(a, b).asnumpy(), repeats)
-    return results
+    runners = {name: (lambda cell=Kernel(kind), a=a, b=b: cell(a, b).asnumpy()) for name, (kind, a, b) in cases.items()}
+    return median_ms(runners, repeats)
 
 
 def torch_kernels(x, repeats):
@@ -100,7 +94,7 @@ def torch_kernels(x, repeats):
              "erf alone": lambda: torch.erf(t["intermediate"]),
              "GELU, erf form (the model's)": lambda: F.gelu(t["intermediate"])}
     with torch.inference_mode():
-        return {name: median_ms(lambda: fn().numpy(), repeats) for name, fn in cases.items()}
+        return median_ms({name: (lambda fn=fn: fn().numpy()) for name, fn in cases.items()}, repeats)
 
 
 def profile_forward(batch, seq, out_dir):
