@@ -6,9 +6,10 @@ python bench/cpu_kernels.py --framework mindspore --profile DIR   # + the op typ
 
 Each kernel is timed alone (the kernels taking turns, src.report.time_in_turns), median of
 --repeats calls after one warm-up, its result copied to numpy (both frameworks pay that copy):
-MindSpore in GRAPH_MODE, each kernel its own compiled cell written as src/tinybert_model.py writes it; PyTorch eager under inference_mode with its own
-ops (addmm, F.gelu, F.layer_norm, softmax), as transformers' BertModel calls them. Run the script
-once per framework (each in its own process, so the thread pools do not share the cores).
+MindSpore in GRAPH_MODE, each kernel its own compiled cell written as src/tinybert_model.py writes
+it; PyTorch eager under inference_mode with its own ops (addmm, F.gelu, F.layer_norm, softmax), as
+transformers' BertModel calls them. Run the script once per framework (each in its own process, so
+the thread pools do not share the cores).
 """
 import argparse
 import csv
