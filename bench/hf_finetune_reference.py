@@ -81,6 +81,7 @@ def main():
     start = time.time()
     print(f"{args.task}: {len(train)} train rows, {len(dev)} dev rows, {total} steps", flush=True)
     for epoch in range(1, args.epochs + 1):
+        epoch_start = time.time()
         random.shuffle(train)
         for step in range(steps_per_epoch):
             rows = train[step * args.batch_size:(step + 1) * args.batch_size]
@@ -90,9 +91,10 @@ def main():
             optimizer.step()
             schedule.step()
             optimizer.zero_grad()
+        train_seconds = time.time() - epoch_start
         accuracy, f1 = evaluate(model, tokenizer, dev, args.seq_length)
-        print(f"epoch {epoch}: dev acc = {accuracy:.6f}, f1 = {f1:.6f} on {len(dev)} examples "
-              f"({time.time() - start:.0f} s)", flush=True)
+        print(f"epoch {epoch}: {steps_per_epoch} steps in {train_seconds:.1f} s, dev acc = {accuracy:.6f}, "
+              f"f1 = {f1:.6f} on {len(dev)} examples ({time.time() - start:.0f} s since the start)", flush=True)
 
 
 if __name__ == "__main__":

@@ -18,30 +18,34 @@ NO_DECAY = ("bias", "beta", "gamma", "layernorm")  # parameter-name parts that a
 _adamw_update = ops.MultitypeFuncGraph("adamw_update")
 
 
-@_adamw_update.register("Number", "Number", "Number", "Tensor", "Tensor", "Tensor", "Tensor", "Tensor", "Tensor",
-                        "Tensor", "Tensor")
-def _update(beta1, beta2, eps, correction1, correction2, lr, weight_decay, param, m, v, grad):
-    """torch.optim.AdamW's step for one parameter: decay, then the bias-corrected Adam update."""
-    grad = grad.astype(ms.float32)
-    next_m = beta1 * m + (1.0 - beta1) * grad
-    next_v = beta2 * v + (1.0 - beta2) * ops.square(grad)
-    denominator = ops.sqrt(next_v / correction2) + eps
-    next_param = param * (1.0 - lr * weight_decay) - lr * (next_m / correction1) / denominator
-    next_param = ops.depend(next_param, ops.assign(m, next_m))
-    next_param = ops.depend(next_param, ops.assign(v, next_v))
-    return ops.assign(param, next_param.astype(param.dtype))
+@_adamw_update.register("Function", "Tensor", "Tensor", "Tensor", "Tensor", "Tensor", "Tensor", "Tensor", "Tensor",
+                        "Tensor", "Tensor", "Tensor")
+def _update(adam, beta1, beta2, beta1_power, beta2_power, epsilon, lr, weight_decay, param, m, v, grad):
+    """torch.optim.AdamW's step for one parameter: decay, then the bias-corrected Adam update (fused)."""
+    decayed = ops.assign(param, param * (1.0 - lr * weight_decay))
+    grad = ops.depend(grad.astype(param.dtype), decayed)
+    return adam(param, m, v, beta1_power, beta2_power, lr, beta1, beta2, epsilon, grad)
 
 
 class AdamW(nn.Optimizer):
     """Adam with bias correction and decoupled weight decay, the update of torch.optim.AdamW.
 
+    The Adam part is MindSpore's fused `ops.Adam` kernel, which corrects the bias through the
+    learning rate: lr * sqrt(1 - beta2**t) / (1 - beta1**t) * m / (sqrt(v) + epsilon). With epsilon
+    = eps * sqrt(1 - beta2**t) that is exactly AdamW's lr / (1 - beta1**t) * m / (sqrt(v / (1 - beta2**t))
+    + eps). The decoupled decay is one multiply before it. Written out of element-wise operations
+    instead, the same update took 5x as long on a 2-core CPU: 250 ms a step against 50 ms for
+    MiniLM's 22.6M parameters, and 5.3 s against 4.0 s to compile (bench/GD_STEP.md, "Optimizer").
     Its state is named as nn.AdamWeightDecay's (adam_m.*, adam_v.*, global_step), so checkpoints
     resume under either optimizer.
     """
 
     def __init__(self, params, learning_rate, beta1=0.9, beta2=0.999, eps=1e-6, weight_decay=0.0):
         super().__init__(learning_rate, params, weight_decay)
-        self.beta1, self.beta2, self.eps = beta1, beta2, eps
+        self.beta1 = ms.Tensor(beta1, ms.float32)
+        self.beta2 = ms.Tensor(beta2, ms.float32)
+        self.eps = eps
+        self.adam = ops.Adam()
         self.moments1 = self._parameters.clone(prefix="adam_m", init="zeros")
         self.moments2 = self._parameters.clone(prefix="adam_v", init="zeros")
 
@@ -50,17 +54,18 @@ class AdamW(nn.Optimizer):
         weight_decay = self.get_weight_decay()
         self.assignadd(self.global_step, self.global_step_increase_tensor)
         step = self.global_step.astype(ms.float32)  # 1 at the first update
-        correction1 = 1.0 - ops.pow(self.beta1, step)
-        correction2 = 1.0 - ops.pow(self.beta2, step)
-        b1, b2, eps = self.beta1, self.beta2, self.eps
+        beta1_power, beta2_power = ops.pow(self.beta1, step), ops.pow(self.beta2, step)
+        epsilon = self.eps * ops.sqrt(1.0 - beta2_power)
+        update = ops.partial(_adamw_update, self.adam, self.beta1, self.beta2, beta1_power, beta2_power, epsilon)
         if self.is_group_lr:  # one learning rate and one weight decay per parameter
-            return self.hyper_map(ops.partial(_adamw_update, b1, b2, eps, correction1, correction2), lr,
-                                  weight_decay, self._parameters, self.moments1, self.moments2, gradients)
+            return self.hyper_map(update, lr, weight_decay, self._parameters, self.moments1, self.moments2,
+                                  gradients)
+        lrs = (lr,) * len(self._parameters)
         if self.is_group:  # one weight decay per parameter
-            return self.hyper_map(ops.partial(_adamw_update, b1, b2, eps, correction1, correction2, lr),
-                                  weight_decay, self._parameters, self.moments1, self.moments2, gradients)
-        return self.hyper_map(ops.partial(_adamw_update, b1, b2, eps, correction1, correction2, lr, weight_decay),
-                              self._parameters, self.moments1, self.moments2, gradients)
+            return self.hyper_map(update, lrs, weight_decay, self._parameters, self.moments1, self.moments2,
+                                  gradients)
+        return self.hyper_map(update, lrs, (weight_decay,) * len(self._parameters), self._parameters,
+                              self.moments1, self.moments2, gradients)
 
 
 def build_optimizer(params, phase_cfg, total_steps, own_rate=(), own_learning_rate=0.0):

@@ -23,29 +23,29 @@ def start_values():
             "dense.bias": rng.normal(size=(3,)).astype(np.float32)}
 
 
-def gradients():
+def gradients(scale=1.0):
     rng = np.random.default_rng(1)
-    return [{name: rng.normal(size=value.shape).astype(np.float32) for name, value in start_values().items()}
+    return [{name: (scale * rng.normal(size=value.shape)).astype(np.float32) for name, value in start_values().items()}
             for _ in range(STEPS)]
 
 
-def run_ours(phase_cfg, total_steps=100):
+def run_ours(phase_cfg, total_steps=100, scale=1.0):
     params = [Parameter(ms.Tensor(value), name=name) for name, value in start_values().items()]
     optimizer = build_optimizer(params, phase_cfg, total_steps)
     trace = []
-    for grads in gradients():
+    for grads in gradients(scale):
         optimizer(tuple(ms.Tensor(grads[p.name]) for p in params))
         trace.append({p.name: p.asnumpy().copy() for p in params})
     return optimizer, trace
 
 
-def numpy_adam(bias_correction, decay_bias=False):
+def numpy_adam(bias_correction, decay_bias=False, scale=1.0):
     """Adam with decoupled decay (of the bias too if asked). Returns the parameters after every step."""
     values = start_values()
     m = {k: np.zeros_like(v) for k, v in values.items()}
     v = {k: np.zeros_like(x) for k, x in values.items()}
     trace = []
-    for t, grads in enumerate(gradients(), start=1):
+    for t, grads in enumerate(gradients(scale), start=1):
         for name, g in grads.items():
             m[name] = 0.9 * m[name] + 0.1 * g
             v[name] = 0.999 * v[name] + 0.001 * g * g
@@ -64,6 +64,17 @@ def test_matches_numpy_adam(bias_correction):
     for step, (got, expected) in enumerate(zip(ours, numpy_adam(bias_correction)), start=1):
         for name in expected:
             np.testing.assert_allclose(got[name], expected[name], rtol=1e-5, atol=1e-6, err_msg=f"{name} step {step}")
+
+
+def test_eps_is_added_to_the_corrected_second_moment():
+    """Gradients of 1e-6, the size of eps: AdamW's sqrt(v / (1 - 0.999**t)) + eps, not sqrt(v) + eps."""
+    _, ours = run_ours(phase(True), scale=1e-6)
+    expected = numpy_adam(True, scale=1e-6)
+    start = start_values()
+    for step, (got, want) in enumerate(zip(ours, expected), start=1):
+        for name in want:
+            np.testing.assert_allclose(got[name] - start[name], want[name] - start[name], rtol=1e-3, atol=1e-9,
+                                       err_msg=f"{name} step {step}")
 
 
 def test_one_group_decays_everything():
