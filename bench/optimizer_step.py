@@ -18,8 +18,10 @@ import time
 from pathlib import Path
 
 import numpy as np
+import yaml
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 from src.config import load_config  # noqa: E402
 from src.report import time_in_turns  # noqa: E402
 
@@ -89,8 +91,8 @@ def main():
     parser.add_argument("--model", default="minilm", help="minilm or a model_presets name of default_config.yaml")
     parser.add_argument("--repeats", type=int, default=10)
     args = parser.parse_args()
-    presets = load_config([]).model_presets
-    preset = MINILM if args.model == "minilm" else dict(presets[args.model])
+    presets = yaml.safe_load((ROOT / "default_config.yaml").read_text())["model_presets"]
+    preset = MINILM if args.model == "minilm" else presets[args.model]
     shapes, ours = mindspore_update(preset)
     theirs = torch_update(preset, shapes)
     first = {}
