@@ -34,8 +34,7 @@ class AdamW(nn.Optimizer):
     learning rate: lr * sqrt(1 - beta2**t) / (1 - beta1**t) * m / (sqrt(v) + epsilon). With epsilon
     = eps * sqrt(1 - beta2**t) that is exactly AdamW's lr / (1 - beta1**t) * m / (sqrt(v / (1 - beta2**t))
     + eps). The decoupled decay is one multiply before it. Written out of element-wise operations
-    instead, the same update took 5x as long on a 2-core CPU: 250 ms a step against 50 ms for
-    MiniLM's 22.6M parameters, and 5.3 s against 4.0 s to compile (bench/GD_STEP.md, "Optimizer").
+    instead, the update was several times slower on a CPU (bench/GD_STEP.md, "Optimizer").
     Its state is named as nn.AdamWeightDecay's (adam_m.*, adam_v.*, global_step), so checkpoints
     resume under either optimizer.
     """
