@@ -48,6 +48,27 @@ def evaluate(model, tokenizer, rows, seq_length):
     return float((predicted == gold).mean()), f1
 
 
+def adamw_update(model, args, total):
+    """A call that takes a loss and makes our phases' update of `model`: backward, clip the global norm
+    to 1, AdamW (eps 1e-6, no decay on biases and LayerNorm) at the scheduled rate (src/lr_schedule.py:
+    linear warm-up over args.warmup_ratio of `total` steps, then linear decay to 0)."""
+    no_decay = [p for n, p in model.named_parameters() if "bias" in n or "LayerNorm" in n]
+    decay = [p for n, p in model.named_parameters() if not ("bias" in n or "LayerNorm" in n)]
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": args.weight_decay},
+                                   {"params": no_decay, "weight_decay": 0.0}], lr=args.learning_rate, eps=1e-6)
+    warmup = int(args.warmup_ratio * total)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: (s + 1) / max(warmup, 1) if s < warmup else 1 - (s - warmup) / max(total - warmup, 1))
+
+    def update(loss):
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        schedule.step()
+        optimizer.zero_grad()
+    return update
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--task", choices=sorted(COLUMNS), required=True)
@@ -69,15 +90,9 @@ def main():
     model = BertForSequenceClassification.from_pretrained(str(model_dir), num_labels=2)
     train, dev = read_rows(args.train, args.task, args.train_rows), read_rows(args.dev, args.task)
 
-    no_decay = [p for n, p in model.named_parameters() if "bias" in n or "LayerNorm" in n]
-    decay = [p for n, p in model.named_parameters() if not ("bias" in n or "LayerNorm" in n)]
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": args.weight_decay},
-                                   {"params": no_decay, "weight_decay": 0.0}], lr=args.learning_rate, eps=1e-6)
     steps_per_epoch = len(train) // args.batch_size  # the last partial batch is dropped, as ours does
     total = steps_per_epoch * args.epochs
-    warmup = int(args.warmup_ratio * total)
-    schedule = torch.optim.lr_scheduler.LambdaLR(  # src/lr_schedule.py: linear warm-up, linear decay
-        optimizer, lambda s: (s + 1) / max(warmup, 1) if s < warmup else 1 - (s - warmup) / max(total - warmup, 1))
+    update = adamw_update(model, args, total)
     start = time.time()
     print(f"{args.task}: {len(train)} train rows, {len(dev)} dev rows, {total} steps", flush=True)
     for epoch in range(1, args.epochs + 1):
@@ -85,12 +100,7 @@ def main():
         random.shuffle(train)
         for step in range(steps_per_epoch):
             rows = train[step * args.batch_size:(step + 1) * args.batch_size]
-            loss = model(**encode(tokenizer, rows, args.seq_length), labels=torch.tensor([r[2] for r in rows])).loss
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
-            schedule.step()
-            optimizer.zero_grad()
+            update(model(**encode(tokenizer, rows, args.seq_length), labels=torch.tensor([r[2] for r in rows])).loss)
         train_seconds = time.time() - epoch_start
         accuracy, f1 = evaluate(model, tokenizer, dev, args.seq_length)
         print(f"epoch {epoch}: {steps_per_epoch} steps in {train_seconds:.1f} s, dev acc = {accuracy:.6f}, "

@@ -18,7 +18,7 @@ import time
 import torch
 from transformers import BertForSequenceClassification, BertTokenizerFast
 
-from hf_finetune_reference import COLUMNS, encode, evaluate, read_rows
+from hf_finetune_reference import COLUMNS, adamw_update, encode, evaluate, read_rows
 
 
 def student_from_teacher(teacher, layers):
@@ -60,15 +60,8 @@ def main():
                             for i in range(0, len(train), args.batch_size)])
     print(f"{args.task}: teacher logits of {len(train)} train rows cached in {time.time() - start:.1f} s", flush=True)
 
-    no_decay = [p for n, p in student.named_parameters() if "bias" in n or "LayerNorm" in n]
-    decay = [p for n, p in student.named_parameters() if not ("bias" in n or "LayerNorm" in n)]
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": args.weight_decay},
-                                   {"params": no_decay, "weight_decay": 0.0}], lr=args.learning_rate, eps=1e-6)
     steps_per_epoch = len(train) // args.batch_size  # the last partial batch is dropped, as ours does
-    total = steps_per_epoch * args.epochs
-    warmup = int(args.warmup_ratio * total)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: (s + 1) / max(warmup, 1) if s < warmup else 1 - (s - warmup) / max(total - warmup, 1))
+    update = adamw_update(student, args, steps_per_epoch * args.epochs)
     order = list(range(len(train)))
     for epoch in range(1, args.epochs + 1):
         start = time.time()
@@ -77,12 +70,7 @@ def main():
             ids = order[step * args.batch_size:(step + 1) * args.batch_size]
             logits = student(**encode(tokenizer, [train[i] for i in ids], args.seq_length)).logits
             soft_targets = torch.softmax(cached[ids], dim=-1)
-            loss = -(soft_targets * torch.log_softmax(logits, dim=-1)).sum(-1).mean()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
-            optimizer.step()
-            schedule.step()
-            optimizer.zero_grad()
+            update(-(soft_targets * torch.log_softmax(logits, dim=-1)).sum(-1).mean())
         train_seconds = time.time() - start
         accuracy, f1 = evaluate(student, tokenizer, dev, args.seq_length)
         print(f"epoch {epoch}: {steps_per_epoch} steps in {train_seconds:.1f} s, dev acc = {accuracy:.6f}, "
