@@ -197,17 +197,17 @@ def load_or_build_cache(cache_dir, key, batches, teacher, logger):
     there, else computed now and written there (atomically).
 
     batches: iterable of (input_ids, attention_mask, token_type_ids, ..., example_id) tensors.
-    A cache in the folder with another key (other teacher weights or records) is reported as stale
-    and not used.
+    Caches in the folder with other keys (other teachers, changed weights or records) are left alone
+    and named in the log.
     """
     cache_dir = Path(cache_dir)
     path = cache_dir / f"teacher_logits_{key[:24]}.npy"
     if path.is_file():
         logger.info("teacher logits from cache %s", path)
         return np.load(path)
-    stale = sorted(p.name for p in cache_dir.glob("teacher_logits_*.npy")) if cache_dir.is_dir() else []
-    if stale:
-        logger.info("teacher logits cache %s is stale (teacher or records changed): not used", ", ".join(stale))
+    others = sorted(p.name for p in cache_dir.glob("teacher_logits_*.npy")) if cache_dir.is_dir() else []
+    if others:
+        logger.info("teacher logits cache %s: for another teacher or other records, not used", ", ".join(others))
     source = LiveTeacher(teacher, with_logits=True)
     rows = {}
     for batch in batches:

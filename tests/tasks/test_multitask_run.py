@@ -1,6 +1,8 @@
 """Multi-task distillation as a user runs it: two tasks with their own teachers, records and metrics,
-one student; evaluation of both, the best checkpoint by their mean, and eval of it."""
+one student; evaluation of both, the best checkpoint by their mean, and eval of it; the run resumed
+from a step checkpoint with its teachers' logits from the cache."""
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -55,7 +57,8 @@ def multitask_args(work, out):
 
 @pytest.fixture(scope="module")
 def trained(work):
-    return run([*multitask_args(work, "mt"), "--multitask_train.epochs=2"], work)
+    return run([*multitask_args(work, "mt"), "--multitask_train.epochs=2", "--checkpoint.save_steps=3",
+                "--checkpoint.max_num=4"], work)
 
 
 def records(path):
@@ -101,3 +104,27 @@ def test_the_best_checkpoint_loads_and_scores_what_the_log_says(trained, work):
                   f"--student.checkpoint={work / 'mt/multitask/student_best.ckpt'}"], work)
     assert f"mean = {best['eval']['mean']:.6f}" in result.stdout
 
+
+
+def test_resume_from_cached_teachers_continues_with_the_same_tasks_and_weights(trained, work):
+    """Resumed at step 3 with the teachers' logits from the cache: the same tasks, losses and weights
+    as the uninterrupted run with live teachers."""
+    shutil.copytree(work / "mt/multitask", work / "resumed/multitask")
+    for name in ("student_step_6.ckpt", "student_step_9.ckpt", "student_step_12.ckpt", "student_final.ckpt",
+                 "student_best.ckpt"):
+        (work / "resumed/multitask" / name).unlink()
+    result = run([*multitask_args(work, "resumed"), "--multitask_train.epochs=2", "--checkpoint.save_steps=3",
+                  "--checkpoint.resume=true", "--distill.teacher_cache=true"], work)
+    assert "at step 3" in result.stdout
+    assert result.stdout.count("teacher logits of") == 2  # one cache per task: 64 and 32 examples
+    assert "teacher logits of 64 examples cached" in result.stdout and "of 32 examples cached" in result.stdout
+    whole = [r for r in records(work / "mt/metrics.jsonl") if "loss" in r]
+    resumed = [r for r in records(work / "resumed/metrics.jsonl") if "loss" in r]
+    assert [r["step"] for r in resumed] == list(range(4, 13))
+    assert [r["task"] for r in resumed] == [r["task"] for r in whole[3:]]
+    np.testing.assert_allclose([r["loss"] for r in resumed], [r["loss"] for r in whole[3:]], rtol=1e-5)
+    expected, _ = split_metadata(load_checkpoint(work / "mt/multitask/student_final.ckpt"))
+    actual, _ = split_metadata(load_checkpoint(work / "resumed/multitask/student_final.ckpt"))
+    assert sorted(actual) == sorted(expected) and any(name.startswith("heads.1.") for name in actual)
+    for name, value in expected.items():
+        np.testing.assert_allclose(actual[name].asnumpy(), value.asnumpy(), atol=1e-6, err_msg=name)
