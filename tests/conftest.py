@@ -49,6 +49,7 @@ def minilm_dir():
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "distributed: msrun workers and the distributed launchers")
+    config.addinivalue_line("markers", "slow: minutes-long runs kept out of CI's 20 minutes (`pytest tests -m slow`)")
 
 
 def pytest_collection_modifyitems(items):

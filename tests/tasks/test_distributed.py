@@ -1,6 +1,7 @@
 """Distributed training: the launchers, and 2 CPU workers under msrun against one process.
 
-Select with `pytest -m distributed`. Every msrun run lives in this one file, so
+Select with `pytest -m distributed`; the two marked slow (a killed worker, multi-task on 2 workers:
+3 minutes) are outside the CI run, `pytest tests -m slow` runs them. Every msrun run lives in this one file, so
 that `pytest -n 2 --dist loadfile` never runs two jobs of 2 workers at once. What the msrun runs prove:
   - 2 workers x batch 16 end where 1 process x batch 32 ends (same global batches, step for step),
     with an optimizer made sensitive to the gradient's scale (Adam's eps dominating, no clipping):
@@ -355,6 +356,7 @@ def test_task_distillation_from_two_teachers_on_two_workers_matches_one_process(
     assert (two / "td2" / "student_best.ckpt").is_file()
 
 
+@pytest.mark.slow
 @needs_msrun
 def test_a_killed_worker_ends_the_job_with_an_error(tiny, tmp_path):
     psutil = pytest.importorskip("psutil")
@@ -399,6 +401,7 @@ def alive(process):
         return False
 
 
+@pytest.mark.slow
 @needs_msrun
 def test_multitask_on_two_workers_matches_one_process(tmp_path):
     """Multi-task distillation on 2 workers against one process with their two half batches as one:
