@@ -10,7 +10,16 @@
 # Environment: SST2_ROWS (first rows of SST-2 train used, default 16000), TASKS (default "sst2 mrpc"),
 # STUDENTS (default "layers random"; "layers" alone skips general distillation; "none": records and the
 # fine-tuned teacher only, what bench/presets_sst2.sh needs), REPEATS (timed passes over the dev set per model in the speed check, default 3).
-# Wall time of each stage: OUT_DIR/times.tsv; speed and parameter counts: OUT_DIR/TASK/speed.txt.
+# Seeds and TinyBERT's data augmentation (issue 13): SEEDS (default "1"; each seed one td1+td2 run per student, the
+# seed setting the fit_dense projection's and classifier's init, the data order and dropout; the GD student is shared),
+# AUGMENT (default "no"; "no yes" runs every student on the original and on the augmented train set), NUM_AUG
+# (copies per example, default 20: `python -m src.augment` with the pretrained teacher's embedding neighbours),
+# AUG_ARGS (--key=value words for the augmented runs only, e.g. "--td1.max_steps=2000 --td2.max_steps=2000": one
+# epoch of 20x data is 20x the steps). Augmented runs label every copy by the teacher's soft targets (td2's
+# hard_label_weight is 0) and compute them once (distill.teacher_cache, shared by the seeds).
+# Run folders: OUT_DIR/TASK/STUDENT[-aug][-seedN] (seed 1 without augmentation: OUT_DIR/TASK/STUDENT).
+# Wall time of each stage: OUT_DIR/times.tsv; speed and parameter counts: OUT_DIR/TASK/speed.txt; dev metrics of
+# every run, mean and standard deviation over the seeds: OUT_DIR/summary.md (bench/seed_summary.py).
 # Finished stages are marked in OUT_DIR/done/: rerunning on the same OUT_DIR resumes (rm -r it to start over).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,6 +34,13 @@ TASKS=${TASKS:-sst2 mrpc}
 STUDENTS=${STUDENTS:-layers random}
 [[ $STUDENTS == none ]] && STUDENTS=""
 REPEATS=${REPEATS:-3}
+SEEDS=${SEEDS:-1}
+AUGMENT=${AUGMENT:-no}
+NUM_AUG=${NUM_AUG:-20}
+read -r -a AUG_ARGS <<< "${AUG_ARGS:-}"
+for aug in $AUGMENT; do
+  [[ $aug =~ ^(no|yes)$ ]] || { echo "error: AUGMENT: $aug is not no or yes" >&2; exit 2; }
+done
 GLUE=$DATA/glue
 [[ -f $GLUE/SST-2/train.tsv && -f $DATA/wikitext/wikitext-2-raw.wiki.test.raw ]] || {
   echo "error: $DATA does not hold glue/SST-2 and wikitext (give the shared data folder)" >&2; exit 2; }
@@ -77,18 +93,39 @@ run_task() {
     --teacher.checkpoint="$PRETRAINED/model.ckpt" "${EXTRA[@]}"
   local teacher=$dir/teacher/teacher_best.ckpt
   [[ -n $STUDENTS ]] || return 0
+  if [[ " $AUGMENT " == *" yes "* ]]; then
+    stage "$task augment" python -m src.augment --task "$task" --input_file "$train" \
+      --output_file "$OUT/data/${task}_train_aug.tsv" --model_dir "$PRETRAINED" --num_aug "$NUM_AUG" \
+      --records_file "$OUT/records/${task}_train_aug.mindrecord" --seq_length "$seq" --no_progress
+    mkdir -p "$dir/teacher_cache"
+  fi
+  local student aug seed
   for student in $STUDENTS; do
-    local run=$dir/$student
-    # shellcheck disable=SC2046  # student_args prints several --key=value words
-    stage "$task $student td1" python run_task_distill.py "${common[@]}" --phase=td1 --output_dir="$run" \
-      --teacher.checkpoint="$teacher" $(student_args "$task" $student) "${EXTRA[@]}"
-    # shellcheck disable=SC2046  # the --student.init/checkpoint after student_args win (last value counts)
-    stage "$task $student td2" python run_task_distill.py "${common[@]}" --phase=td2 --output_dir="$run" \
-      --teacher.checkpoint="$teacher" $(student_args "$task" $student) --student.init=checkpoint \
-      --student.checkpoint="$run/td1/student_final.ckpt" "${EXTRA[@]}"
-    stage "$task $student export" python export.py --config_path="$yaml" \
-      --export.checkpoint="$run/td2/student_best.ckpt" --export.file_name="$run/tinybert_student"
+    for aug in $AUGMENT; do
+      for seed in $SEEDS; do
+        local run=$dir/$student name=$student data=() cache=()
+        if [[ $aug == yes ]]; then
+          run+=-aug name+=-aug
+          data=(--data.train_path="$OUT/records/${task}_train_aug.mindrecord" "${AUG_ARGS[@]}")
+          cache=(--distill.teacher_cache=true)
+        fi
+        if [[ $seed != 1 ]]; then run+=-seed$seed name+=-seed$seed; fi
+        if [[ $aug == yes ]]; then  # the teacher's logits of the augmented records, computed by the first seed's td2
+          mkdir -p "$run" && ln -sfn ../teacher_cache "$run/teacher_cache"
+        fi
+        # shellcheck disable=SC2046  # student_args prints several --key=value words
+        stage "$task $name td1" python run_task_distill.py "${common[@]}" --phase=td1 --output_dir="$run" \
+          --teacher.checkpoint="$teacher" $(student_args "$task" "$student") --seed="$seed" "${data[@]}" "${EXTRA[@]}"
+        # shellcheck disable=SC2046  # the --student.init/checkpoint after student_args win (last value counts)
+        stage "$task $name td2" python run_task_distill.py "${common[@]}" --phase=td2 --output_dir="$run" \
+          --teacher.checkpoint="$teacher" $(student_args "$task" "$student") --student.init=checkpoint \
+          --student.checkpoint="$run/td1/student_final.ckpt" --seed="$seed" "${data[@]}" "${cache[@]}" "${EXTRA[@]}"
+        stage "$task $name export" python export.py --config_path="$yaml" \
+          --export.checkpoint="$run/td2/student_best.ckpt" --export.file_name="$run/tinybert_student"
+      done
+    done
   done
+  [[ -f $dir/layers/td2/student_best.ckpt ]] || return 0
   stage "$task speed" bash -c "python bench/inference_speed.py --repeats=$REPEATS ${common[*]} \
     --teacher.checkpoint='$teacher' --student.checkpoint='$dir/layers/td2/student_best.ckpt' | tee '$dir/speed.txt'"
 }
@@ -103,4 +140,5 @@ for task in $TASKS; do
     *) echo "error: unknown task $task (sst2, mrpc)" >&2; exit 2 ;;
   esac
 done
-echo "== done. Wall times: $OUT/times.tsv"
+python bench/seed_summary.py "$OUT"
+echo "== done. Dev metrics: $OUT/summary.md; wall times: $OUT/times.tsv"
