@@ -335,6 +335,7 @@ def test_general_distillation_on_two_workers_matches_one_process(tiny, tmp_path)
     assert "final checkpoint" in (tmp_path / "two" / "log.txt").read_text()  # log.txt follows rank 0
 
 
+@pytest.mark.slow
 @needs_msrun
 def test_task_distillation_from_two_teachers_on_two_workers_matches_one_process(tiny, tmp_path):
     """--phase=td from an ensemble of two teachers (td1 matches the first one's layers, td2 the weighted
