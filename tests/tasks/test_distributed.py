@@ -323,6 +323,7 @@ def assert_same_training(single_dir, two_dir, single_log, rank_logs, init_path):
         assert abs(loss - (loss0 + loss1) / 2) < 2e-6, step  # the two half batches make the whole batch
 
 
+@pytest.mark.slow
 @needs_msrun
 def test_general_distillation_on_two_workers_matches_one_process(tiny, tmp_path):
     single_log = run_single(tiny, "run_general_distill.py", "gd", tmp_path / "single" / "out",
