@@ -103,14 +103,13 @@ run_task() {
   for student in $STUDENTS; do
     for aug in $AUGMENT; do
       for seed in $SEEDS; do
-        local run=$dir/$student name=$student data=() cache=()
-        if [[ $aug == yes ]]; then
-          run+=-aug name+=-aug
+        local run=$dir/$student data=() cache=()
+        if [[ $aug == yes ]]; then run+=-aug; fi
+        if [[ $seed != 1 ]]; then run+=-seed$seed; fi
+        local name=${run#"$dir"/}
+        if [[ $aug == yes ]]; then  # the teacher's logits of the augmented records, computed by the first seed's td2
           data=(--data.train_path="$OUT/records/${task}_train_aug.mindrecord" "${AUG_ARGS[@]}")
           cache=(--distill.teacher_cache=true)
-        fi
-        if [[ $seed != 1 ]]; then run+=-seed$seed name+=-seed$seed; fi
-        if [[ $aug == yes ]]; then  # the teacher's logits of the augmented records, computed by the first seed's td2
           mkdir -p "$run" && ln -sfn ../teacher_cache "$run/teacher_cache"
         fi
         # shellcheck disable=SC2046  # student_args prints several --key=value words
