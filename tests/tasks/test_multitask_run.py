@@ -105,7 +105,7 @@ def test_the_best_checkpoint_loads_and_scores_what_the_log_says(trained, work):
     assert f"mean = {best['eval']['mean']:.6f}" in result.stdout
 
 
-
+@pytest.mark.slow  # 70-100 s on 2 cores: out of CI's 20 minutes
 def test_resume_from_cached_teachers_continues_with_the_same_tasks_and_weights(trained, work):
     """Resumed at step 3 with the teachers' logits from the cache: the same tasks, losses and weights
     as the uninterrupted run with live teachers."""
