@@ -1,7 +1,7 @@
 """Time one distillation step and its peak memory: BERT-base teacher -> TinyBERT-4 student.
 
 python bench/gd_step.py [--framework mindspore|torch] [--phase gd|td2] [--teacher cached|live] [--batch 32]
-    [--seq 128] [--steps 5] [--student tinybert_4_312] [--micro_batches 1]
+    [--seq 128] [--steps 5] [--student tinybert_4_312] [--micro_batches 1] [--device cpu|gpu] [--dtype float32|float16]
 
 --phase gd: general distillation, every student layer's attention scores and hidden states matched
 to the teacher's (TinyBERT's uniform mapping). Task distillation's first phase (td1) has the same
@@ -12,6 +12,10 @@ no teacher pass), --teacher live runs the 2-class BERT-base teacher forward each
 Random weights and random token ids: the step's cost does not depend on their values. Each
 framework runs in its own process (run the script twice) so peak memory is that framework's alone.
 The torch version is the same step written plainly with transformers' BertModel, as a reference.
+--device gpu runs on the first GPU (bench/accelerator_check.sh); --dtype float16 is MindSpore's
+compute_type float16 (matrix products in half precision, the rest float32, a dynamic loss scale) and
+PyTorch's autocast to float16 with its GradScaler, the usual mixed-precision step of each. On a GPU the
+step time includes waiting for the device, and the memory line is the device's peak allocation.
 """
 import argparse
 import resource
@@ -53,9 +57,9 @@ def mindspore_step(args, presets):
     from src.config import load_config
     from src.tasks import build_task_model
     from src.tinybert_model import BertConfig, BertModel
-    ms.set_context(mode=ms.GRAPH_MODE, device_target="CPU")
-    t_config = BertConfig.from_dict(presets["bert_base"]).for_inference()
-    s_config = BertConfig.from_dict(presets[args.student])
+    ms.set_context(mode=ms.GRAPH_MODE, device_target=args.device.upper())
+    t_config = BertConfig.from_dict(presets["bert_base"]).replace(compute_type=args.dtype).for_inference()
+    s_config = BertConfig.from_dict(presets[args.student]).replace(compute_type=args.dtype)
     distill = load_config([]).distill  # the default: the tinybert preset, uniform mapping
     inputs = [ms.Tensor(x) for x in batch(args.batch, args.seq, t_config.vocab_size)]
     if args.phase == "gd":
@@ -79,7 +83,7 @@ def mindspore_step(args, presets):
 
     def step():  # as src/trainer.py does it: the teacher's graph, then the training step's, per micro-batch
         done[0] += 1
-        return train_step(done[0] - 1, teacher, schedule, inputs, inputs)[0]
+        return train_step(done[0] - 1, teacher, schedule, inputs, inputs)[0]  # a float: waits for the device
     return step
 
 
@@ -87,33 +91,62 @@ def torch_step(args, presets):
     return (torch_gd_step if args.phase == "gd" else torch_td2_step)(args, presets)
 
 
+class TorchPrecision:
+    """Where the torch step runs and in what precision: the device, the inputs moved there, and
+    `update(loss, params, optimizer)`: backward, clip to norm 1, step; under float16 through a
+    GradScaler, as mixed-precision training in PyTorch is usually written."""
+
+    def __init__(self, args):
+        import torch
+        if args.device == "gpu" and not torch.cuda.is_available():
+            sys.exit("error: --device gpu: torch sees no CUDA GPU (torch.cuda.is_available() is False)")
+        self.torch = torch
+        self.device = "cuda" if args.device == "gpu" else "cpu"
+        self.half = args.dtype == "float16"
+        self.scaler = torch.amp.GradScaler(self.device, enabled=self.half)
+
+    def inputs(self, args):
+        return [self.torch.from_numpy(x.astype(np.int64)).to(self.device)
+                for x in batch(args.batch, args.seq, 30522)]
+
+    def autocast(self):
+        return self.torch.autocast(self.device, dtype=self.torch.float16, enabled=self.half)
+
+    def update(self, loss, params, optimizer):
+        optimizer.zero_grad()
+        self.scaler.scale(loss).backward()
+        self.scaler.unscale_(optimizer)
+        self.torch.nn.utils.clip_grad_norm_(params, 1.0)
+        self.scaler.step(optimizer)
+        self.scaler.update()
+        return float(loss.detach())  # waits for the device
+
+
 def torch_td2_step(args, presets):
     import torch
     from transformers import BertConfig, BertForSequenceClassification
     torch.manual_seed(0)
-    student = BertForSequenceClassification(BertConfig(**presets[args.student], num_labels=2)).train()
+    run = TorchPrecision(args)
+    student = BertForSequenceClassification(BertConfig(**presets[args.student], num_labels=2)).to(run.device).train()
     optimizer = torch.optim.AdamW(student.parameters(), lr=1e-4)
-    ids, mask, segments = (torch.from_numpy(x.astype(np.int64)) for x in batch(args.batch, args.seq, 30522))
+    ids, mask, segments = run.inputs(args)
     if args.teacher == "cached":
-        cached = torch.from_numpy(teacher_logits(args))
-        example_id = torch.arange(args.batch)
+        cached = torch.from_numpy(teacher_logits(args)).to(run.device)
+        example_id = torch.arange(args.batch, device=run.device)
         def teacher():
             return cached[example_id]
     else:
-        model = BertForSequenceClassification(BertConfig(**presets["bert_base"], num_labels=2)).eval()
+        model = BertForSequenceClassification(BertConfig(**presets["bert_base"], num_labels=2)).to(run.device).eval()
         def teacher():
-            with torch.no_grad():
-                return model(ids, mask, segments).logits
+            with torch.no_grad(), run.autocast():
+                return model(ids, mask, segments).logits.float()
 
     def step():  # soft cross-entropy at temperature 1, as td2's default
         target = torch.softmax(teacher(), dim=-1)
-        logits = student(ids, mask, segments).logits
+        with run.autocast():
+            logits = student(ids, mask, segments).logits.float()
         loss = -(target * torch.log_softmax(logits, dim=-1)).sum(-1).mean()
-        optimizer.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
-        optimizer.step()
-        return float(loss)
+        return run.update(loss, list(student.parameters()), optimizer)
     return step
 
 
@@ -121,31 +154,43 @@ def torch_gd_step(args, presets):
     import torch
     from transformers import BertConfig, BertModel
     torch.manual_seed(0)
-    teacher = BertModel(BertConfig(**presets["bert_base"], attn_implementation="eager")).eval()
-    student = BertModel(BertConfig(**presets[args.student], attn_implementation="eager")).train()
-    fit_dense = torch.nn.Linear(presets[args.student]["hidden_size"], 768)
+    run = TorchPrecision(args)
+    teacher = BertModel(BertConfig(**presets["bert_base"], attn_implementation="eager")).to(run.device).eval()
+    student = BertModel(BertConfig(**presets[args.student], attn_implementation="eager")).to(run.device).train()
+    fit_dense = torch.nn.Linear(presets[args.student]["hidden_size"], 768).to(run.device)
     for p in teacher.parameters():
         p.requires_grad_(False)
     params = list(student.parameters()) + list(fit_dense.parameters())
     optimizer = torch.optim.AdamW(params, lr=1e-4)
-    ids, mask, segments = (torch.from_numpy(x.astype(np.int64)) for x in batch(args.batch, args.seq, 30522))
+    ids, mask, segments = run.inputs(args)
     k = 12 // presets[args.student]["num_hidden_layers"]
+    mse = torch.nn.functional.mse_loss
     # The scores before softmax are not returned by transformers; distil the probabilities instead,
     # which costs the same.
     def step():
-        with torch.no_grad():
+        with torch.no_grad(), run.autocast():
             t = teacher(ids, mask, segments, output_hidden_states=True, output_attentions=True)
-        s = student(ids, mask, segments, output_hidden_states=True, output_attentions=True)
-        loss = sum(torch.nn.functional.mse_loss(s.attentions[i], t.attentions[(i + 1) * k - 1])
-                   for i in range(len(s.attentions)))
-        loss = loss + sum(torch.nn.functional.mse_loss(fit_dense(s.hidden_states[m]), t.hidden_states[m * k])
-                          for m in range(len(s.hidden_states)))
-        optimizer.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        optimizer.step()
-        return float(loss)
+        with run.autocast():
+            s = student(ids, mask, segments, output_hidden_states=True, output_attentions=True)
+            loss = sum(mse(s.attentions[i].float(), t.attentions[(i + 1) * k - 1].float())
+                       for i in range(len(s.attentions)))
+            loss = loss + sum(mse(fit_dense(s.hidden_states[m]).float(), t.hidden_states[m * k].float())
+                              for m in range(len(s.hidden_states)))
+        return run.update(loss, params, optimizer)
     return step
+
+
+def peak_memory(args):
+    """'peak RSS X GB' on the CPU; on a GPU the framework's peak device allocation."""
+    if args.device == "cpu":
+        return f"peak RSS {peak_rss_gb():.2f} GB"
+    if args.framework == "torch":
+        import torch
+        return f"peak GPU memory {torch.cuda.max_memory_allocated() / 1e9:.2f} GB (torch.cuda.max_memory_allocated)"
+    import mindspore as ms
+    allocated = getattr(getattr(ms, "runtime", None), "max_memory_allocated", None)
+    return (f"peak GPU memory {allocated() / 1e9:.2f} GB (mindspore.runtime.max_memory_allocated)" if allocated
+            else "peak GPU memory: not reported by this MindSpore (see nvidia-smi in accelerator_check.sh)")
 
 
 def main():
@@ -160,6 +205,9 @@ def main():
     parser.add_argument("--student", default="tinybert_4_312")
     parser.add_argument("--micro_batches", type=int, default=1,
                         help="mindspore: slices of the batch, gradients summed before one update")
+    parser.add_argument("--device", choices=("cpu", "gpu"), default="cpu")
+    parser.add_argument("--dtype", choices=("float32", "float16"), default="float32",
+                        help="float16: MindSpore's compute_type float16, PyTorch's autocast with a GradScaler")
     args = parser.parse_args()
     import yaml
     presets = yaml.safe_load((ROOT / "default_config.yaml").read_text())["model_presets"]
@@ -174,9 +222,10 @@ def main():
         times.append(time.time() - start)
     slices = f" in {args.micro_batches} micro-batches" if args.micro_batches > 1 else ""
     phase = "gd" if args.phase == "gd" else f"td2 ({args.teacher} teacher logits)"
-    print(f"{args.framework} {phase}: batch {args.batch}{slices}, seq {args.seq}, BERT-base -> {args.student}: "
-          f"first step {first:.1f} s, then median {np.median(times):.2f} s/step (min {min(times):.2f}) "
-          f"over {args.steps} steps, peak RSS {peak_rss_gb():.2f} GB, loss {first_loss:.3f} -> {losses[-1]:.3f}")
+    print(f"{args.framework} {phase} on {args.device}, {args.dtype}: batch {args.batch}{slices}, seq {args.seq}, "
+          f"BERT-base -> {args.student}: "
+          f"first step {first:.1f} s, then median {1000 * np.median(times):.1f} ms/step (min {1000 * min(times):.1f}) "
+          f"over {args.steps} steps, {peak_memory(args)}, loss {first_loss:.3f} -> {losses[-1]:.3f}")
 
 
 if __name__ == "__main__":
