@@ -142,6 +142,21 @@ def _check_schema(schema_file, columns, seq_length):
                              f"{seq_length}: set seq_length to {shape[-1]} or convert again")
 
 
+def stored_seq_length(path, data_format):
+    """The sequence length the records of `path` store: the last dimension of the first record's
+    input_ids, in the first file that holds records. For readers whose model takes any length (the
+    deploy folder's ONNX files), where `create_dataset` must be given the records' own length.
+
+    Raises:
+        FileNotFoundError, ValueError: as `record_files`; ValueError when no file holds records.
+    """
+    for file in record_files(path, data_format):
+        row = _first_row(file, data_format, [ID_COLUMNS[0]])
+        if row is not None:
+            return int(row[ID_COLUMNS[0]].shape[-1])
+    raise ValueError(f"record files of {path} hold no records: convert the data again")
+
+
 def count_examples(path, data_format, schema_file=""):
     """Number of records in `path` (a file or a folder of record files)."""
     files = record_files(path, data_format)

@@ -217,6 +217,7 @@ def deploy(checkpoint, vocab_file, output_dir, dev_path=None, data_format="mindr
             model's, an int8 model that loses more than `max_int8_drop` points.
     """
     from src.config import load_config  # noqa: PLC0415
+    from src.dataset import stored_seq_length  # noqa: PLC0415 -- loads MindSpore's data pipeline
     from src.export_model import export_student, head_task_type, head_weight  # noqa: PLC0415
     from src.tasks import TASK_TYPES, evaluate, example_count  # noqa: PLC0415
     logger = get_logger()
@@ -240,6 +241,12 @@ def deploy(checkpoint, vocab_file, output_dir, dev_path=None, data_format="mindr
     num_labels = int(head.shape[0])
     task_type = head_task_type(tensors, metadata)
     seq_length = int(metadata.get(SEQ_LENGTH) or 128)
+    if int8:  # the ONNX files take any length: the dev records are read at the length they store
+        dev_seq_length = stored_seq_length(dev_path, data_format)
+        positions = json.loads(metadata[MODEL_CONFIG])["max_position_embeddings"]
+        if dev_seq_length > positions:
+            raise ValueError(f"dev records {dev_path} store sequences of length {dev_seq_length} but the model has "
+                             f"{positions} positions: convert the dev set again with --seq_length {seq_length}")
     tmp = _prepare_output(output_dir)
     try:
         formats = [("ONNX", FLOAT_ONNX)] + ([("MINDIR", MINDIR)] if mindir else [])
@@ -252,7 +259,7 @@ def deploy(checkpoint, vocab_file, output_dir, dev_path=None, data_format="mindr
             quantize(tmp / FLOAT_ONNX, tmp / INT8_ONNX)
             files["onnx_int8"] = INT8_ONNX
             logits, labels, example_ids = dev_logits([tmp / FLOAT_ONNX, tmp / INT8_ONNX], dev_path, data_format,
-                                                     seq_length, batch_size, task_type)
+                                                     dev_seq_length, batch_size, task_type)
             metric, score, examples = task_metric(metadata.get(TASK, ""), num_labels), None, None
             if task_type != SEQUENCE_CLASSIFICATION:  # entity F1, SQuAD F1: scored through the records' mapping
                 metric = TASK_TYPES[task_type].metrics[0]

@@ -121,9 +121,26 @@ def test_bad_inputs_leave_nothing_behind(deployed, tmp_path):
     (tmp_path / "busy" / "notes.txt").write_text("mine")
     with pytest.raises(ValueError, match="holds more than a deploy folder"):
         deploy(checkpoint, deployed["vocab"], tmp_path / "busy", int8=False)
-    with RecordsWriter(tmp_path / "long.mindrecord", "mindrecord", SEQ * 2, label_dtype=np.int32) as writer:
-        writer.write({"input_ids": np.ones((2, SEQ * 2), np.int32), "input_mask": np.ones((2, SEQ * 2), np.int32),
-                      "segment_ids": np.zeros((2, SEQ * 2), np.int32), "label_ids": np.zeros(2, np.int32)})
-    with pytest.raises(ValueError, match="sequence length|seq_length"):
+    long = 80  # more than the model's 64 positions
+    with RecordsWriter(tmp_path / "long.mindrecord", "mindrecord", long, label_dtype=np.int32) as writer:
+        writer.write({"input_ids": np.ones((2, long), np.int32), "input_mask": np.ones((2, long), np.int32),
+                      "segment_ids": np.zeros((2, long), np.int32), "label_ids": np.zeros(2, np.int32)})
+    with pytest.raises(ValueError, match=r"store sequences of length 80 but the model has 64 positions: convert the "
+                                         rf"dev set again with --seq_length {SEQ}"):
         deploy(checkpoint, deployed["vocab"], tmp_path / "out", tmp_path / "long.mindrecord", mindir=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["busy", "long.mindrecord", "long.mindrecord.db"]
+
+
+def test_dev_records_of_another_length_give_the_same_check(deployed, tmp_path):
+    """The ONNX files take any length: dev records padded to 48 instead of the training length 16 are
+    read at 48, cut to each batch's longest row, and give the same int8 check."""
+    padded = [np.pad(x, ((0, 0), (0, 48 - SEQ))) for x in deployed["inputs"]]
+    with RecordsWriter(tmp_path / "dev48.mindrecord", "mindrecord", 48, label_dtype=np.int32) as writer:
+        writer.write({"input_ids": padded[0], "input_mask": padded[1], "segment_ids": padded[2],
+                      "label_ids": deployed["labels"]})
+    described = deploy(deployed["root"] / "run" / "student_best.ckpt", deployed["vocab"], tmp_path / "deploy48",
+                       tmp_path / "dev48.mindrecord", mindir=False)
+    check, expected = described["int8_check"], deployed["described"]["int8_check"]
+    assert described["max_seq_length"] == SEQ and check["dev_path"] == str(tmp_path / "dev48.mindrecord")
+    for key in ("examples", "float32", "int8", "drop_points"):
+        assert check[key] == pytest.approx(expected[key]), key
