@@ -2,6 +2,8 @@
 task distillation (td1 then td2) with evaluation that keeps the best checkpoint, on tiny data."""
 import json
 
+import pytest
+
 from src.checkpoint import load_model
 from src.tinybert_model import BertForQuestionAnswering, BertForTokenClassification
 from tests.tasks.test_pipeline import run
@@ -82,6 +84,7 @@ def test_ner_teacher_and_distillation(minilm_dir, tmp_path):
     assert json.loads(metadata["label_names"]) == labels
 
 
+@pytest.mark.slow  # 1.5 minutes; SQuAD's records, heads and deploy folder are tested in tests/modules
 def test_squad_teacher_and_distillation(minilm_dir, tmp_path):
     vocab = minilm_dir / "vocab.txt"
     copies = [{**article, "paragraphs": [{**p, "qas": [{**q, "id": f"{q['id']}-{n}"} for q in p["qas"]]}

@@ -1,4 +1,4 @@
-"""Training runs that fail, resume, or read the teacher from a cache, as a user meets them."""
+"""Training runs that fail, resume, or meet a checkpoint that does not fit, as a user meets them."""
 import json
 import re
 
@@ -9,7 +9,7 @@ from src.checkpoint import (load_checkpoint, load_model, model_metadata, named_p
                             split_metadata)
 from src.records_writer import RecordsWriter
 from src.tinybert_model import BertConfig, BertForSequenceClassification
-from tests.tasks.test_pipeline import SEQ, STUDENT, TEACHER, _losses, _rows, common, run, work  # noqa: F401
+from tests.tasks.test_pipeline import SEQ, STUDENT, TEACHER, _rows, common, run, work  # noqa: F401
 
 
 def _task_teacher(work, shape="teacher"):
@@ -110,36 +110,6 @@ def test_resume_skips_partial_and_unreadable_checkpoints(work):
     assert (phase_dir / "config.yaml").read_text() == written
 
 
-def test_cached_teacher_logits_match_the_live_teachers(work):
-    """distill.teacher_cache gives the losses the live teacher gives, alone and in an ensemble (one cache
-    per teacher, combined with the weights); a teacher's cache is reused, another teacher's never."""
-    rows = _rows(np.random.default_rng(11), 48, labels=True)
-    rows["example_id"] = np.arange(48, dtype=np.int64)
-    with RecordsWriter(work / "train_ids.mindrecord", "mindrecord", SEQ, label_dtype=np.int32,
-                       with_example_ids=True) as writer:
-        writer.write(rows)
-    second = work / "second_teacher.ckpt"
-    save_checkpoint(second, named_parameters(BertForSequenceClassification(BertConfig(**TEACHER), 2)))
-    teacher_json = work / "teacher_nodrop.json"
-    base = ["run_task_distill.py", *common(work, teacher="teacher_nodrop.json", student="student_nodrop.json"),
-            "--task.name=sst2", "--phase=td2", f"--teacher.checkpoint={_task_teacher(work)}",
-            f"--data.train_path={work / 'train_ids.mindrecord'}", f"--data.eval_path={work / 'dev.mindrecord'}",
-            "--student.init=random", "--td2.batch_size=16", "--td2.epochs=1", "--distill.hard_label_weight=0.5"]
-    ensemble = (f"--teacher.ensemble=[{{model: {teacher_json}, checkpoint: {_task_teacher(work)}}}, "
-                f"{{model: {teacher_json}, checkpoint: {second}, weight: 3.0}}]")
-    live = run([*base, f"--output_dir={work / 'live'}"], work)
-    cached = run([*base, f"--output_dir={work / 'cached'}", "--distill.teacher_cache=true"], work)
-    assert "teacher logits of 48 examples cached" in cached.stdout
-    np.testing.assert_allclose(_losses(cached.stdout), _losses(live.stdout), rtol=1e-5)
-    assert len(_losses(live.stdout)) == 3
-    live = run([*base, ensemble, f"--output_dir={work / 'ens_live'}"], work)
-    cached = run([*base, ensemble, f"--output_dir={work / 'cached'}", "--distill.teacher_cache=true"], work)
-    assert "teacher logits from cache" in cached.stdout  # the first teacher's, from the run above
-    assert "for another teacher or other records, not used" in cached.stdout  # when the second one's is built
-    assert cached.stdout.count("teacher logits of 48 examples cached") == 1
-    np.testing.assert_allclose(_losses(cached.stdout), _losses(live.stdout), rtol=1e-5)
-
-
 def test_a_teacher_with_another_label_order_is_refused(work):
     swapped = work / "swapped_teacher.ckpt"
     save_checkpoint(swapped, named_parameters(BertForSequenceClassification(BertConfig(**TEACHER), 2)),
@@ -148,55 +118,3 @@ def test_a_teacher_with_another_label_order_is_refused(work):
                   f"--teacher.checkpoint={swapped}", f"--data.train_path={work / 'train.mindrecord'}",
                   f"--data.eval_path={work / 'dev.mindrecord'}", "--student.init=random"], work, expect_ok=False)
     assert "orders its labels ['1', '0'] but the task's order is ['0', '1']" in _error_line(result)
-
-
-@pytest.mark.parametrize("method, extra", [
-    ("topK", []),
-    ("sigmoied_threshold", ["--pruning.initial_threshold=0.0", "--pruning.final_threshold=0.1",
-                            "--pruning.regularization=l1", "--pruning.final_lambda=10.0"]),
-])
-def test_prune_phase_masks_distils_and_bakes(work, method, extra):
-    """A 2-layer fine-tuned model pruned with itself as the teacher (compiling 4 layers would double the time)."""
-    out = work / f"prune_{method}"
-    small = _task_teacher(work, "student")
-    models = common(work, out=out.name, teacher="student_nodrop.json", student="student_nodrop.json")
-    result = run(["run_task_distill.py", *models, "--task.name=sst2", "--phase=prune", f"--teacher.checkpoint={small}",
-                  f"--student.checkpoint={small}", f"--data.train_path={work / 'train.mindrecord'}",
-                  f"--data.eval_path={work / 'dev.mindrecord'}", "--prune.batch_size=16", "--prune.epochs=2",
-                  "--prune.warmup_ratio=0.1", "--eval.every_steps=5", f"--pruning.pruning_method={method}", *extra],
-                 work)
-    evals = [line for line in result.stdout.splitlines() if "eval: step" in line]
-    best = [line for line in result.stdout.splitlines() if "The best acc is" in line]
-    # Steps 5 and 10, and the final step 12 after the last multiple. The best is kept only at the
-    # final threshold, reached by step 10 (the cubic schedule's cool-down), never at step 5.
-    assert [line.split("eval: step ")[1].split(",")[0] for line in evals] == ["5", "10", "12"], result.stdout
-    assert len(best) == 1 and re.search(r"\(step 1[02]\)", best[0]), result.stdout
-    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if '"threshold"' in line]
-    assert records[0]["threshold"] == (1.0 if method == "topK" else 0.0)
-    assert records[-1]["threshold"] == pytest.approx(0.1)
-    if method == "sigmoied_threshold":
-        assert records[-1]["regularization"] > 0 and records[-1]["regu_lambda"] == pytest.approx(10.0)
-    counted = run(["-m", "src.prune.count", "--checkpoint", str(out / "prune/student_final.ckpt")], work)
-    assert "encoder" in counted.stdout
-    baked, metadata = load_model(out / "prune/student_final_baked.ckpt")
-    weights = baked.bert.bert_encoder.layers[0].attention.attention.query_layer.weight.asnumpy()
-    if method == "topK":
-        assert (weights != 0).mean() == pytest.approx(0.1, abs=0.01)  # 10% kept at the final threshold
-        # distilled on with the masks fixed: the pruned checkpoint's scores restored, frozen, at its threshold
-        fixed = run(["run_task_distill.py", *common(work, out="prune_fixed", teacher="student_nodrop.json",
-                                                     student="student_nodrop.json"),
-                     "--task.name=sst2", "--phase=prune", f"--teacher.checkpoint={small}",
-                     f"--student.checkpoint={out / 'prune/student_final.ckpt'}",
-                     f"--data.train_path={work / 'train.mindrecord'}", f"--data.eval_path={work / 'dev.mindrecord'}",
-                     "--prune.batch_size=16", "--prune.max_steps=2", "--pruning.pruning_method=topK",
-                     "--pruning.initial_threshold=0.1", "--pruning.mask_scores_learning_rate=0"], work)
-        assert "mask scores restored from" in fixed.stdout
-        again, _ = load_model(work / "prune_fixed/prune/student_final_baked.ckpt")
-        weights_again = again.bert.bert_encoder.layers[0].attention.attention.query_layer.weight.asnumpy()
-        np.testing.assert_array_equal(weights_again != 0, weights != 0)
-        assert not np.array_equal(weights_again, weights)  # the kept weights trained on
-    else:  # 12 steps keep every sigmoid(score) above 0.1, but the L1 penalty has pushed the scores down
-        tensors, _ = split_metadata(load_checkpoint(out / "prune/student_final.ckpt", keep_masks=True))
-        scores = [t.asnumpy() for name, t in tensors.items() if name.endswith("mask_scores")]
-        assert len(scores) == 6 * 2 and np.mean([s.mean() for s in scores]) < 0
-    assert "pruning_method" not in metadata
