@@ -24,6 +24,10 @@ every (model, engine) pair runs a few untimed calls, then they take turns, one c
 a call, throughput (sequences/s at the median), student/teacher ratios and ours against PyTorch.
 `--threads N` gives every engine N intra-op threads (torch.set_num_threads, ONNX Runtime's
 intra_op_num_threads, MindSpore's runtime_num_threads); 0 keeps each engine's default (all cores).
+PyTorch's OpenMP threads would spin for a while after each call and slow the next engine's call (the
+2-layer hidden-192 student at batch 1, sequence 128: MindSpore 14.6 ms a call with them spinning, 9.6-10.5
+ms with them passive; LATENCY.md, last section), so the script sets OMP_WAIT_POLICY=PASSIVE, as ONNX Runtime's
+threads do not spin either (a value already set in the environment is kept).
 On a machine busy with other work, PyTorch's OpenMP threads wait on each other (measured here at
 load 6 on 2 cores: 637 ms a call with 2 threads, 26 ms with 1), so a loaded machine needs
 --threads 1. The machine (lscpu model name) and its load (uptime) before and after are written
@@ -39,6 +43,8 @@ from pathlib import Path
 
 import numpy as np
 
+# Read once, when the OpenMP runtime loads (with torch or mindspore): before either is imported.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from src.report import latency_stats, time_in_turns  # noqa: E402
 
@@ -197,7 +203,7 @@ def markdown(result):
              f"`{result['command']}`", "",
              f"Machine: {result['cpu']}; {result['cores']} cores. Load before: `{result['uptime_before']}`; after: "
              f"`{result['uptime_after']}`. {result['repeats']} timed calls per (model, engine, shape), taking turns; "
-             f"intra-op threads: {result['threads']}.",
+             f"intra-op threads: {result['threads']}; OMP_WAIT_POLICY={result['omp_wait_policy']}.",
              "", "Teacher: all-MiniLM-L6-v2 (6 layers, hidden 384, 12 heads, 22.7 M parameters); student: its layers "
              f"{result['student_layers']} ({len(result['student_layers'])} layers, hidden {result['student_hidden']}). Both with a "
              "2-label classifier; rows full length.", "",
@@ -251,6 +257,7 @@ def main(argv=None):
               "cpu": cpu, "cores": os.cpu_count(), "uptime_before": uptime_before,
               "uptime_after": machine()[1], "repeats": args.repeats, "student_layers": layers, "student_hidden": args.student_hidden or 384,
               "threads": args.threads or "engine defaults", "torch_threads": torch.get_num_threads(),
+              "omp_wait_policy": os.environ["OMP_WAIT_POLICY"],
               "versions": {"mindspore": ms.__version__, "torch": torch.__version__,
                            "onnxruntime": onnxruntime.__version__, "python": platform.python_version()},
               "rows": rows, "ratios": pairs, "goals": goals}
