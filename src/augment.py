@@ -38,7 +38,6 @@ Usage:
 import argparse
 import collections
 import dataclasses
-import os
 import sys
 import time
 from pathlib import Path
@@ -48,6 +47,7 @@ import mindspore as ms
 from mindspore import nn, ops
 from tqdm import tqdm
 
+from src.atomic_files import atomic_path
 from src.checkpoint import ENCODER_PREFIX, assign_parameters, load_checkpoint, named_parameters, \
     recorded_config, split_metadata
 from src.cli import check_distinct_files, require_device, require_file, run_cli
@@ -406,9 +406,6 @@ def augment_file(augmenter, input_file, task, output_file, num_aug=20, replace_p
     spec = TASKS[task]
     columns = [column for column in (spec.text_a, spec.text_b) if column is not None]
     start_time = time.perf_counter()
-    output_file = Path(output_file)
-    output_file.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output_file.with_name(f".{output_file.name}.partial")
     with open(input_file, "rb") as f:
         total = sum(1 for line in f if line.strip()) - int(spec.has_header)
     totals = collections.Counter()
@@ -429,7 +426,7 @@ def augment_file(augmenter, input_file, task, output_file, num_aug=20, replace_p
         bar.update(len(pending))
         pending.clear()
 
-    try:
+    with atomic_path(output_file) as tmp:
         with open(tmp, "w", encoding="utf-8", newline="") as out, \
                 tqdm(total=total, unit=" examples", desc="augment", file=sys.stderr, disable=not progress,
                      mininterval=1.0) as bar:
@@ -459,9 +456,6 @@ def augment_file(augmenter, input_file, task, output_file, num_aug=20, replace_p
                 flush(out)
         if not totals["examples"]:
             raise ValueError(f"no examples in {input_file}: check the file and --task")
-        os.replace(tmp, output_file)
-    finally:
-        tmp.unlink(missing_ok=True)
     return {"examples": totals["examples"], "copies": totals["copies"], "skipped": totals["skipped"],
             "seconds": time.perf_counter() - start_time}
 

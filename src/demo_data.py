@@ -7,10 +7,10 @@ files; the task needs real reading (negations flip the label) but a pretrained t
 python -m src.demo_data --output_dir DIR [--train 800 --dev 200 --corpus_docs 300 --seed 7]
 """
 import argparse
-import os
 import random
 from pathlib import Path
 
+from src.atomic_files import write_text_atomically
 from src.cli import run_cli
 
 SUBJECTS = ["the film", "this movie", "the story", "the acting", "the script", "the director's new work",
@@ -42,19 +42,9 @@ def review(rng):
     return sentence[0].upper() + sentence[1:] + ".", int(positive)
 
 
-def write_atomically(path, text):
-    """Write `path` under a temporary name and rename it, so a failure (a full disk) leaves no half file."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def write_task(path, count, rng):
     rows = ["sentence\tlabel"] + ["\t".join((text, str(label))) for text, label in (review(rng) for _ in range(count))]
-    write_atomically(path, "\n".join(rows) + "\n")
+    write_text_atomically(path, "\n".join(rows) + "\n")
 
 
 def write_corpus(path, documents, rng):
@@ -63,7 +53,7 @@ def write_corpus(path, documents, rng):
     for _ in range(documents):
         lines += [review(rng)[0] if rng.random() < 0.7 else rng.choice(FILLERS) for _ in range(rng.randint(3, 8))]
         lines.append("")
-    write_atomically(path, "\n".join(lines))
+    write_text_atomically(path, "\n".join(lines))
 
 
 def main(argv=None):

@@ -19,7 +19,6 @@ metric. The folder is built under a temporary name and renamed when complete.
 """
 import argparse
 import json
-import os
 import shutil
 import sys
 from pathlib import Path
@@ -27,6 +26,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from src.atomic_files import atomic_directory
 from src.checkpoint import LABEL_NAMES, MODEL_CONFIG, SEQ_LENGTH, TASK, load_checkpoint, split_metadata
 from src.logger import get_logger
 from src.predict import (FLOAT_ONNX, INPUT_NAMES, MODEL_DESCRIPTION, QUESTION_ANSWERING, SEQUENCE_CLASSIFICATION,
@@ -181,8 +181,8 @@ def description(metadata, seq_length, num_labels, files, mindir_shape, check, ta
     }
 
 
-def _prepare_output(output_dir):
-    """(temporary folder to build in, beside output_dir); refuses a folder holding other files."""
+def _check_output(output_dir):
+    """output_dir as a Path; refuses a folder that holds files other than a deploy folder's."""
     output_dir = Path(output_dir)
     if output_dir.exists():
         foreign = sorted(p.name for p in output_dir.iterdir() if p.name not in DEPLOY_FILES) \
@@ -190,10 +190,7 @@ def _prepare_output(output_dir):
         if foreign:
             raise ValueError(f"{output_dir} exists and holds more than a deploy folder ({', '.join(foreign[:5])}): "
                              "choose another --output_dir")
-    tmp = output_dir.with_name(f".{output_dir.name}.partial-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    return tmp
+    return output_dir
 
 
 def deploy(checkpoint, vocab_file, output_dir, dev_path=None, data_format="mindrecord", max_int8_drop=1.0,
@@ -247,8 +244,8 @@ def deploy(checkpoint, vocab_file, output_dir, dev_path=None, data_format="mindr
         if dev_seq_length > positions:
             raise ValueError(f"dev records {dev_path} store sequences of length {dev_seq_length} but the model has "
                              f"{positions} positions: convert the dev set again with --seq_length {seq_length}")
-    tmp = _prepare_output(output_dir)
-    try:
+    output_dir = _check_output(output_dir)
+    with atomic_directory(output_dir) as tmp:
         formats = [("ONNX", FLOAT_ONNX)] + ([("MINDIR", MINDIR)] if mindir else [])
         for file_format, name in formats:
             export_student(load_config([f"--export.checkpoint={checkpoint}", f"--export.file_format={file_format}",
@@ -278,14 +275,6 @@ def deploy(checkpoint, vocab_file, output_dir, dev_path=None, data_format="mindr
         described = description(metadata, seq_length, num_labels, files,
                                 mindir_input_shape(tmp / MINDIR) if mindir else None, check, task_type)
         (tmp / MODEL_DESCRIPTION).write_text(json.dumps(described, indent=2) + "\n", encoding="utf-8")
-        output_dir = Path(output_dir)
-        old = output_dir.with_name(f".{output_dir.name}.old-{os.getpid()}")
-        if output_dir.exists():
-            os.replace(output_dir, old)
-        os.replace(tmp, output_dir)
-        shutil.rmtree(old, ignore_errors=True)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     logger.info("deploy folder %s: %s (do_lower_case %s, %s)", output_dir, ", ".join(sorted(DEPLOY_FILES & {
         p.name for p in output_dir.iterdir()})), do_lower_case, casing_source)
     return described

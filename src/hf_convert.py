@@ -10,7 +10,6 @@ Usage:
 """
 import argparse
 import json
-import os
 import re
 import shutil
 from contextlib import contextmanager
@@ -21,6 +20,7 @@ import mindspore as ms
 from safetensors import SafetensorError
 from safetensors.numpy import load_file
 
+from src.atomic_files import atomic_directory
 from src.checkpoint import LABEL_NAMES, MODEL_CONFIG, STATE_PREFIX, TASK, assign_parameters, load_checkpoint, \
     named_parameters, recorded_config, save_checkpoint, split_metadata, write_safetensors
 from src.cli import require_file, run_cli
@@ -238,7 +238,8 @@ def _load_into_model(config, weights, architecture, source, optional, hf_source)
 
 @contextmanager
 def _atomic_directory(output_dir):
-    """Yield a temporary directory that replaces `output_dir` only once everything is written."""
+    """Yield a temporary directory that replaces `output_dir` only once everything is written
+    (src.atomic_files.atomic_directory); refuses an output_dir holding files of the user's."""
     output_dir = Path(output_dir)
     if output_dir.exists():
         foreign = [p.name for p in output_dir.iterdir() if p.name not in OUTPUT_FILES] if output_dir.is_dir() \
@@ -246,19 +247,8 @@ def _atomic_directory(output_dir):
         if foreign:
             raise ValueError(f"{output_dir} exists and holds more than a converted model "
                              f"({_shown(foreign)}): choose another output directory")
-    # Siblings of output_dir, so the renames stay on one file system; the pid keeps runs apart.
-    tmp, old = (output_dir.with_name(f".{output_dir.name}.{what}-{os.getpid()}") for what in ("tmp", "old"))
-    for stale in (tmp, old):
-        shutil.rmtree(stale, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
+    with atomic_directory(output_dir) as tmp:
         yield tmp
-        if output_dir.exists():
-            os.replace(output_dir, old)
-        os.replace(tmp, output_dir)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.rmtree(old, ignore_errors=True)
 
 
 GENERIC_LABEL = re.compile(r"LABEL_\d+")  # transformers' names for the outputs of a model given none

@@ -36,7 +36,6 @@ import csv
 import dataclasses
 import io
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -47,6 +46,7 @@ from mindspore import nn
 from src.checkpoint import (HEAD_PREFIX, HEAD_PREFIXES, LABEL_NAMES, SEQ_LENGTH, TASK, load_checkpoint, load_model,
                             split_metadata)
 from src.assessment_method import entity_spans
+from src.atomic_files import write_text_atomically
 from src.cli import require_file
 from src.distill.multitask import head_names
 from src.logger import get_logger
@@ -628,14 +628,7 @@ def write_records(records, output, output_format):
     if output is None:
         sys.stdout.write(text)
         return
-    output = Path(output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.with_name(f".{output.name}.partial")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, output)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_text_atomically(output, text)
 
 
 def _output_format(output, requested):

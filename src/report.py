@@ -22,7 +22,6 @@ bench/latency.py --json.
 import argparse
 import json
 import math
-import os
 import statistics
 import time
 from pathlib import Path
@@ -30,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from src.atomic_files import atomic_path
 from src.checkpoint import LABEL_NAMES, MODEL_CONFIG, SHARED_PROJECTION_PREFIX, STATE_PREFIX, TASK, \
     load_checkpoint, split_metadata
 from src.logger import get_logger
@@ -424,13 +424,8 @@ def write_report(run_dir, output_dir=None, **options):
     if any(entry["evals"] for entry in phases.values()):
         outputs["dev_metric.png"] = lambda p: plot_dev_metric(phases, p)
     for name, write in outputs.items():
-        final = output_dir / name
-        tmp = final.with_name(f".partial.{name}")  # keeps the extension: matplotlib picks the format by it
-        try:
+        with atomic_path(output_dir / name) as tmp:
             write(tmp)
-            os.replace(tmp, final)
-        finally:
-            tmp.unlink(missing_ok=True)
     get_logger().info("report written to %s: %s", output_dir, ", ".join(outputs))
     return report
 

@@ -18,6 +18,7 @@ import numpy as np
 import mindspore as ms
 from mindspore import nn
 
+from src.atomic_files import atomic_path
 from src.distill.features import RELATIONS, feature_from, feature_source, relation_projection
 from src.tinybert_model import BertLayer
 
@@ -217,9 +218,7 @@ def load_or_build_cache(cache_dir, key, batches, teacher, logger):
     if sorted(rows) != list(range(len(rows))):
         raise ValueError("example_id values of the training records are not 0..N-1: convert the data again")
     logits = np.stack([rows[i] for i in range(len(rows))]).astype(np.float32)
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.stem + ".tmp.npy")
-    np.save(tmp, logits)
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        np.save(tmp, logits)
     logger.info("teacher logits of %d examples cached in %s", len(logits), path)
     return logits

@@ -15,11 +15,10 @@ Movement Pruning reports "remaining weights": biases and LayerNorm counted as ke
 """
 import argparse
 import json
-import os
-from pathlib import Path
 
 import numpy as np
 
+from src.atomic_files import write_text_atomically
 from src.checkpoint import STATE_PREFIX, load_checkpoint, split_metadata
 from src.cli import run_cli
 from src.prune.apply import MASKED_LAYERS, SCORES, THRESHOLD, checkpoint_masks, checkpoint_pruning, \
@@ -93,11 +92,7 @@ def write_json(path, report):
     Raises:
         OSError: the folder cannot be created or written.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.partial")
-    tmp.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    write_text_atomically(path, json.dumps(report, indent=2) + "\n")
 
 
 def main(argv=None):

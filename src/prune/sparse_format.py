@@ -27,6 +27,7 @@ import mindspore as ms
 from safetensors import SafetensorError, safe_open
 from safetensors.numpy import load_file
 
+from src.atomic_files import atomic_path
 from src.checkpoint import STATE_PREFIX, load_checkpoint, save_checkpoint, split_metadata, write_safetensors
 from src.cli import check_distinct_files, require_file, run_cli
 
@@ -122,14 +123,8 @@ def save_sparse(path, arrays, metadata=None, values="float32"):
     if clashes:
         raise ValueError(f"tensor {clashes[0]} has the name of a CSR part: rename it before packing")
     header = {"version": FORMAT_VERSION, "sparse": layout, "metadata": dict(metadata or {})}
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.partial")
-    try:
+    with atomic_path(path) as tmp:
         write_safetensors(tensors, tmp, {LAYOUT_KEY: json.dumps(header)}, path)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return {"sparse": sorted(layout), "dense": sorted(set(arrays) - set(layout))}
 
 
