@@ -47,18 +47,28 @@ def write_text_atomically(path, text):
 
 
 @contextmanager
-def atomic_directory(path):
-    """Yield a new empty temporary folder; it replaces the folder `path` (whatever it held) when the block
-    ends, or is removed if the block raises. Callers check first that `path` holds nothing of the user's.
+def atomic_directory(path, owned, kind):
+    """Yield a new empty temporary folder; it replaces the folder `path` when the block ends, or is removed
+    if the block raises. A `path` that already exists is replaced only if it holds nothing but the names in
+    `owned` (an earlier output of the same writer): files of the user's are never deleted.
 
     Args:
         path (str or Path): the folder to write.
+        owned (set of str): the file names the writer itself puts in the folder.
+        kind (str): what the folder is, for the error message ("a deploy folder").
     Yields:
         Path: the folder to fill.
     Raises:
+        ValueError: `path` is a file, or a folder holding other names than `owned` (the message lists up to
+            eight and says to choose another output folder); raised before anything is written.
         OSError: a folder cannot be created or renamed; anything the block raises passes through.
     """
     path = Path(path)
+    if path.exists():
+        foreign = sorted(p.name for p in path.iterdir() if p.name not in owned) if path.is_dir() else [path.name]
+        if foreign:
+            shown = ", ".join(foreign[:8]) + (f" ... ({len(foreign)} in all)" if len(foreign) > 8 else "")
+            raise ValueError(f"{path} exists and holds more than {kind} ({shown}): choose another output folder")
     tmp, old = (path.with_name(f".{path.name}.{what}-{os.getpid()}") for what in ("partial", "old"))
     for stale in (tmp, old):  # left by a killed run of this process id
         shutil.rmtree(stale, ignore_errors=True)

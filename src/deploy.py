@@ -181,18 +181,6 @@ def description(metadata, seq_length, num_labels, files, mindir_shape, check, ta
     }
 
 
-def _check_output(output_dir):
-    """output_dir as a Path; refuses a folder that holds files other than a deploy folder's."""
-    output_dir = Path(output_dir)
-    if output_dir.exists():
-        foreign = sorted(p.name for p in output_dir.iterdir() if p.name not in DEPLOY_FILES) \
-            if output_dir.is_dir() else [output_dir.name]
-        if foreign:
-            raise ValueError(f"{output_dir} exists and holds more than a deploy folder ({', '.join(foreign[:5])}): "
-                             "choose another --output_dir")
-    return output_dir
-
-
 def deploy(checkpoint, vocab_file, output_dir, dev_path=None, data_format="mindrecord", max_int8_drop=1.0,
            int8=True, mindir=True, batch_size=32):
     """Write the deploy folder (see the module docstring) and return its model.json as a dict.
@@ -211,7 +199,8 @@ def deploy(checkpoint, vocab_file, output_dir, dev_path=None, data_format="mindr
     Raises:
         FileNotFoundError: checkpoint, vocabulary or dev records missing.
         ValueError: a checkpoint without a classifier or model config, a vocabulary larger than the
-            model's, an int8 model that loses more than `max_int8_drop` points.
+            model's, an int8 model that loses more than `max_int8_drop` points, an output_dir that holds
+            files other than a deploy folder's.
     """
     from src.config import load_config  # noqa: PLC0415
     from src.dataset import stored_seq_length  # noqa: PLC0415 -- loads MindSpore's data pipeline
@@ -244,8 +233,7 @@ def deploy(checkpoint, vocab_file, output_dir, dev_path=None, data_format="mindr
         if dev_seq_length > positions:
             raise ValueError(f"dev records {dev_path} store sequences of length {dev_seq_length} but the model has "
                              f"{positions} positions: convert the dev set again with --seq_length {seq_length}")
-    output_dir = _check_output(output_dir)
-    with atomic_directory(output_dir) as tmp:
+    with atomic_directory(output_dir, DEPLOY_FILES, "a deploy folder") as tmp:
         formats = [("ONNX", FLOAT_ONNX)] + ([("MINDIR", MINDIR)] if mindir else [])
         for file_format, name in formats:
             export_student(load_config([f"--export.checkpoint={checkpoint}", f"--export.file_format={file_format}",
@@ -276,7 +264,7 @@ def deploy(checkpoint, vocab_file, output_dir, dev_path=None, data_format="mindr
                                 mindir_input_shape(tmp / MINDIR) if mindir else None, check, task_type)
         (tmp / MODEL_DESCRIPTION).write_text(json.dumps(described, indent=2) + "\n", encoding="utf-8")
     logger.info("deploy folder %s: %s (do_lower_case %s, %s)", output_dir, ", ".join(sorted(DEPLOY_FILES & {
-        p.name for p in output_dir.iterdir()})), do_lower_case, casing_source)
+        p.name for p in Path(output_dir).iterdir()})), do_lower_case, casing_source)
     return described
 
 

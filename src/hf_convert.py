@@ -12,7 +12,6 @@ import argparse
 import json
 import re
 import shutil
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -236,21 +235,6 @@ def _load_into_model(config, weights, architecture, source, optional, hf_source)
     return params, left
 
 
-@contextmanager
-def _atomic_directory(output_dir):
-    """Yield a temporary directory that replaces `output_dir` only once everything is written
-    (src.atomic_files.atomic_directory); refuses an output_dir holding files of the user's."""
-    output_dir = Path(output_dir)
-    if output_dir.exists():
-        foreign = [p.name for p in output_dir.iterdir() if p.name not in OUTPUT_FILES] if output_dir.is_dir() \
-            else [output_dir.name]
-        if foreign:
-            raise ValueError(f"{output_dir} exists and holds more than a converted model "
-                             f"({_shown(foreign)}): choose another output directory")
-    with atomic_directory(output_dir) as tmp:
-        yield tmp
-
-
 GENERIC_LABEL = re.compile(r"LABEL_\d+")  # transformers' names for the outputs of a model given none
 
 
@@ -370,7 +354,7 @@ def import_hf(hf_dir, output_dir, task=None, label_map=None):
     if left:
         logger.info("%s has no pooler: the pooler keeps its random initialisation", hf_dir)
     metadata = {MODEL_CONFIG: json.dumps(config.to_dict()), LABEL_NAMES: json.dumps(label_names), TASK: task or ""}
-    with _atomic_directory(output_dir) as tmp:
+    with atomic_directory(output_dir, OUTPUT_FILES, "a converted model") as tmp:
         save_checkpoint(tmp / "model.ckpt", params,
                         {**metadata, "num_labels": num_labels, "architecture": architecture} if num_labels else metadata)
         (tmp / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n", encoding="utf-8")
@@ -465,7 +449,7 @@ def export_hf(checkpoint, config_json, vocab_file, output_dir, num_labels=None, 
     tokenizer_config = {"tokenizer_class": "BertTokenizer", "do_lower_case": do_lower_case,
                         "model_max_length": config.max_position_embeddings}
     get_logger().info("tokenizer do_lower_case = %s, %s", do_lower_case, casing_source)
-    with _atomic_directory(output_dir) as tmp:
+    with atomic_directory(output_dir, OUTPUT_FILES, "a converted model") as tmp:
         write_safetensors(hf_weights, tmp / "model.safetensors", {"format": "pt"}, Path(output_dir) / "model.safetensors")
         (tmp / "config.json").write_text(json.dumps(hf_config, indent=2) + "\n", encoding="utf-8")
         (tmp / "tokenizer_config.json").write_text(json.dumps(tokenizer_config, indent=2) + "\n", encoding="utf-8")
