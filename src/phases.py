@@ -24,7 +24,8 @@ from src.distill.multitask import (BertForMultiTaskClassification, MultiTaskDist
                                    multitask_metadata)
 from src.distill.matches import resolve_matches
 from src.distill.teacher import LiveTeacher, TeacherEnsemble, freeze, no_teacher
-from src.prune.apply import apply_masking, mask_score_parameters, regularization_term, restore_mask_scores
+from src.prune.apply import (apply_masking, cache_masks, mask_score_parameters, regularization_term,
+                             restore_mask_scores)
 from src.student_init import copy_teacher_layers
 from src.tinybert_for_gd_td import DistillationLoss, make_projections
 from src.multitask_data import task_config, task_rows
@@ -312,11 +313,13 @@ def _build_multitask(cfg, phase, logger, student_checkpoint):
 @dataclasses.dataclass
 class Pruning:
     """A masked student's pruning state: settings (PruningConfig), the shared threshold Parameter,
-    the mask scores (their own learning rate), the regularisation Cell or None."""
+    the mask scores (their own learning rate), the regularisation Cell or None, and the Cell that
+    recomputes cached masks before each step (`cache_masks`: magnitude and topK) or None."""
     settings: object
     threshold: object
     scores: list
     regularizer: object
+    refresh: object
 
 
 def _mask_student(cfg, student, checkpoint, tensors, stored, logger):
@@ -331,4 +334,4 @@ def _mask_student(cfg, student, checkpoint, tensors, stored, logger):
         else None
     logger.info("pruning %s: threshold %g -> %g, regularization %s", settings.pruning_method,
                 settings.initial_threshold, settings.final_threshold, settings.regularization)
-    return Pruning(settings, threshold, mask_score_parameters(student), regularizer)
+    return Pruning(settings, threshold, mask_score_parameters(student), regularizer, cache_masks(student))

@@ -287,6 +287,8 @@ class TrainingStep:
         train_cell (BertTrainWithLossScaleCell): the network, optimizer and loss scale.
         micro_batches (int): slices per batch; must divide the batch size (the config checks it).
         seed, rank (int): the run's seed and data-parallel rank, for the dropout masks.
+        before_step (Cell or None): run with no inputs before each step's first forward pass: the
+            pruning masks' refresh (`src.prune.apply.cache_masks`), computed once for all slices.
 
     Call with (step, teacher, schedule, teacher_batch, batch): step is the number of steps done
     before this one; teacher a teacher source (src/distill/teacher.py); schedule the loss's (4,)
@@ -295,10 +297,11 @@ class TrainingStep:
     bool, loss scale used float); loss and components are the mean over slices.
     """
 
-    def __init__(self, train_cell, micro_batches=1, seed=0, rank=0):
+    def __init__(self, train_cell, micro_batches=1, seed=0, rank=0, before_step=None):
         self.train_cell = train_cell
         self.micro_batches = micro_batches
         self.seed, self.rank = seed, rank
+        self.before_step = before_step
         if micro_batches > 1:
             self.accumulate = _AccumulateGradients(train_cell)
             self.update = _ApplyAccumulated(train_cell, self.accumulate.accumulated, micro_batches)
@@ -310,6 +313,8 @@ class TrainingStep:
             self.update.set_train(mode)
 
     def __call__(self, step, teacher, schedule, teacher_batch, batch):
+        if self.before_step is not None:
+            self.before_step()
         if self.micro_batches == 1:
             set_dropout_step(self.seed, step, self.rank)
             loss, components, overflow, scale = self.train_cell(teacher(*teacher_batch), schedule, *batch)

@@ -236,7 +236,7 @@ def run_phase(cfg, name, student_checkpoint=""):
         (pruning.scores, pruning.settings.mask_scores_learning_rate) if pruning else ()))
     train_cell = BertTrainWithLossScaleCell(models.loss, optimizer, make_scale_update_cell(cfg.loss_scale),
                                             block.clip_norm)
-    train_step = TrainingStep(train_cell, block.micro_batches, cfg.seed, rank)
+    train_step = TrainingStep(train_cell, block.micro_batches, cfg.seed, rank, pruning.refresh if pruning else None)
     train_step.set_train(True)
     if rank == 0:
         save_config(cfg, phase_dir / "config.yaml")

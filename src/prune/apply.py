@@ -11,7 +11,7 @@ import mindspore as ms
 from mindspore import Parameter, Tensor
 
 from src.checkpoint import PRUNING_METHOD, STATE_PREFIX, named_parameters, split_metadata
-from src.prune.masks import MaskedDense, MaskRegularization, compute_masks
+from src.prune.masks import CACHED_METHODS, MaskedDense, MaskRefresh, MaskRegularization, compute_masks
 from src.prune.settings import check_threshold
 from src.tinybert_model import BertModel
 
@@ -107,6 +107,24 @@ def set_threshold(model, value):
     if not layers:
         raise ValueError("the model is not masked: call apply_masking first")
     layers[0].pruning_threshold.set_data(Tensor([value], ms.float32))
+
+
+def cache_masks(model):
+    """Cache a magnitude- or topK-masked model's training masks: each is then sorted once per call of
+    the returned Cell, not in every training forward pass (`MaskedDense.cache_mask`). Call before the
+    model is first run; run the Cell (no inputs) before each optimizer step.
+
+    Returns:
+        MaskRefresh, or None for the other methods (their masks are a cheap comparison) and unmasked models.
+    Raises:
+        ValueError: the model is not a BERT model.
+    """
+    layers = masked_layers(model)
+    if not layers or layers[0].pruning_method not in CACHED_METHODS:
+        return None
+    for layer in layers:
+        layer.cache_mask()
+    return MaskRefresh(layers)
 
 
 def mask_score_parameters(model):

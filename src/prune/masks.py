@@ -10,6 +10,9 @@ A `MaskedDense` computes x W_eff^T + b with W_eff = W * M, where the mask M (out
 For topK and sigmoied_threshold the gradient reaches S through the straight-through estimator:
 dL/dS = dL/dM = (dL/dW_eff) * W. The threshold is a Parameter shared by every masked layer of a model
 and set before each step, so changing it neither recompiles the graph nor is baked into it.
+Magnitude and topK masks need a full sort of every matrix; a training loop that runs several
+forward passes per optimizer step (micro-batches) caches them (`MaskedDense.cache_mask`,
+`MaskRefresh`) and sorts once a step instead of once a forward.
 Thresholds and kept amounts are fractions in [0, 1] throughout, never percentages.
 """
 import functools
@@ -74,6 +77,26 @@ class MagnitudeBinarizer(nn.Cell):
         return ops.zeros_like(magnitudes), ops.zeros_like(threshold)
 
 
+class _CachedStraightThrough(nn.Cell):
+    """topK's straight-through estimator on a mask computed earlier: forward the cached mask,
+    backward dL/dM to the scores unchanged (as TopKBinarizer). Inputs: scores, mask, both (out, in)."""
+
+    def construct(self, scores, mask):
+        return mask
+
+    def bprop(self, scores, mask, out, dout):
+        return dout, ops.zeros_like(mask)
+
+
+class _MaskCache(nn.Cell):
+    """Holds a cached mask Parameter (out, in) float32 outside its layer's Parameter tree, so it is
+    neither trained, nor saved in checkpoints, nor baked."""
+
+    def __init__(self, shape, name):
+        super().__init__()
+        self.mask = Parameter(Tensor(np.zeros(shape, np.float32)), name=name, requires_grad=False)
+
+
 class ThresholdBinarizer(nn.Cell):
     """Soft movement pruning's mask (Sanh et al. 2020, `sigmoied_threshold` in their code).
 
@@ -116,6 +139,9 @@ class HardConcreteGate(nn.Cell):
             s = ops.sigmoid(log_alpha)
         return ops.clamp(s * (L0_ZETA - L0_GAMMA) + L0_GAMMA, 0.0, 1.0)
 
+
+# the methods whose masks sort every matrix, and so are worth computing once a step (`MaskedDense.cache_mask`)
+CACHED_METHODS = ("magnitude", "topK")
 
 BINARIZERS = {"magnitude": MagnitudeBinarizer, "topK": TopKBinarizer,
               "sigmoied_threshold": ThresholdBinarizer, "l0": HardConcreteGate}
@@ -174,6 +200,9 @@ class MaskedDense(nn.Cell):
         self.pruning_threshold = threshold
         self.binarizer = BINARIZERS[settings.pruning_method]()
         self.compute_type = compute_type
+        self.cached = False
+        self.cache = ()  # a plain tuple: the cache's Parameter stays out of this layer's (`cache_mask`)
+        self.straight_through = _CachedStraightThrough()
 
     def mask(self):
         """The current mask (out, in), float32: 0/1, or gates in [0, 1] for l0."""
@@ -181,13 +210,55 @@ class MaskedDense(nn.Cell):
             return self.binarizer(ops.abs(self.weight), self.pruning_threshold)
         return self.binarizer(self.mask_scores, self.pruning_threshold)
 
+    def cache_mask(self):
+        """From now on, training-mode forward passes read the mask `MaskRefresh` last stored instead of
+        sorting the matrix again (evaluation still computes it). Call before the layer is first run
+        (compiled), and run the refresh whenever the weights, scores or threshold have changed.
+        Gradients are unchanged: none to |W| for magnitude, straight-through to the scores for topK.
+        Raises:
+            ValueError: the method is neither magnitude nor topK (their masks are cheap to compute).
+        """
+        if self.pruning_method not in CACHED_METHODS:
+            raise ValueError(f"only {' and '.join(CACHED_METHODS)} masks are cached, not {self.pruning_method}")
+        self.cache = (_MaskCache(self.weight.shape, self.weight.name[:-len("weight")] + "mask_cache"),)
+        self.cached = True
+
+    def training_mask(self):
+        """The mask of a training forward pass: cached (`cache_mask`) or computed now."""
+        if not self.cached:
+            return self.mask()
+        if self.pruning_method == "magnitude":
+            return ops.stop_gradient(self.cache[0].mask)
+        return self.straight_through(self.mask_scores, self.cache[0].mask)
+
     def penalty(self, regularization):
         """`mask_penalty` of this layer's scores, a scalar; magnitude layers have none (AttributeError)."""
         return mask_penalty(self.mask_scores, regularization)
 
     def construct(self, x):
-        weight = (self.weight * self.mask()).astype(self.compute_type)
+        mask = self.training_mask() if self.training else self.mask()
+        weight = (self.weight * mask).astype(self.compute_type)
         return ops.dense(x.astype(self.compute_type), weight, self.bias.astype(self.compute_type))
+
+
+class MaskRefresh(nn.Cell):
+    """Stores the current mask of each caching MaskedDense (`cache_mask`) in its cache: run once per
+    optimizer step, before its first forward pass. Inputs: none. Output: a scalar float32 0, returned
+    after every cache is written.
+
+    Args:
+        masked_layers (sequence of MaskedDense): each has had `cache_mask` called; held as a plain tuple.
+    """
+
+    def __init__(self, masked_layers):
+        super().__init__()
+        self.masked_layers = tuple(masked_layers)
+
+    def construct(self):
+        written = ()
+        for layer in self.masked_layers:
+            written += (ops.assign(layer.cache[0].mask, layer.mask()),)
+        return ops.depend(ops.zeros((), ms.float32), written)
 
 
 class MaskRegularization(nn.Cell):

@@ -9,7 +9,7 @@ from mindspore import Parameter, Tensor, nn, ops
 from conftest import BATCH, SEQ
 from src.prune.apply import (apply_masking, baked_parameters, checkpoint_masks, mask_score_parameters,
                              masked_layers, regularization_term, set_threshold, stored_threshold)
-from src.prune.masks import MaskedDense, MaskRegularization, compute_masks
+from src.prune.masks import MaskedDense, MaskRefresh, MaskRegularization, compute_masks
 from src.prune.settings import PruningConfig
 from src.checkpoint import named_parameters
 from src.tinybert_model import BertForSequenceClassification
@@ -180,6 +180,27 @@ def test_threshold_is_read_at_each_step_without_a_new_layer():
         threshold.set_data(Tensor([value], ms.float32))
         kept.append(int((step(Tensor(x))[0].asnumpy() != 0).sum()))  # dL/dW is nonzero where kept
     assert kept == [90, 50, 25]
+
+
+@pytest.mark.parametrize("method", ["topK", "magnitude"])
+def test_a_cached_mask_is_read_in_training_until_refreshed(method):
+    """After `cache_mask`, training forward passes use the mask MaskRefresh stored (the same
+    gradients as the live mask's), evaluation computes it; the Parameter is not the layer's."""
+    layer, threshold, x = _masked_layer(method, shape=(10, 10), initial_threshold=0.5, final_threshold=0.5)
+    live = [g.asnumpy() for g in _Gradients(_SquaredOutput(layer), [layer.weight])(Tensor(x))]
+    layer.cache_mask()
+    assert not any("mask_cache" in name for name in named_parameters(layer))
+    refresh, step = MaskRefresh([layer]), _Gradients(_SquaredOutput(layer), [layer.weight])
+    step.set_train(True)
+    refresh()
+    np.testing.assert_array_equal(step(Tensor(x))[0].asnumpy(), live[0])
+    threshold.set_data(Tensor([0.2], ms.float32))
+    assert int((step(Tensor(x))[0].asnumpy() != 0).sum()) == 50  # dL/dW is nonzero where kept: the old mask
+    assert int(_MaskOf(layer)().asnumpy().sum()) == 20
+    refresh()
+    assert int((step(Tensor(x))[0].asnumpy() != 0).sum()) == 20
+    with pytest.raises(ValueError, match="only magnitude and topK masks are cached, not l0"):
+        _masked_layer("l0")[0].cache_mask()
 
 
 def test_regularisation_value_and_gradient():

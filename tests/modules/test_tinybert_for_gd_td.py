@@ -9,6 +9,8 @@ from mindspore import nn
 from conftest import BATCH, SEQ
 from src.distill.matches import Match, resolve_matches
 from src.distill.teacher import CachedTeacher, LiveTeacher, freeze
+from src.prune.apply import apply_masking, cache_masks
+from src.prune.settings import PruningConfig
 from src.tinybert_for_gd_td import (BertTrainWithLossScaleCell, DistillationLoss, TrainingStep, make_projections,
                                     make_scale_update_cell)
 from src.tinybert_model import BertForSequenceClassification, BertModel
@@ -37,8 +39,11 @@ def _log_softmax(x, axis=-1):
     return x - np.log(np.exp(x).sum(axis, keepdims=True))
 
 
-def _intermediate_cell(student_config, teacher_config, distill=DISTILL):
+def _intermediate_cell(student_config, teacher_config, distill=DISTILL, pruning_method=None):
     student = BertModel(student_config.for_inference())
+    if pruning_method:  # half of each dense matrix kept, scores drawn at random
+        apply_masking(student, PruningConfig(pruning_method=pruning_method, mask_init="uniform", mask_scale=1.0,
+                                             initial_threshold=0.5, final_threshold=0.5))
     teacher = freeze(BertModel(teacher_config.for_inference()))
     matches = resolve_matches(distill, student_config, teacher_config)
     projections = make_projections(matches, student_config, teacher_config)
@@ -234,13 +239,16 @@ def test_ensemble_takes_each_match_from_its_teacher(student_config, teacher_conf
                                atol=1e-5)
 
 
-def test_micro_batches_give_the_whole_batch_step(student_config, teacher_config):
+@pytest.mark.parametrize("pruning_method", [None, "magnitude", "topK"])
+def test_micro_batches_give_the_whole_batch_step(student_config, teacher_config, pruning_method):
     """A batch cut into 3 micro-batches (gradients summed, one update on their mean) trains the student
     as the whole batch does, step for step, when every slice has as many real tokens (no padding).
-    Plain SGD without clipping, so the updates are the gradients themselves, scale included."""
+    Plain SGD without clipping, so the updates are the gradients themselves, scale included. A masked
+    student sliced reads masks cached once a step (`cache_masks`); the whole batch computes them."""
     cells = []
     for _ in range(2):
-        loss, source, student, _, _ = _intermediate_cell(student_config, teacher_config)
+        loss, source, student, _, _ = _intermediate_cell(student_config, teacher_config,
+                                                         pruning_method=pruning_method)
         scale = types.SimpleNamespace(enabled=True, init_value=2.0 ** 16, factor=2, window=1000)
         cells.append((BertTrainWithLossScaleCell(loss, nn.SGD(loss.trainable_params(), learning_rate=0.5),
                                                  make_scale_update_cell(scale), clip_norm=1e9), student))
@@ -248,7 +256,9 @@ def test_micro_batches_give_the_whole_batch_step(student_config, teacher_config)
     for a, b in zip(whole.weights, sliced.weights):
         b.set_data(a.data.copy())
     initial = _snapshot(student)
-    steps = TrainingStep(whole), TrainingStep(sliced, micro_batches=3)
+    refresh = cache_masks(student_b)
+    assert (refresh is None) == (pruning_method is None)
+    steps = TrainingStep(whole), TrainingStep(sliced, micro_batches=3, before_step=refresh)
     for train_step in steps:
         train_step.set_train(True)
     rng = np.random.default_rng(3)
@@ -260,7 +270,7 @@ def test_micro_batches_give_the_whole_batch_step(student_config, teacher_config)
         assert not overflow_a and not overflow_b
         assert loss_b == pytest.approx(loss_a, rel=1e-5)
         np.testing.assert_allclose(parts_b, parts_a, rtol=1e-5, atol=1e-7)
-    trained = _snapshot(student)
+    trained = {name: value for name, value in _snapshot(student).items() if not name.endswith("pruning_threshold")}
     assert sum(not np.array_equal(v, initial[n]) for n, v in trained.items()) >= len(trained) - 2
-    for (name, a), b in zip(trained.items(), student_b.get_parameters()):
+    for (name, a), b in zip(trained.items(), student_b.trainable_params()):
         np.testing.assert_allclose(b.asnumpy(), a, rtol=1e-4, atol=1e-6, err_msg=name)
