@@ -1,6 +1,7 @@
 """The prune phase as a user runs it: masks on a schedule, distillation, evaluation, count and bake."""
 import json
 import re
+import shutil
 
 import numpy as np
 import pytest
@@ -60,3 +61,37 @@ def test_prune_phase_masks_distils_and_bakes(work, method, extra):
         scores = [t.asnumpy() for name, t in tensors.items() if name.endswith("mask_scores")]
         assert len(scores) == 6 * 2 and np.mean([s.mean() for s in scores]) < 0
     assert "pruning_method" not in metadata
+
+
+def test_a_resumed_prune_run_ends_as_the_uninterrupted_one(work):
+    """Magnitude pruning in 2 micro-batches (masks cached once a step), resumed from the uninterrupted
+    run's step-4 checkpoint in a fresh folder: the same losses from step 5 on and the same final weights,
+    the threshold's schedule and the optimizer state restored with them."""
+    small = _task_teacher(work, "student")
+
+    def prune(out, *extra):
+        models = common(work, out=out, teacher="student_nodrop.json", student="student_nodrop.json")
+        return run(["run_task_distill.py", *models, "--task.name=sst2", "--phase=prune",
+                    f"--teacher.checkpoint={small}", f"--student.checkpoint={small}",
+                    f"--data.train_path={work / 'train.mindrecord'}", f"--data.eval_path={work / 'dev.mindrecord'}",
+                    "--prune.batch_size=16", "--prune.micro_batches=2", "--prune.epochs=2",
+                    "--prune.warmup_ratio=0.1", "--checkpoint.save_steps=4", "--pruning.pruning_method=magnitude",
+                    *extra], work)
+
+    def losses(out):
+        records = [json.loads(line) for line in (work / out / "metrics.jsonl").read_text().splitlines()]
+        return {r["step"]: (r["loss"], r["threshold"]) for r in records if "loss" in r}
+
+    prune("prune_whole")
+    (work / "prune_resumed/prune").mkdir(parents=True)
+    shutil.copy(work / "prune_whole/prune/student_step_4.ckpt", work / "prune_resumed/prune")
+    result = prune("prune_resumed", "--checkpoint.resume=true")
+    assert "at step 4" in result.stdout
+    whole, resumed = losses("prune_whole"), losses("prune_resumed")
+    assert sorted(resumed) == list(range(5, 13)) and resumed == {step: whole[step] for step in resumed}
+    assert len({threshold for _, threshold in resumed.values()}) > 1  # the masks changed after the resume
+    final = [split_metadata(load_checkpoint(work / out / "prune/student_final.ckpt", keep_masks=True))[0]
+             for out in ("prune_whole", "prune_resumed")]
+    assert sorted(final[0]) == sorted(final[1])
+    for name, value in final[0].items():
+        np.testing.assert_array_equal(final[1][name].asnumpy(), value.asnumpy(), err_msg=name)
