@@ -82,6 +82,19 @@ def test_ner_teacher_and_distillation(minilm_dir, tmp_path):
     model, metadata = load_model(tmp_path / "out/td2/student_best.ckpt")
     assert isinstance(model, BertForTokenClassification)
     assert json.loads(metadata["label_names"]) == labels
+    # the fine-tuned tagger pruned to 30% of its dense weights under its own soft targets, then baked
+    teacher = tmp_path / "out/teacher/teacher_best.ckpt"
+    pruned = run(["run_task_distill.py", "--config_path=src/task_configs/conll2003.yaml", "--task.num_labels=6",
+                  "--phase=prune", f"--teacher.model={teacher}", f"--teacher.checkpoint={teacher}",
+                  f"--student.model={teacher}", f"--student.checkpoint={teacher}", "--seq_length=24",
+                  f"--output_dir={tmp_path / 'pruned'}", f"--data.train_path={tmp_path / 'train.mindrecord'}",
+                  f"--data.eval_path={tmp_path / 'dev.mindrecord'}", "--prune.batch_size=4", "--prune.epochs=2",
+                  "--pruning.pruning_method=topK", "--pruning.final_threshold=0.3", "--eval.batch_size=4"], tmp_path)
+    assert "The best f1 is" in pruned.stdout
+    model, metadata = load_model(tmp_path / "pruned/prune/student_final_baked.ckpt")
+    assert isinstance(model, BertForTokenClassification) and json.loads(metadata["label_names"]) == labels
+    kept = model.bert.bert_encoder.layers[1].intermediate.weight.asnumpy() != 0
+    assert kept.mean() == pytest.approx(0.3, abs=0.01)
 
 
 @pytest.mark.slow  # 1.5 minutes; SQuAD's records, heads and deploy folder are tested in tests/modules
