@@ -200,7 +200,6 @@ class MaskedDense(nn.Cell):
         self.pruning_threshold = threshold
         self.binarizer = BINARIZERS[settings.pruning_method]()
         self.compute_type = compute_type
-        self.cached = False
         self.cache = ()  # a plain tuple: the cache's Parameter stays out of this layer's (`cache_mask`)
         self.straight_through = _CachedStraightThrough()
 
@@ -221,11 +220,10 @@ class MaskedDense(nn.Cell):
         if self.pruning_method not in CACHED_METHODS:
             raise ValueError(f"only {' and '.join(CACHED_METHODS)} masks are cached, not {self.pruning_method}")
         self.cache = (_MaskCache(self.weight.shape, self.weight.name[:-len("weight")] + "mask_cache"),)
-        self.cached = True
 
     def training_mask(self):
         """The mask of a training forward pass: cached (`cache_mask`) or computed now."""
-        if not self.cached:
+        if not self.cache:
             return self.mask()
         if self.pruning_method == "magnitude":
             return ops.stop_gradient(self.cache[0].mask)
