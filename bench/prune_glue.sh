@@ -6,8 +6,10 @@
 # rows removed (src.prune.structured, importance from training batches), the smaller model distilled from
 # the teacher (td2), its dev metric, encoder size and inference time against the dense teacher's.
 #   bash bench/prune_glue.sh [DATA_DIR] [OUT_DIR] [--key=value ...]
-# DATA_DIR defaults to ../shared/data, OUT_DIR to bench_output/prune. Extra --key=value go to every
-# training step (e.g. --prune.max_steps=300). A smoke run (19 min for both tasks at 13a6aa1, before td1, sharing the CPU with another job):
+# DATA_DIR is the shared data folder (default ../shared/data, right from the project's usual place; give its
+# path from a clone elsewhere), OUT_DIR defaults to bench_output/prune. Extra --key=value go to every training
+# step (e.g. --prune.max_steps=300). A smoke run (both tasks: 19 min at 13a6aa1, before td1, sharing the CPU
+# with another job; 45 min on 2026-12-04 with td1, beside three other jobs that filled the memory):
 #   ROWS=64 KEEP=0.5 METHODS=topK STRUCTURED_STEPS=2 STRUCTURED_TD1_STEPS=2 bash bench/prune_glue.sh ../shared/data /tmp/prune_smoke \
 #     --teacher_finetune.max_steps=2 --prune.max_steps=4
 # Environment:

@@ -328,11 +328,17 @@ def checkpoint_pruning(arrays, metadata, pruning_method=None, threshold=None):
     Returns:
         tuple: (pruning_method str, threshold float; 0.0 for l0, which needs none).
     Raises:
-        ValueError: neither given nor recorded, or a threshold out of range for the method.
+        ValueError: neither given nor recorded, one given that is not the recorded one (its scores
+            mean something else to another method), or a threshold out of range for the method.
     """
-    pruning_method = pruning_method or metadata.get(PRUNING_METHOD)
+    recorded = metadata.get(PRUNING_METHOD)
+    if pruning_method and recorded and pruning_method != recorded:
+        raise ValueError(f"the checkpoint was pruned with {recorded}, not {pruning_method}: its masks are "
+                         f"{recorded}'s, so leave --pruning_method out (or give {recorded})")
+    pruning_method = pruning_method or recorded
     if not pruning_method:
-        raise ValueError("the checkpoint does not record its pruning method: give --pruning_method")
+        raise ValueError("the checkpoint does not record its pruning method (it is not a masked checkpoint the "
+                         "prune phase wrote): give --pruning_method")
     if threshold is None:
         threshold = 0.0 if pruning_method == "l0" else stored_threshold(arrays)
         if threshold is None:

@@ -8,7 +8,7 @@ Movement Pruning's "bertarize" step: each pruned weight is multiplied by its eva
 (0/1; the deterministic gate for l0), the mask scores and threshold are dropped, and the result is
 a checkpoint of the ordinary model with the same metadata, which evaluates, exports (MINDIR/ONNX)
 and converts to Hugging Face like any other. Without --pruning_method / --threshold the
-checkpoint's own are used. --sparse_output also writes the compact format of
+checkpoint's own are used (another method than the recorded one is refused). --sparse_output also writes the compact format of
 src/prune/sparse_format.py and prints its size beside the dense checkpoint's.
 """
 import argparse
@@ -21,7 +21,7 @@ from src.cli import check_distinct_files, run_cli
 from src.prune.apply import bake_checkpoint_arrays
 from src.prune.count import count_remaining, read_arrays
 from src.prune.settings import PRUNING_METHODS
-from src.prune.sparse_format import VALUE_TYPES, save_sparse
+from src.prune.sparse_format import VALUE_TYPES, save_sparse, storage_summary
 
 
 def main(argv=None):
@@ -53,9 +53,9 @@ def main(argv=None):
           + f"): {100 * kept['fraction']:.2f}% of {kept['total']:,} weights kept")
     print(f"wrote {args.output} ({os.path.getsize(args.output):,} bytes)")
     if args.sparse_output:
-        save_sparse(args.sparse_output, baked, metadata, args.sparse_values)
-        print(f"wrote {args.sparse_output} ({os.path.getsize(args.sparse_output):,} bytes, "
-              f"{args.sparse_values} values)")
+        stored = save_sparse(args.sparse_output, baked, metadata, args.sparse_values)
+        print(f"wrote {args.sparse_output} ({os.path.getsize(args.sparse_output):,} bytes): "
+              f"{storage_summary(stored, args.sparse_values)}")
 
 
 if __name__ == "__main__":

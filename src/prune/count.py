@@ -4,7 +4,8 @@ Usage:
   python -m src.prune.count --checkpoint CKPT [--pruning_method METHOD] [--threshold T] [--output counts.json]
 
 A masked checkpoint (written while pruning) is counted with the masks its scores give at the
-threshold; without --pruning_method / --threshold the checkpoint's own are used. For
+threshold; without --pruning_method / --threshold the checkpoint's own are used (another method than
+the recorded one is refused: the scores are that method's). For
 sigmoied_threshold the threshold decides what remains, as in the paper's counting script; l0
 counts the deterministic gates that are not 0 and ignores the threshold.
 `--pruning_method nonzero` counts the non-zero weights of a plain checkpoint (a baked one).
@@ -19,7 +20,7 @@ import json
 import numpy as np
 
 from src.atomic_files import write_text_atomically
-from src.checkpoint import STATE_PREFIX, load_checkpoint, split_metadata
+from src.checkpoint import PRUNING_METHOD, STATE_PREFIX, load_checkpoint, split_metadata
 from src.cli import run_cli
 from src.prune.apply import MASKED_LAYERS, SCORES, THRESHOLD, checkpoint_masks, checkpoint_pruning, \
     parse_masked_name, pruned_weight_names
@@ -120,6 +121,10 @@ def main(argv=None):
         method, threshold = NONZERO, None
         masks = {name: arrays[name] for name in pruned_weight_names(arrays)}
     else:
+        if args.pruning_method is None and PRUNING_METHOD not in metadata:
+            raise ValueError(f"{args.checkpoint} is a plain checkpoint (it records no pruning method): "
+                             "--pruning_method nonzero counts its non-zero weights (a baked model's), "
+                             "--pruning_method magnitude --threshold T what keeping the top T of |W| would keep")
         method, threshold = checkpoint_pruning(arrays, metadata, args.pruning_method, args.threshold)
         masks = checkpoint_masks(arrays, method, threshold)
         threshold = None if method == "l0" else threshold  # l0 counts its deterministic gates

@@ -128,6 +128,16 @@ def save_sparse(path, arrays, metadata=None, values="float32"):
     return {"sparse": sorted(layout), "dense": sorted(set(arrays) - set(layout))}
 
 
+def storage_summary(stored, values):
+    """One line on what `save_sparse` stored (its return value `stored`): the matrices as CSR with their
+    value type, the tensors kept dense, and a warning when no matrix was sparse enough for CSR."""
+    line = f"{len(stored['sparse'])} matrices as CSR ({values} values), {len(stored['dense'])} tensors dense"
+    if not stored["sparse"]:
+        line += (": no matrix is sparse enough for CSR to be smaller than it, so the file is as large as the "
+                 "dense checkpoint")
+    return line
+
+
 def load_sparse(path):
     """(arrays, metadata) of a file `save_sparse` wrote: {name: dense np.ndarray} and the checkpoint's metadata.
 
@@ -183,7 +193,7 @@ def main(argv=None):
         tensors, metadata = split_metadata(load_checkpoint(args.checkpoint))
         stored = save_sparse(args.output, {name: value.asnumpy() for name, value in tensors.items()},
                              metadata, args.values)
-        print(f"{len(stored['sparse'])} matrices as CSR ({args.values} values), {len(stored['dense'])} tensors dense")
+        print(storage_summary(stored, args.values))
         print(f"size on disk: {args.checkpoint} {os.path.getsize(args.checkpoint):,} bytes, "
               f"{args.output} {os.path.getsize(args.output):,} bytes")
     else:

@@ -99,6 +99,12 @@ def test_count_bake_and_sparse_storage_of_movement_pruning(tmp_path, student_con
 
     count.main(["--checkpoint", str(plain), "--pruning_method", "nonzero", "--output", str(tmp_path / "baked.json")])
     assert json.loads((tmp_path / "baked.json").read_text())["pruned_weights"] == report["pruned_weights"]
+    # another method's masks from topK's scores would be meaningless: refused, nothing written
+    for module, extra in ((count, []), (bake, ["--output", str(tmp_path / "m.ckpt")])):
+        with pytest.raises(ValueError, match="the checkpoint was pruned with topK, not magnitude: its masks are "
+                                             r"topK's, so leave --pruning_method out \(or give topK\)"):
+            module.main(["--checkpoint", str(masked), "--pruning_method", "magnitude", *extra])
+    assert not (tmp_path / "m.ckpt").exists()
 
     assert f"wrote {plain} ({plain.stat().st_size:,} bytes)" in out
     assert f"wrote {tmp_path / 'p.safetensors'} ({(tmp_path / 'p.safetensors').stat().st_size:,} bytes" in out
@@ -199,7 +205,15 @@ def test_magnitude_on_a_plain_checkpoint_and_errors(tmp_path, student_config, ca
             run_cli(module.main, argv)
         assert exit_info.value.code == 2 and message in capsys.readouterr().err
 
-    fails(count, ["--checkpoint", str(plain)], "does not record its pruning method: give --pruning_method")
+    fails(count, ["--checkpoint", str(plain)], f"{plain} is a plain checkpoint (it records no pruning method): "
+                                               "--pruning_method nonzero counts its non-zero weights")
+    fails(bake, ["--checkpoint", str(plain), "--output", str(tmp_path / "b.ckpt")],
+          "does not record its pruning method (it is not a masked checkpoint the prune phase wrote)")
+    # nothing pruned: the compact file holds every matrix dense, and bake says so
+    bake.main(["--checkpoint", str(plain), "--output", str(tmp_path / "all.ckpt"), "--pruning_method", "magnitude",
+               "--threshold", "1", "--sparse_output", str(tmp_path / "all.safetensors")])
+    assert ": 0 matrices as CSR (float32 values), " in capsys.readouterr().out
+    assert (tmp_path / "all.safetensors").stat().st_size > 0.99 * (tmp_path / "all.ckpt").stat().st_size
     fails(count, ["--checkpoint", str(plain), "--pruning_method", "topK", "--threshold", "0.5"],
           "has no mask_scores")
     fails(count, ["--checkpoint", str(plain), "--pruning_method", "magnitude"], "give --threshold")
