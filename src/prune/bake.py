@@ -8,8 +8,9 @@ Movement Pruning's "bertarize" step: each pruned weight is multiplied by its eva
 (0/1; the deterministic gate for l0), the mask scores and threshold are dropped, and the result is
 a checkpoint of the ordinary model with the same metadata, which evaluates, exports (MINDIR/ONNX)
 and converts to Hugging Face like any other. Without --pruning_method / --threshold the
-checkpoint's own are used (another method than the recorded one is refused). --sparse_output also writes the compact format of
-src/prune/sparse_format.py and prints its size beside the dense checkpoint's.
+checkpoint's own are used (another method than the recorded one is refused). --sparse_output also
+writes the compact format of src/prune/sparse_format.py and prints its size beside the dense
+checkpoint's.
 """
 import argparse
 import os
