@@ -41,6 +41,8 @@ def main():
     ms.set_seed(0)
     config = BertConfig(hidden_size=384, num_hidden_layers=3, num_attention_heads=12, intermediate_size=1536,
                         hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    if args.shapes == "dynamic":
+        config = config.for_dynamic_shapes()
     model = BertForSequenceClassification(config, 2)
     step = nn.TrainOneStepCell(ClassifierLoss(model), nn.Adam(model.trainable_params(), 1e-4))
     if args.shapes == "dynamic":

@@ -44,8 +44,8 @@ VARIANTS = {"max_length": "max_length", "buckets": "buckets", "longest": "longes
 def ms_network(model_dir, dynamic):
     """LogitsOnly over a BertForSequenceClassification with the imported encoder and a seeded head."""
     ms.set_seed(0)
-    model = BertForSequenceClassification(BertConfig.from_json_file(model_dir / "config.json").for_inference(),
-                                          NUM_LABELS)
+    config = BertConfig.from_json_file(model_dir / "config.json").for_inference()
+    model = BertForSequenceClassification(config.for_dynamic_shapes() if dynamic else config, NUM_LABELS)
     tensors, _ = split_metadata(load_checkpoint(model_dir / "model.ckpt"))
     assign_parameters(named_parameters(model), tensors, f"checkpoint {model_dir}", allow_missing=(HEAD,))
     network = LogitsOnly(model)

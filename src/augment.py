@@ -184,7 +184,7 @@ class Augmenter:
             raise ValueError(f"{model_dir / 'vocab.txt'} has no [MASK] token for the masked LM: use --candidates "
                              "embeddings")
         config = recorded_config(metadata) or BertConfig.from_json_file(model_dir / "config.json")
-        mlm = BertForMaskedLM(config.for_inference())
+        mlm = BertForMaskedLM(config.for_inference().for_dynamic_shapes())
         # The pooler plays no part in word prediction, and a BertForMaskedLM imported from HF has none.
         assign_parameters(named_parameters(mlm), tensors, f"checkpoint {model_dir / 'model.ckpt'}",
                           allow_missing=(ENCODER_PREFIX + "dense.",))

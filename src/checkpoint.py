@@ -239,8 +239,10 @@ def recorded_config(metadata):
     return BertConfig.from_dict(json.loads(metadata[MODEL_CONFIG])) if MODEL_CONFIG in metadata else None
 
 
-def load_model(path, for_inference=True):
+def load_model(path, for_inference=True, dynamic_shapes=False):
     """(model, metadata) rebuilt from a checkpoint that carries its model config.
+
+    dynamic_shapes: the model will be compiled for unknown input sizes (`BertConfig.for_dynamic_shapes`).
 
     The model class is the recorded `architecture` (a sentence or token classifier, a QA model, a
     multi-task classifier with its `tasks`, or a bare BertModel from general distillation).
@@ -255,6 +257,7 @@ def load_model(path, for_inference=True):
         raise ValueError(f"checkpoint {path} does not record its model config: give the model "
                          "(--student.model=PRESET_OR_CONFIG_JSON)")
     config = config.for_inference() if for_inference else config
+    config = config.for_dynamic_shapes() if dynamic_shapes else config
     task_types = {task.model.__name__: name for name, task in TASK_TYPES.items()}
     architecture = metadata.get(ARCHITECTURE) or ("BertForSequenceClassification"
                                                   if HEAD_PREFIX + "weight" in tensors else "BertModel")

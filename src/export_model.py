@@ -308,17 +308,20 @@ def export_student(cfg):
     network, output_names = build_exportable(config, tensors, cfg.export.checkpoint, task_type, heads)
     batch_size = cfg.export.batch_size or (1 if file_format == "AIR" else None)
     path = Path(cfg.export.file_name + EXTENSIONS[file_format])
+    # MindSpore's own ops in the file: it must not depend on this machine's src/fused_ops library.
+    plain = config.replace(fused_cpu_ops=False)
     if file_format == "ONNX":
         # The exact GELU through a polynomial erf: ONNX export has no Erf op.
-        exported, _ = build_exportable(config.replace(hidden_act="gelu_poly") if config.hidden_act == "gelu"
-                                       else config, tensors, cfg.export.checkpoint, task_type, heads)
+        exported, _ = build_exportable(plain.replace(hidden_act="gelu_poly") if config.hidden_act == "gelu"
+                                       else plain, tensors, cfg.export.checkpoint, task_type, heads)
         head = head_weight(tensors)
         head_width = head.shape[0] if head is not None else config.hidden_size
         probe_batch, probe_sequence = probe_sizes(config, head_width)
         shape = [batch_size or probe_batch, probe_sequence]
         dynamic = (shape[0], probe_sequence, output_names, batch_size is not None)
     else:
-        exported, shape, dynamic = network, [batch_size, seq_length], None
+        exported, _ = build_exportable(plain, tensors, cfg.export.checkpoint, task_type, heads)
+        shape, dynamic = [batch_size, seq_length], None
     _write(exported, [ms.Tensor(shape=shape, dtype=ms.int32) for _ in INPUT_NAMES], path, file_format, dynamic)
     if file_format == "AIR":
         logger.info("exported %s (AIR cannot be reloaded here for a check)", path)

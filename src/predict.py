@@ -125,7 +125,7 @@ class CheckpointModel:
             raise ValueError(f"{path} has no task head ({HEAD_PREFIX}weight): it is an encoder from general "
                              "distillation; give a task checkpoint such as OUTPUT_DIR/td2/student_best.ckpt")
         ms.set_context(mode=ms.GRAPH_MODE)
-        model, metadata = load_model(path)
+        model, metadata = load_model(path, dynamic_shapes=True)
         self.network = LogitsOnly(model)
         self.network.set_train(False)
         self.network.set_inputs(*[ms.Tensor(shape=[None, None], dtype=ms.int32) for _ in INPUT_NAMES])

@@ -20,6 +20,7 @@ import mindspore as ms
 from mindspore import nn, ops
 from mindspore.common.initializer import TruncatedNormal
 
+from src import fused_ops
 from src.dropout import StatelessDropout
 
 # gelu_poly: exact GELU through a polynomial erf (|error| < 1.5e-7), for ONNX, which lacks Erf here.
@@ -45,6 +46,9 @@ class BertConfig:
     # Heads removed by structured pruning (src/prune/structured.py): ((layer, (head, ...)), ...) in
     # original head numbers; given and written as Hugging Face's {"layer": [head, ...]}.
     pruned_heads: tuple = ()
+    # On the CPU, GELU and LayerNorm through src/fused_ops.cc when it builds (same results to float
+    # tolerance, several times faster); export turns it off. Not a model property: never written out.
+    fused_cpu_ops: bool = True
 
     def __post_init__(self):
         if self.hidden_size % self.num_attention_heads:
@@ -97,9 +101,15 @@ class BertConfig:
         """The same network without dropout: teachers and evaluation use this."""
         return self.replace(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
 
+    def for_dynamic_shapes(self):
+        """The same network for a graph compiled with `Cell.set_inputs` of unknown sizes: MindSpore's own
+        ops only, as MindSpore 2.10 cannot infer the shapes of a custom op (src/fused_ops.py) at run time."""
+        return self.replace(fused_cpu_ops=False)
+
     def to_dict(self):
         values = dataclasses.asdict(self)
         values.pop("pruned_heads")
+        values.pop("fused_cpu_ops")
         if self.pruned_heads:  # only then: an unpruned model's config.json stays as it was
             values["pruned_heads"] = {str(layer): list(heads) for layer, heads in self.pruned_heads}
         return values
@@ -112,8 +122,14 @@ def _dense(config, in_channels, out_channels):
     return dense
 
 
+def _uses_fused_ops(config):
+    return config.fused_cpu_ops and config.compute_type == "float32" and fused_ops.available()
+
+
 def _layer_norm(config, width):
     # LayerNorm stays in float32 under float16 compute: its variance overflows half precision.
+    if _uses_fused_ops(config):
+        return fused_ops.LayerNorm(width, config.layer_norm_eps)
     return nn.LayerNorm((width,), epsilon=config.layer_norm_eps)
 
 
@@ -136,6 +152,23 @@ def _activation(name, x):
         a = ops.abs(x)
         return 0.5 * (x + a * _erf_of_nonnegative(a * 0.7071067811865476))
     return ops.relu(x)
+
+
+class Activation(nn.Cell):
+    """One of ACTIVATIONS, elementwise, written with MindSpore's ops."""
+
+    def __init__(self, name):
+        super().__init__()
+        self.name = name
+
+    def construct(self, x):
+        return _activation(self.name, x)
+
+
+def _activation_cell(config):
+    if config.hidden_act == "gelu" and _uses_fused_ops(config):
+        return fused_ops.Gelu()
+    return Activation(config.hidden_act)
 
 
 class BertEmbeddings(nn.Cell):
@@ -225,14 +258,14 @@ class BertLayer(nn.Cell):
 
     def __init__(self, config, layer_index=0):
         super().__init__()
-        self.hidden_act = config.hidden_act
+        self.activation = _activation_cell(config)
         self.attention = BertAttention(config, layer_index)
         self.intermediate = _dense(config, config.hidden_size, config.intermediate_size)
         self.output = BertSelfOutput(config, config.intermediate_size)
 
     def construct(self, hidden_states, mask_bias):
         attention_output, scores = self.attention(hidden_states, mask_bias)
-        intermediate = _activation(self.hidden_act, self.intermediate(attention_output))
+        intermediate = self.activation(self.intermediate(attention_output))
         layer_output = self.output(intermediate, attention_output)
         return layer_output, scores
 
@@ -392,14 +425,14 @@ class BertLMPredictionHead(nn.Cell):
 
     def __init__(self, config):
         super().__init__()
-        self.hidden_act = config.hidden_act
+        self.activation = _activation_cell(config)
         self.dense = _dense(config, config.hidden_size, config.hidden_size)
         self.layernorm = _layer_norm(config, config.hidden_size)
         self.output_bias = ms.Parameter(ms.Tensor(np.zeros(config.vocab_size, np.float32)), name="output_bias")
 
     def construct(self, hidden_states, embedding_table):
         """hidden_states (..., H) and the word embedding table (V, H) -> scores (..., V), float32."""
-        transformed = self.layernorm(_activation(self.hidden_act, self.dense(hidden_states)).astype(ms.float32))
+        transformed = self.layernorm(self.activation(self.dense(hidden_states)).astype(ms.float32))
         return ops.matmul(transformed, embedding_table.swapaxes(0, 1)) + self.output_bias
 
 

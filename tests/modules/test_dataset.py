@@ -310,8 +310,8 @@ def test_model_outputs_and_losses_equal_full_padding(tmp_path, student_config, t
     """Masking makes a cut batch give the logits and distillation losses of the fully padded one."""
     ms.set_seed(0)
     write_columns(tmp_path, "mindrecord", varied_columns())
-    student = BertForSequenceClassification(student_config, 3)
-    teacher = BertModel(teacher_config)
+    student = BertForSequenceClassification(student_config.for_dynamic_shapes(), 3)
+    teacher = BertModel(teacher_config.for_dynamic_shapes())
     fit_dense = ms.nn.Dense(student_config.hidden_size, teacher_config.hidden_size)
     any_shape = ms.Tensor(shape=[None, None], dtype=ms.int32)
     for cell in (student, teacher):

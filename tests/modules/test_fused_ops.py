@@ -1,0 +1,110 @@
+"""The C++ GELU and LayerNorm kernels (src/fused_ops.cc) against PyTorch in float64, forward and backward;
+a BERT with them against one with MindSpore's ops; the build's cache and its fallback."""
+import numpy as np
+import mindspore as ms
+import pytest
+
+from src import fused_ops
+from src.checkpoint import named_parameters
+from src.tinybert_model import BertForSequenceClassification
+
+torch = pytest.importorskip("torch", reason="torch is not installed (pip install torch==2.13.0)")
+if not fused_ops.available():
+    pytest.skip("the fused CPU ops did not build here (see the warning above)", allow_module_level=True)
+
+
+def gradients(cell, x, weights, upstream):
+    """(output, d sum(output * upstream) / d x, then / d each of `weights`) of a MindSpore cell."""
+    loss = lambda inputs: (cell(inputs) * ms.Tensor(upstream)).sum()  # noqa: E731
+    grads = ms.grad(loss, grad_position=0, weights=weights)(ms.Tensor(x))
+    dx, dweights = (grads, ()) if weights is None else grads
+    return cell(ms.Tensor(x)).asnumpy(), dx.asnumpy(), [g.asnumpy() for g in dweights]
+
+
+def test_gelu_and_its_gradient_match_torch_in_float64():
+    rng = np.random.default_rng(0)
+    x = np.concatenate([np.linspace(-9, 9, 13 * 7 * 37 - 300), rng.standard_normal(300) * 3])
+    x = x.astype(np.float32).reshape(13, 7, 37)  # odd sizes: no whole vector registers
+    upstream = rng.standard_normal(x.shape).astype(np.float32)
+    y, dx, _ = gradients(fused_ops.Gelu(), x, None, upstream)
+    reference = torch.tensor(x, dtype=torch.float64, requires_grad=True)
+    expected = torch.nn.functional.gelu(reference)
+    (expected * torch.tensor(upstream, dtype=torch.float64)).sum().backward()
+    np.testing.assert_allclose(y, expected.detach().numpy(), rtol=1e-6, atol=5e-7)
+    np.testing.assert_allclose(dx, reference.grad.numpy(), rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("epsilon", [1e-12, 1e-5])
+def test_layer_norm_and_its_gradients_match_torch_in_float64(epsilon):
+    rng = np.random.default_rng(1)
+    width = 45
+    x = (rng.standard_normal((13, 7, width)) * 3 + 1.5).astype(np.float32)
+    x[0, 0] = 2.0  # a constant row: variance 0, where epsilon alone keeps rstd finite
+    upstream = rng.standard_normal(x.shape).astype(np.float32)
+    norm = fused_ops.LayerNorm(width, epsilon)
+    gamma, beta = rng.uniform(0.5, 1.5, width).astype(np.float32), rng.standard_normal(width).astype(np.float32)
+    norm.gamma.set_data(ms.Tensor(gamma))
+    norm.beta.set_data(ms.Tensor(beta))
+    y, dx, (dgamma, dbeta) = gradients(norm, x, norm.trainable_params(), upstream)
+    reference = [torch.tensor(a, dtype=torch.float64, requires_grad=True) for a in (x, gamma, beta)]
+    expected = torch.nn.functional.layer_norm(reference[0], (width,), reference[1], reference[2], eps=epsilon)
+    (expected * torch.tensor(upstream, dtype=torch.float64)).sum().backward()
+    np.testing.assert_allclose(y, expected.detach().numpy(), atol=5e-6)
+    np.testing.assert_allclose(dx, reference[0].grad.numpy(), rtol=1e-5, atol=2e-5 if epsilon < 1e-6 else 1e-5)
+    np.testing.assert_allclose(dgamma, reference[1].grad.numpy(), rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(dbeta, reference[2].grad.numpy(), rtol=1e-5, atol=1e-4)
+
+
+def test_a_bert_with_fused_ops_computes_what_mindspores_ops_do(student_config):
+    """Same parameter names (checkpoints swap freely), logits and gradients to float tolerance."""
+    ms.set_seed(5)
+    fused = BertForSequenceClassification(student_config.for_inference(), 3)
+    plain = BertForSequenceClassification(student_config.for_inference().replace(fused_cpu_ops=False), 3)
+    assert isinstance(fused.bert.bert_encoder.layers[0].output.layernorm, fused_ops.LayerNorm)
+    assert isinstance(plain.bert.bert_encoder.layers[0].output.layernorm, ms.nn.LayerNorm)
+    fused_params, plain_params = dict(named_parameters(fused)), dict(named_parameters(plain))
+    assert sorted(fused_params) == sorted(plain_params)
+    for name, parameter in plain_params.items():
+        parameter.set_data(ms.Tensor(fused_params[name].asnumpy()))
+    rng = np.random.default_rng(2)
+    ids = ms.Tensor(rng.integers(0, student_config.vocab_size, (5, 11)).astype(np.int32))
+    mask = np.ones((5, 11), np.int32)
+    mask[1, 6:] = 0
+    inputs = (ids, ms.Tensor(mask), ms.Tensor(np.zeros((5, 11), np.int32)))
+
+    def logits_and_gradients(model):
+        loss = lambda *columns: (model(*columns)[0] ** 2).sum()  # noqa: E731
+        grads = ms.grad(loss, grad_position=None, weights=model.trainable_params())(*inputs)
+        return model(*inputs)[0].asnumpy(), {p.name: g.asnumpy() for p, g in zip(model.trainable_params(), grads)}
+
+    fused_logits, fused_grads = logits_and_gradients(fused)
+    plain_logits, plain_grads = logits_and_gradients(plain)
+    np.testing.assert_allclose(fused_logits, plain_logits, atol=2e-6)
+    assert fused_grads.keys() == plain_grads.keys()
+    for name, grad in plain_grads.items():
+        np.testing.assert_allclose(fused_grads[name], grad, atol=2e-5 * max(1.0, np.abs(grad).max()), err_msg=name)
+
+
+def test_the_build_is_kept_and_a_failed_build_falls_back(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("TINYBERT_CACHE_DIR", str(tmp_path / "cache"))
+    first = fused_ops.build_library()
+    assert fused_ops.build_library() == first and first.parent == tmp_path / "cache"
+    assert [p.name for p in first.parent.iterdir()] == [first.name]  # no temporary file left
+    with pytest.raises(RuntimeError, match="no C\\+\\+ compiler 'no-such-g\\+\\+' on PATH"):
+        fused_ops.build_library("no-such-g++")
+    broken = tmp_path / "broken-g++"
+    broken.write_text("#!/bin/sh\necho 'fused_ops.cc:1: error: something broke' >&2\nexit 1\n")
+    broken.chmod(0o755)
+    with pytest.raises(RuntimeError, match="failed: fused_ops.cc:1: error: something broke"):
+        fused_ops.build_library(str(broken))
+    assert [p.name for p in first.parent.iterdir()] == [first.name]  # the failed build left nothing
+
+    monkeypatch.setattr(fused_ops, "_library", None)
+    monkeypatch.setenv("CXX", str(broken))
+    monkeypatch.setenv("TINYBERT_CACHE_DIR", str(tmp_path / "empty"))
+    assert not fused_ops.available()
+    warning = capsys.readouterr().out  # the project's logger writes to stdout
+    assert "fused CPU ops unavailable" in warning and "something broke" in warning
+    monkeypatch.setenv("TINYBERT_FUSED_OPS", "0")
+    monkeypatch.setattr(fused_ops, "_library", None)
+    assert not fused_ops.available() and fused_ops._library is None  # switched off: nothing built or tried
