@@ -32,6 +32,8 @@ import numpy as np
 import mindspore as ms
 from mindspore import Parameter, Tensor, nn, ops
 
+from src import fused_ops
+
 TABLE_SIZE = 1 << 23  # uniform 16-bit numbers (16 MB), shared by every site
 WINDOW = 1 << 22  # longest window; longer masks are made of several
 _RESOLUTION = 1 << 16  # keep probabilities are rounded to a multiple of 2^-16
@@ -127,6 +129,8 @@ class StatelessDropout(nn.Cell):
             self.set_site(1 << 20 | _UNNUMBERED[0])  # above any number_dropout_sites number
             self.m1, self.m2, self.golden = (Tensor(v, ms.uint32) for v in (_M1, _M2, _GOLDEN))
             self.shift1, self.shift15, self.shift16 = (Tensor(v, ms.uint32) for v in (1, 15, 16))
+            self.kernel_threshold, self.kernel_scale, self.kernel_window = (
+                Tensor([threshold], ms.int32), Tensor([self.scale], ms.float32), Tensor([WINDOW], ms.int32))
 
     def set_site(self, number):
         """This site's number (mixed, so neighbouring numbers give unrelated masks)."""
@@ -147,11 +151,18 @@ class StatelessDropout(nn.Cell):
         index = ops.arange(0, 2 * windows, dtype=ms.int32).astype(ms.uint32)
         draws = self._hash(self._hash(_STEP_KEY ^ self.site) ^ (index * self.golden))
         starts = ops.bitwise_right_shift(draws, self.shift1).astype(ms.int32)  # below 2^31: int32 holds it
+        offsets = ()
+        for j in range(windows):
+            length = min(WINDOW, size - j * WINDOW)
+            offsets += (starts[2 * j] % (TABLE_SIZE - length + 1), starts[2 * j + 1] % (TABLE_SIZE - length + 1))
+        if fused_ops.dropout_mask is not None and x.dtype == ms.float32:  # the same mask, never stored
+            return fused_ops.dropout_mask(x, _DROPOUT_TABLE, ops.stack(offsets), self.kernel_threshold,
+                                          self.kernel_scale, self.kernel_window)
         first, second = (), ()
         for j in range(windows):
             length = min(WINDOW, size - j * WINDOW)
-            first += (ops.slice(_DROPOUT_TABLE, (starts[2 * j] % (TABLE_SIZE - length + 1),), (length,)),)
-            second += (ops.slice(_DROPOUT_TABLE, (starts[2 * j + 1] % (TABLE_SIZE - length + 1),), (length,)),)
+            first += (ops.slice(_DROPOUT_TABLE, (offsets[2 * j],), (length,)),)
+            second += (ops.slice(_DROPOUT_TABLE, (offsets[2 * j + 1],), (length,)),)
         uniform = first[0] + second[0] if windows == 1 else ops.concat(first) + ops.concat(second)  # wraps mod 2^16
         mask = (uniform < self.threshold).astype(x.dtype) * self.scale
         return x * ops.stop_gradient(mask.reshape(x.shape))

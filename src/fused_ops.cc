@@ -146,3 +146,157 @@ extern "C" int LayerNormBackward(int, void **params, int *ndims, int64_t **shape
   }
   return 0;
 }
+
+// (A, B, C, D) -> (A, C, B, D): attention's head split (B = tokens, C = heads) and merge (B = heads,
+// C = tokens); its own gradient, with the roles swapped. Ours rather than MindSpore's Transpose
+// because the CPU backend keeps a Transpose's buffers alive to the end of the graph (bench/GD_STEP.md,
+// "Attention without MindSpore's Transpose"). params: x (A, B, C, D) -> y (A, C, B, D).
+extern "C" int SwapMiddleAxes(int, void **params, int *, int64_t **shapes, const char **, void *, void *) {
+  const float *x = static_cast<const float *>(params[0]);
+  float *y = static_cast<float *>(params[1]);
+  const int64_t a_size = shapes[0][0], b_size = shapes[0][1], c_size = shapes[0][2], d_size = shapes[0][3];
+  for (int64_t a = 0; a < a_size; ++a)
+    for (int64_t b = 0; b < b_size; ++b)
+      for (int64_t c = 0; c < c_size; ++c)
+        std::memcpy(y + ((a * c_size + c) * b_size + b) * d_size, x + ((a * b_size + b) * c_size + c) * d_size,
+                    d_size * sizeof(float));
+  return 0;
+}
+
+// Attention probabilities: softmax over keys of scores + mask_bias, the bias broadcast over heads and
+// queries. Ours because MindSpore's CPU backend keeps the buffers of that broadcasting Add alive to
+// the end of the graph (about 4 score-sized tensors a layer, bench/GD_STEP.md). exp of x - max <= 0
+// is exp_nonpositive. params: scores (B, H, T, K), mask_bias (B, 1, 1, K) -> probs (B, H, T, K).
+extern "C" int MaskedSoftmaxForward(int, void **params, int *, int64_t **shapes, const char **, void *, void *) {
+  const float *scores = static_cast<const float *>(params[0]);
+  const float *mask_bias = static_cast<const float *>(params[1]);
+  float *probs = static_cast<float *>(params[2]);
+  const int64_t batch = shapes[0][0], rows = shapes[0][1] * shapes[0][2], keys = shapes[0][3];
+  for (int64_t b = 0; b < batch; ++b) {
+    const float *bias = mask_bias + b * keys;
+    for (int64_t r = 0; r < rows; ++r) {
+      const float *s = scores + (b * rows + r) * keys;
+      float *p = probs + (b * rows + r) * keys;
+      float top = s[0] + bias[0];
+#pragma omp simd reduction(max : top)
+      for (int64_t k = 0; k < keys; ++k) top = std::fmax(top, s[k] + bias[k]);
+      float total = 0.0f;
+#pragma omp simd reduction(+ : total)
+      for (int64_t k = 0; k < keys; ++k) {
+        p[k] = exp_nonpositive(s[k] + bias[k] - top);
+        total += p[k];
+      }
+      const float inverse = 1.0f / total;
+      for (int64_t k = 0; k < keys; ++k) p[k] *= inverse;
+    }
+  }
+  return 0;
+}
+
+// The gradients of MaskedSoftmaxForward: dscores = p * (dp - sum_k dp_k p_k) per row, and the bias's
+// gradient the sum of dscores over heads and queries. params: probs, dprobs (B, H, T, K) ->
+// dscores (B, H, T, K), dmask_bias (B, 1, 1, K).
+extern "C" int MaskedSoftmaxBackward(int, void **params, int *, int64_t **shapes, const char **, void *, void *) {
+  const float *probs = static_cast<const float *>(params[0]);
+  const float *dprobs = static_cast<const float *>(params[1]);
+  float *dscores = static_cast<float *>(params[2]);
+  float *dmask_bias = static_cast<float *>(params[3]);
+  const int64_t batch = shapes[0][0], rows = shapes[0][1] * shapes[0][2], keys = shapes[0][3];
+  for (int64_t b = 0; b < batch; ++b) {
+    float *dbias = dmask_bias + b * keys;
+    for (int64_t k = 0; k < keys; ++k) dbias[k] = 0.0f;
+    for (int64_t r = 0; r < rows; ++r) {
+      const float *p = probs + (b * rows + r) * keys;
+      const float *dp = dprobs + (b * rows + r) * keys;
+      float *ds = dscores + (b * rows + r) * keys;
+      float dot = 0.0f;
+#pragma omp simd reduction(+ : dot)
+      for (int64_t k = 0; k < keys; ++k) dot += dp[k] * p[k];
+      for (int64_t k = 0; k < keys; ++k) {
+        ds[k] = p[k] * (dp[k] - dot);
+        dbias[k] += ds[k];
+      }
+    }
+  }
+  return 0;
+}
+
+// sum of (x - y)^2 * mask, the mask broadcast over the middle axis: the masked sums of the MSE
+// distillation losses (attention maps: A = batch, M = heads, C = query x key pairs; hidden states:
+// A = batch x tokens, M = width, C = 1). One pass, nothing kept for the backward but the inputs; ours
+// because the broadcasting Mul keeps its buffers alive on MindSpore's CPU backend, as the softmax's Add
+// does. params: x (A, M, C), y (A, M, C), mask (A, 1, C) -> total (1).
+extern "C" int MaskedSquaredErrorSumForward(int, void **params, int *, int64_t **shapes, const char **, void *,
+                                            void *) {
+  const float *x = static_cast<const float *>(params[0]);
+  const float *y = static_cast<const float *>(params[1]);
+  const float *mask = static_cast<const float *>(params[2]);
+  float *total = static_cast<float *>(params[3]);
+  const int64_t a_size = shapes[0][0], m_size = shapes[0][1], c_size = shapes[0][2];
+  double sum = 0.0;  // float64 across rows: millions of terms
+  for (int64_t a = 0; a < a_size; ++a)
+    for (int64_t m = 0; m < m_size; ++m) {
+      const float *xr = x + (a * m_size + m) * c_size, *yr = y + (a * m_size + m) * c_size, *mr = mask + a * c_size;
+      float row = 0.0f;
+#pragma omp simd reduction(+ : row)
+      for (int64_t c = 0; c < c_size; ++c) row += (xr[c] - yr[c]) * (xr[c] - yr[c]) * mr[c];
+      sum += row;
+    }
+  total[0] = static_cast<float>(sum);
+  return 0;
+}
+
+// The gradients of MaskedSquaredErrorSumForward for an upstream gradient g (1): dx = 2 g (x - y) mask,
+// dy = -dx, dmask = g * sum over M of (x - y)^2. params: x, y, mask, g -> dx, dy, dmask.
+extern "C" int MaskedSquaredErrorSumBackward(int, void **params, int *, int64_t **shapes, const char **, void *,
+                                             void *) {
+  const float *x = static_cast<const float *>(params[0]);
+  const float *y = static_cast<const float *>(params[1]);
+  const float *mask = static_cast<const float *>(params[2]);
+  const float g = *static_cast<const float *>(params[3]);
+  float *dx = static_cast<float *>(params[4]);
+  float *dy = static_cast<float *>(params[5]);
+  float *dmask = static_cast<float *>(params[6]);
+  const int64_t a_size = shapes[0][0], m_size = shapes[0][1], c_size = shapes[0][2];
+  for (int64_t a = 0; a < a_size; ++a) {
+    float *dmr = dmask + a * c_size;
+    const float *mr = mask + a * c_size;
+    for (int64_t c = 0; c < c_size; ++c) dmr[c] = 0.0f;
+    for (int64_t m = 0; m < m_size; ++m) {
+      const int64_t offset = (a * m_size + m) * c_size;
+      for (int64_t c = 0; c < c_size; ++c) {
+        const float diff = x[offset + c] - y[offset + c];
+        dx[offset + c] = 2.0f * g * diff * mr[c];
+        dy[offset + c] = -dx[offset + c];
+        dmr[c] += g * diff * diff;
+      }
+    }
+  }
+  return 0;
+}
+
+// StatelessDropout's mask applied in one pass (src/dropout.py says how the masks are drawn): unit i of
+// window w = i / window_size is kept, and scaled by `scale`, when
+// (table[offsets[2w] + i % window_size] + table[offsets[2w + 1] + i % window_size]) mod 2^16 < threshold.
+// The mask is never stored: the backward pass applies the same function to the incoming gradient.
+// params: x (N...), table (T) uint16, offsets (2 x windows) int32, threshold (1) int32, scale (1), window
+// size (1) int32 -> y, like x.
+extern "C" int ApplyDropoutMask(int, void **params, int *ndims, int64_t **shapes, const char **, void *, void *) {
+  const float *x = static_cast<const float *>(params[0]);
+  const uint16_t *table = static_cast<const uint16_t *>(params[1]);
+  const int32_t *offsets = static_cast<const int32_t *>(params[2]);
+  const int32_t threshold = *static_cast<const int32_t *>(params[3]);
+  const float scale = *static_cast<const float *>(params[4]);
+  const int64_t window = *static_cast<const int32_t *>(params[5]);
+  float *y = static_cast<float *>(params[6]);
+  const int64_t n = element_count(ndims[0], shapes[0]);
+  for (int64_t start = 0, w = 0; start < n; start += window, ++w) {
+    const uint16_t *first = table + offsets[2 * w], *second = table + offsets[2 * w + 1];
+    const int64_t length = n - start < window ? n - start : window;
+    for (int64_t i = 0; i < length; ++i) {
+      const int32_t uniform = static_cast<uint16_t>(first[i] + second[i]);
+      y[start + i] = uniform < threshold ? x[start + i] * scale : 0.0f;
+    }
+  }
+  return 0;
+}

@@ -1,11 +1,16 @@
-"""GELU and LayerNorm through this project's C++ kernels (`fused_ops.cc`) on MindSpore's CPU backend.
+"""This project's C++ kernels (`fused_ops.cc`) for MindSpore's CPU backend: GELU, LayerNorm, the
+attention's head swap and masked softmax, the masked sums of the MSE distillation losses, and
+StatelessDropout's mask.
 
-MindSpore 2.10 runs the exact GELU on the CPU as six kernels, Erf among them, and LayerNorm at about
-20x PyTorch's time; together they were a fifth of a BERT-base forward pass (bench/GD_STEP.md). The
-kernels in `fused_ops.cc` compute the same functions in one pass each, forward and backward, and are
-called through `ops.Custom(func_type="aot")`. The library is compiled with the machine's C++
-compiler on first use (about 2 s) and kept in a cache folder under a name that hashes the source, the
-flags and the processor, so a cache shared between machines never loads a build for another CPU.
+Two things they fix, both measured (bench/GD_STEP.md). Time: MindSpore 2.10 runs the exact GELU on
+the CPU as six kernels, Erf among them, and LayerNorm at about 20x PyTorch's time; together they were
+a fifth of a BERT-base forward pass. Memory: the CPU backend keeps the buffers of a Transpose and of a
+broadcasting Add or Mul alive to the end of the graph, which made a distillation step hold twice
+PyTorch's memory; custom ops' buffers are reused like any other. Each kernel computes its function in
+one pass, forward and backward, called through `ops.Custom(func_type="aot")`. The library is
+compiled with the machine's C++ compiler on first use (about 2 s) and kept in a cache folder under a
+name that hashes the source, the flags and the processor, so a cache shared between machines never
+loads a build for another CPU.
 
 When they are not used (another device target, no compiler, `TINYBERT_FUSED_OPS=0`) the model
 falls back to MindSpore's own ops, with a one-line warning if the build failed. Exported files never
@@ -31,6 +36,10 @@ SOURCE = Path(__file__).with_suffix(".cc")
 # reductions (no OpenMP runtime, so no worker threads spinning beside MindSpore's).
 FLAGS = ("-O3", "-march=native", "-fno-math-errno", "-fno-trapping-math", "-fopenmp-simd", "-shared", "-fPIC")
 _library = None  # the built library's path, "" once the build has failed in this process
+# The kernels that model code reads as module attributes (a constant when a graph is compiled): None
+# until `available()` has been True in this process.
+squared_error_sum = None  # a MaskedSquaredErrorSum Cell
+dropout_mask = None  # an ApplyDropoutMask Cell
 
 
 def cache_dir():
@@ -89,7 +98,7 @@ def available():
 
     Builds the library on the first call; a failed build is logged once and not retried in this process.
     """
-    global _library
+    global _library, squared_error_sum, dropout_mask
     if ms.get_context("device_target") != "CPU" or os.environ.get("TINYBERT_FUSED_OPS", "1") == "0":
         return False
     if _library is None:
@@ -97,8 +106,9 @@ def available():
             _library = str(build_library())
         except (OSError, RuntimeError) as error:
             _library = ""
-            get_logger().warning("fused CPU ops unavailable (%s): using MindSpore's GELU and LayerNorm, "
-                                 "which are slower; set TINYBERT_FUSED_OPS=0 to silence this", error)
+            get_logger().warning("fused CPU ops unavailable (%s): using MindSpore's ops, which are "
+                                 "slower and hold more memory; set TINYBERT_FUSED_OPS=0 to silence this", error)
+        squared_error_sum, dropout_mask = (MaskedSquaredErrorSum(), ApplyDropoutMask()) if _library else (None, None)
     return bool(_library)
 
 
@@ -150,3 +160,105 @@ class LayerNorm(nn.Cell):
 
     def construct(self, x):
         return self.forward(x, self.gamma, self.beta, self.epsilon)[0]
+
+
+class MaskedSoftmax(nn.Cell):
+    """Attention probabilities softmax(scores + mask_bias) over the last axis, float32.
+
+    Inputs: scores (B, H, T, K); mask_bias (B, 1, 1, K), broadcast over heads and queries. Output:
+    probs (B, H, T, K). Raises ValueError (when the graph is compiled) for any other mask shape.
+    Call only when `available()` is True.
+    """
+
+    def __init__(self):
+        super().__init__()
+        backward = _custom("MaskedSoftmaxBackward", lambda probs, dprobs: (probs, probs[:1] + [1, 1] + probs[3:]),
+                           lambda probs, dprobs: (probs, probs))
+
+        def bprop(scores, mask_bias, out, dout):
+            return backward(out, dout)
+
+        self.forward = _custom("MaskedSoftmaxForward", _masked_softmax_shape, lambda scores, mask_bias: scores, bprop)
+
+    def construct(self, scores, mask_bias):
+        return self.forward(scores, mask_bias)
+
+
+def _masked_softmax_shape(scores, mask_bias):
+    if len(scores) != 4 or list(mask_bias) != [scores[0], 1, 1, scores[3]]:
+        raise ValueError(f"MaskedSoftmax needs scores (B, H, T, K) and mask_bias (B, 1, 1, K), got {list(scores)} "
+                         f"and {list(mask_bias)}")
+    return scores
+
+
+class SwapMiddleAxes(nn.Cell):
+    """float32 (A, B, C, D) -> (A, C, B, D), as `x.transpose(0, 2, 1, 3)`; its gradient is the same swap.
+
+    Attention's head split and merge. Call only when `available()` is True.
+    """
+
+    def __init__(self):
+        super().__init__()
+        swap = _custom("SwapMiddleAxes", lambda x: (x[0], x[2], x[1], x[3]), lambda x: x)
+
+        def bprop(x, out, dout):
+            return (swap(dout),)
+
+        self.forward = _custom("SwapMiddleAxes", lambda x: (x[0], x[2], x[1], x[3]), lambda x: x, bprop)
+
+    def construct(self, x):
+        return self.forward(x)
+
+
+class MaskedSquaredErrorSum(nn.Cell):
+    """sum((x - y)^2 * mask) as a float32 (1,) tensor: x, y (A, M, C) float32, mask (A, 1, C) float32.
+
+    Gradients for all three inputs. Call only when `available()` is True; `masked_squared_error_sum`
+    chooses between it and MindSpore's ops.
+    """
+
+    def __init__(self):
+        super().__init__()
+        backward = _custom("MaskedSquaredErrorSumBackward", lambda x, y, mask, g: (x, x, mask),
+                           lambda x, y, mask, g: (x, x, mask))
+
+        def bprop(x, y, mask, out, dout):
+            return backward(x, y, mask, dout)
+
+        self.forward = _custom("MaskedSquaredErrorSumForward", lambda x, y, mask: [1], lambda x, y, mask: x, bprop)
+
+    def construct(self, x, y, mask):
+        return self.forward(x, y, mask)
+
+
+def masked_squared_error_sum(x, y, mask):
+    """sum((x - y)^2 * mask), a float32 scalar; x, y (A, M, C), mask (A, 1, C) broadcast over M.
+
+    Through `MaskedSquaredErrorSum` once `available()` has been True in this process (a model was built
+    with the kernels), else with MindSpore's ops. Callable inside a graph: the choice is a constant there.
+    """
+    if squared_error_sum is None:
+        return (ops.square(x - y) * mask).sum()
+    return squared_error_sum(x.astype(ms.float32), y.astype(ms.float32), mask.astype(ms.float32)).reshape(())
+
+
+class ApplyDropoutMask(nn.Cell):
+    """x times StatelessDropout's mask, drawn from the table in one pass and never stored.
+
+    Inputs: x float32 (any shape, N units); table (TABLE_SIZE,) uint16; offsets (2 x windows,) int32,
+    each pair the two table offsets of one window of `window` units; threshold (1,) int32, scale (1,)
+    float32, window (1,) int32. Output like x. Call only when `available()` is True.
+    """
+
+    def __init__(self):
+        super().__init__()
+        apply = _custom("ApplyDropoutMask", lambda x, *mask: x, lambda x, *mask: x)
+
+        def bprop(x, table, offsets, threshold, scale, window, out, dout):
+            return (apply(dout, table, offsets, threshold, scale, window), ops.zeros_like(table),
+                    ops.zeros_like(offsets), ops.zeros_like(threshold), ops.zeros_like(scale), ops.zeros_like(window))
+
+        self.forward = _custom("ApplyDropoutMask", lambda x, *mask: x, lambda x, *mask: x, bprop)
+
+    def construct(self, x, table, offsets, threshold, scale, window):
+        return self.forward(x, table, offsets, threshold, scale, window)

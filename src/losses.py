@@ -19,6 +19,8 @@ left out and means are over real entries only.
 import mindspore as ms
 from mindspore import ops
 
+from src.fused_ops import masked_squared_error_sum
+
 NEG_INF = -10000.0  # additive bias that gives a masked key ~0 probability, as BERT's own mask does
 IGNORE_LABEL = -100  # Hugging Face's ignore index: word-piece continuations and padding in NER
 
@@ -36,9 +38,11 @@ def _pair_mask(attention_mask):
 
 def hidden_mse(student_hidden, teacher_hidden, attention_mask):
     """MSE of hidden states over real tokens (TinyBERT Eq. 8). Both (B, T, H): project the student first."""
-    mask = _token_mask(attention_mask)[:, :, None]  # (B, T, 1)
-    squared = ops.square(student_hidden - teacher_hidden) * mask
-    return squared.sum() / (mask.sum() * student_hidden.shape[-1])
+    batch, seq_length, width = student_hidden.shape
+    mask = _token_mask(attention_mask).reshape(batch * seq_length, 1, 1)
+    squared = masked_squared_error_sum(student_hidden.reshape(batch * seq_length, width, 1),
+                                       teacher_hidden.reshape(batch * seq_length, width, 1), mask)
+    return squared / (mask.sum() * width)
 
 
 def hidden_cos(student_hidden, teacher_hidden, attention_mask):
@@ -67,9 +71,11 @@ def attention_mse(student_scores, teacher_scores, attention_mask):
     (B, nh, T, T) each, same number of heads: pre-softmax scores (feature `attention`) or
     probabilities (feature `attention_probs`).
     """
-    pairs = _pair_mask(attention_mask)
-    squared = ops.square(student_scores - teacher_scores) * pairs
-    return squared.sum() / (pairs.sum() * student_scores.shape[1])
+    batch, heads, queries, keys = student_scores.shape
+    pairs = _pair_mask(attention_mask).reshape(batch, 1, queries * keys)
+    squared = masked_squared_error_sum(student_scores.reshape(batch, heads, queries * keys),
+                                       teacher_scores.reshape(batch, heads, queries * keys), pairs)
+    return squared / (pairs.sum() * heads)
 
 
 def _masked_log_softmax(logits, attention_mask):

@@ -171,6 +171,28 @@ def _activation_cell(config):
     return Activation(config.hidden_act)
 
 
+class SwapMiddleAxes(nn.Cell):
+    """(A, B, C, D) -> (A, C, B, D) with MindSpore's Transpose."""
+
+    def construct(self, x):
+        return x.transpose(0, 2, 1, 3)
+
+
+def _swap_middle_axes_cell(config):
+    return fused_ops.SwapMiddleAxes() if _uses_fused_ops(config) else SwapMiddleAxes()
+
+
+class MaskedSoftmax(nn.Cell):
+    """softmax(scores + mask_bias) over the last axis, with MindSpore's ops."""
+
+    def construct(self, scores, mask_bias):
+        return ops.softmax(scores + mask_bias, axis=-1)
+
+
+def _masked_softmax_cell(config):
+    return fused_ops.MaskedSoftmax() if _uses_fused_ops(config) else MaskedSoftmax()
+
+
 class BertEmbeddings(nn.Cell):
     """Adds position and token-type embeddings to the word embeddings, then LayerNorm and dropout."""
 
@@ -209,22 +231,26 @@ class BertSelfAttention(nn.Cell):
         self.key_layer = _dense(config, config.hidden_size, self.all_head_size)
         self.value_layer = _dense(config, config.hidden_size, self.all_head_size)
         self.dropout = StatelessDropout(p=config.attention_probs_dropout_prob)
+        self.swap_middle_axes = _swap_middle_axes_cell(config)
+        self.masked_softmax = _masked_softmax_cell(config)
+        # BatchMatMul rather than ops.matmul: the latter's gradient transposes its inputs (MatMulExt).
+        self.scores_matmul = ops.BatchMatMul(transpose_b=True)
+        self.context_matmul = ops.BatchMatMul()
 
     def _split_heads(self, x):
         batch, seq_length, _ = x.shape
-        x = x.reshape(batch, seq_length, self.num_heads, self.head_size)
-        return x.transpose(0, 2, 1, 3)  # (B, nh, T, hs)
+        return self.swap_middle_axes(x.reshape(batch, seq_length, self.num_heads, self.head_size))  # (B, nh, T, hs)
 
     def construct(self, hidden_states, mask_bias):
         query = self._split_heads(self.query_layer(hidden_states))
         key = self._split_heads(self.key_layer(hidden_states))
         value = self._split_heads(self.value_layer(hidden_states))
-        scores = ops.matmul(query, key.swapaxes(-1, -2)) * self.scale  # (B, nh, T, T)
+        scores = self.scores_matmul(query, key) * self.scale  # (B, nh, T, T)
         # Softmax in float32 whatever the compute type: exp overflows half precision.
-        probs = ops.softmax(scores.astype(ms.float32) + mask_bias, axis=-1).astype(value.dtype)
-        context = ops.matmul(self.dropout(probs), value)  # (B, nh, T, hs)
+        probs = self.masked_softmax(scores.astype(ms.float32), mask_bias).astype(value.dtype)
+        context = self.context_matmul(self.dropout(probs), value)  # (B, nh, T, hs)
         batch, _, seq_length, _ = context.shape
-        context = context.transpose(0, 2, 1, 3).reshape(batch, seq_length, -1)  # (B, T, nh * hs)
+        context = self.swap_middle_axes(context).reshape(batch, seq_length, -1)  # (B, T, nh * hs)
         return context, scores.astype(ms.float32)
 
 
