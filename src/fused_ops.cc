@@ -246,8 +246,9 @@ extern "C" int MaskedSquaredErrorSumForward(int, void **params, int *, int64_t *
   return 0;
 }
 
-// The gradients of MaskedSquaredErrorSumForward for an upstream gradient g (1): dx = 2 g (x - y) mask,
-// dy = -dx, dmask = g * sum over M of (x - y)^2. params: x, y, mask, g -> dx, dy, dmask.
+// The gradients of MaskedSquaredErrorSumForward for an upstream gradient g (1): dx = 2 g (x - y) mask and
+// dmask = g * sum over M of (x - y)^2 (dy = -dx is left to the caller: y is usually the teacher's, and a
+// gradient nobody reads should not take a buffer). params: x, y, mask, g -> dx, dmask.
 extern "C" int MaskedSquaredErrorSumBackward(int, void **params, int *, int64_t **shapes, const char **, void *,
                                              void *) {
   const float *x = static_cast<const float *>(params[0]);
@@ -255,8 +256,7 @@ extern "C" int MaskedSquaredErrorSumBackward(int, void **params, int *, int64_t 
   const float *mask = static_cast<const float *>(params[2]);
   const float g = *static_cast<const float *>(params[3]);
   float *dx = static_cast<float *>(params[4]);
-  float *dy = static_cast<float *>(params[5]);
-  float *dmask = static_cast<float *>(params[6]);
+  float *dmask = static_cast<float *>(params[5]);
   const int64_t a_size = shapes[0][0], m_size = shapes[0][1], c_size = shapes[0][2];
   for (int64_t a = 0; a < a_size; ++a) {
     float *dmr = dmask + a * c_size;
@@ -267,7 +267,6 @@ extern "C" int MaskedSquaredErrorSumBackward(int, void **params, int *, int64_t 
       for (int64_t c = 0; c < c_size; ++c) {
         const float diff = x[offset + c] - y[offset + c];
         dx[offset + c] = 2.0f * g * diff * mr[c];
-        dy[offset + c] = -dx[offset + c];
         dmr[c] += g * diff * diff;
       }
     }

@@ -219,11 +219,12 @@ class MaskedSquaredErrorSum(nn.Cell):
 
     def __init__(self):
         super().__init__()
-        backward = _custom("MaskedSquaredErrorSumBackward", lambda x, y, mask, g: (x, x, mask),
-                           lambda x, y, mask, g: (x, x, mask))
+        backward = _custom("MaskedSquaredErrorSumBackward", lambda x, y, mask, g: (x, mask),
+                           lambda x, y, mask, g: (x, mask))
 
         def bprop(x, y, mask, out, dout):
-            return backward(x, y, mask, dout)
+            dx, dmask = backward(x, y, mask, dout)
+            return dx, -dx, dmask  # -dx is dropped from the graph where y needs no gradient (a teacher's)
 
         self.forward = _custom("MaskedSquaredErrorSumForward", lambda x, y, mask: [1], lambda x, y, mask: x, bprop)
 

@@ -20,7 +20,6 @@ from mindspore import nn
 
 from src.atomic_files import atomic_path
 from src.distill.features import RELATIONS, feature_from, feature_source, relation_projection
-from src.tinybert_model import BertLayer
 
 
 def freeze(model):
@@ -31,13 +30,28 @@ def freeze(model):
     return model
 
 
-class _Embeddings(nn.Cell):
-    def __init__(self, bert):
+class _Encoder(nn.Cell):
+    """Embeddings and the first layers of the teacher's own BERT as one graph, returning only the
+    hidden states and attention scores a source keeps (sorted (kind, index) pairs, `feature_source`'s
+    keys), then the last hidden state and the mask bias."""
+
+    def __init__(self, bert, layers, kept):
         super().__init__(auto_prefix=False)
         self.bert = bert
+        self.layers = list(bert.bert_encoder.layers)[:layers]
+        self.kept = kept
 
     def construct(self, input_ids, attention_mask, token_type_ids):
-        return self.bert.embed(input_ids, attention_mask, token_type_ids)
+        hidden, mask_bias = self.bert.embed(input_ids, attention_mask, token_type_ids)
+        hiddens, scores = (hidden,), ()
+        for layer in self.layers:
+            hidden, layer_scores = layer(hidden, mask_bias)
+            hiddens += (hidden,)
+            scores += (layer_scores,)
+        kept = ()
+        for kind, index in self.kept:
+            kept += (hiddens[index] if kind == "hidden" else scores[index],)
+        return kept, hidden, mask_bias
 
 
 class _Head(nn.Cell):
@@ -63,13 +77,14 @@ class _Feature(nn.Cell):
 
 
 class LiveTeacher:
-    """The frozen teacher, run before each training step through one compiled layer graph.
+    """The frozen teacher, run before each training step as one graph over its own weights.
 
-    On the CPU backend a graph keeps its own memory for every intermediate tensor, and transposes
-    stop that memory being reused within the graph (measured: BERT-base forward at batch 32,
-    seq 128 holds 3.4 GB as one graph). So the teacher runs layer by layer through a single
-    `BertLayer` graph into which each layer's weights are copied in turn: one layer's activations
-    at a time (0.6 GB measured), identical outputs, and nothing kept for the student's backward.
+    Outside the training step's graph, so nothing of it is kept for the student's backward pass, and
+    only as deep as the deepest feature it must give (all layers when logits are needed). One graph
+    rather than a graph per layer: on the CPU twelve launches of a BERT-base layer cost 0.7-1.1 s a
+    step more than one launch of twelve layers (bench/GD_STEP.md). Without the fused CPU kernels
+    MindSpore's CPU backend keeps the buffers of every layer's transposes, so the graph holds about
+    3.4 GB at batch 32 x 128 instead of about 1.6 GB (`TINYBERT_FUSED_OPS=0`, or no compiler).
 
     Args:
         teacher: BertModel, or a task model with `.bert` and `.head` (needed for logits).
@@ -81,14 +96,11 @@ class LiveTeacher:
         bert = teacher.bert if hasattr(teacher, "head") else teacher
         self.matches = tuple(matches)
         self.num_heads = bert.config.num_attention_heads
-        self.embeddings = _Embeddings(bert)
-        self.layer_graph = BertLayer(bert.config)
-        self.layer_graph_params = list(self.layer_graph.get_parameters())
         self.head = _Head(teacher) if with_logits else None
-        self.sources = {feature_source(m.feature, layer) for m in self.matches for layer in m.layer_T}
+        self.sources = sorted({feature_source(m.feature, layer) for m in self.matches for layer in m.layer_T})
         last = bert.config.num_hidden_layers if with_logits else max(
             [index + (kind == "scores") for kind, index in self.sources] or [0])
-        self.layer_params = [list(layer.get_parameters()) for layer in list(bert.bert_encoder.layers)[:last]]
+        self.encoder = _Encoder(bert, last, tuple(self.sources))
         self.feature_cells = {}
         for match in self.matches:
             for layer in match.layer_T:
@@ -97,7 +109,7 @@ class LiveTeacher:
                         else None
                     heads = match.relation_heads or self.num_heads
                     self.feature_cells[(match.feature, layer, heads)] = _Feature(match.feature, projection, heads)
-        for cell in (self.embeddings, self.layer_graph, self.head, *self.feature_cells.values()):
+        for cell in (self.encoder, self.head, *self.feature_cells.values()):
             if cell is not None:
                 cell.set_train(False)
 
@@ -107,15 +119,8 @@ class LiveTeacher:
         return source if cell is None else cell(source, mask_bias)
 
     def __call__(self, input_ids, attention_mask, token_type_ids, *unused):
-        hidden, mask_bias = self.embeddings(input_ids, attention_mask, token_type_ids)
-        kept = {("hidden", 0): hidden}
-        for number, params in enumerate(self.layer_params, start=1):
-            for target, source in zip(self.layer_graph_params, params):
-                target.set_data(source.data)
-            hidden, scores = self.layer_graph(hidden, mask_bias)
-            for key, value in ((("hidden", number), hidden), (("scores", number - 1), scores)):
-                if key in self.sources:
-                    kept[key] = value
+        features, hidden, mask_bias = self.encoder(input_ids, attention_mask, token_type_ids)
+        kept = dict(zip(self.sources, features))
         outputs = []
         for match in self.matches:
             features = tuple(self._feature(match, layer, kept, mask_bias) for layer in match.layer_T)
