@@ -83,8 +83,9 @@ class LiveTeacher:
     only as deep as the deepest feature it must give (all layers when logits are needed). One graph
     rather than a graph per layer: on the CPU twelve launches of a BERT-base layer cost 0.7-1.1 s a
     step more than one launch of twelve layers (bench/GD_STEP.md). Without the fused CPU kernels
-    MindSpore's CPU backend keeps the buffers of every layer's transposes, so the graph holds about
-    3.4 GB at batch 32 x 128 instead of about 1.6 GB (`TINYBERT_FUSED_OPS=0`, or no compiler).
+    MindSpore's CPU backend keeps the buffers of every layer's transposes and mask additions: a
+    BERT-base forward at batch 32 x 128 as one graph peaks at 4.4 GB instead of 2.1 GB (the process,
+    weights included; `TINYBERT_FUSED_OPS=0`, or no compiler).
 
     Args:
         teacher: BertModel, or a task model with `.bert` and `.head` (needed for logits).
