@@ -1,13 +1,17 @@
-// GELU and LayerNorm kernels for MindSpore's CPU backend, called through ops.Custom(func_type="aot").
+// CPU kernels for MindSpore's CPU backend, called through ops.Custom(func_type="aot"): GELU, LayerNorm,
+// the attention's head swap and masked softmax, the MSE losses' masked sums, StatelessDropout's mask.
 //
-// Why our own: on the CPU MindSpore runs the exact GELU as six kernels (Erf among them, 4.5x PyTorch's
-// time) and its LayerNorm at 10-20x PyTorch's time. These single-pass loops are 13x (GELU) and 5x
-// (LayerNorm) faster than MindSpore's kernels, the GELU 2.6x faster than PyTorch's and the LayerNorm at
-// half its speed (bench/GD_STEP.md, "Fused GELU and LayerNorm kernels"). Built by src/fused_ops.py with
-// g++ -O3; the loops are written so that the compiler vectorises them (-fno-trapping-math, `omp simd`).
+// Why our own GELU and LayerNorm: on the CPU MindSpore runs the exact GELU as six kernels (Erf among
+// them, 4.5x PyTorch's time) and its LayerNorm at 10-20x PyTorch's time. These single-pass loops are 13x
+// (GELU) and 5x (LayerNorm) faster than MindSpore's kernels, the GELU 2.6x faster than PyTorch's and the
+// LayerNorm at half its speed (bench/GD_STEP.md, "Fused GELU and LayerNorm kernels"). Why the others: the
+// buffers MindSpore's CPU backend keeps alive (each kernel's comment says which). Built by
+// src/fused_ops.py with g++ -O3; the loops are written so that the compiler vectorises them
+// (-fno-trapping-math, `omp simd`).
 //
-// MindSpore's AOT calling convention: params holds the inputs then the outputs, each a contiguous
-// float32 buffer whose shape is shapes[i][0..ndims[i]). Every function returns 0.
+// MindSpore's AOT calling convention: params holds the inputs then the outputs, each a contiguous buffer
+// (float32 unless a kernel's comment says otherwise) whose shape is shapes[i][0..ndims[i]). Every
+// function returns 0.
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -150,7 +154,7 @@ extern "C" int LayerNormBackward(int, void **params, int *ndims, int64_t **shape
 // (A, B, C, D) -> (A, C, B, D): attention's head split (B = tokens, C = heads) and merge (B = heads,
 // C = tokens); its own gradient, with the roles swapped. Ours rather than MindSpore's Transpose
 // because the CPU backend keeps a Transpose's buffers alive to the end of the graph (bench/GD_STEP.md,
-// "Attention without MindSpore's Transpose"). params: x (A, B, C, D) -> y (A, C, B, D).
+// "Memory: what MindSpore's CPU backend kept"). params: x (A, B, C, D) -> y (A, C, B, D).
 extern "C" int SwapMiddleAxes(int, void **params, int *, int64_t **shapes, const char **, void *, void *) {
   const float *x = static_cast<const float *>(params[0]);
   float *y = static_cast<float *>(params[1]);

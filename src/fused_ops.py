@@ -199,12 +199,13 @@ class SwapMiddleAxes(nn.Cell):
 
     def __init__(self):
         super().__init__()
-        swap = _custom("SwapMiddleAxes", lambda x: (x[0], x[2], x[1], x[3]), lambda x: x)
+        swapped_shape = lambda x: (x[0], x[2], x[1], x[3])  # noqa: E731
+        swap = _custom("SwapMiddleAxes", swapped_shape, lambda x: x)
 
         def bprop(x, out, dout):
             return (swap(dout),)
 
-        self.forward = _custom("SwapMiddleAxes", lambda x: (x[0], x[2], x[1], x[3]), lambda x: x, bprop)
+        self.forward = _custom("SwapMiddleAxes", swapped_shape, lambda x: x, bprop)
 
     def construct(self, x):
         return self.forward(x)
