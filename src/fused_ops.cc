@@ -183,7 +183,10 @@ extern "C" int MaskedSoftmaxForward(int, void **params, int *, int64_t **shapes,
       float *p = probs + (b * rows + r) * keys;
       float top = s[0] + bias[0];
 #pragma omp simd reduction(max : top)
-      for (int64_t k = 0; k < keys; ++k) top = std::fmax(top, s[k] + bias[k]);
+      for (int64_t k = 0; k < keys; ++k) {  // not std::fmax: g++ calls libm's fmaxf for it, one element at a time
+        const float x = s[k] + bias[k];
+        top = top > x ? top : x;
+      }
       float total = 0.0f;
 #pragma omp simd reduction(+ : total)
       for (int64_t k = 0; k < keys; ++k) {
