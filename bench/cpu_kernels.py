@@ -42,7 +42,8 @@ def inputs(batch, seq, seed=0):
             "weight": rng.standard_normal((HIDDEN, INTERMEDIATE), np.float32) * 0.02,
             "bias": rng.standard_normal(INTERMEDIATE, np.float32),
             "heads": rng.standard_normal((batch, HEADS, seq, HIDDEN // HEADS), np.float32),
-            "scores": rng.standard_normal((batch, HEADS, seq, seq), np.float32)}
+            "scores": rng.standard_normal((batch, HEADS, seq, seq), np.float32),
+            "mask_bias": np.zeros((batch, 1, 1, seq), np.float32)}
 
 
 def mindspore_kernels(x, repeats):
@@ -61,6 +62,7 @@ def mindspore_kernels(x, repeats):
             self.dense = nn.Dense(HIDDEN, INTERMEDIATE)
             self.fused_layer_norm = fused_ops.LayerNorm(HIDDEN, 1e-12) if fused else None
             self.fused_gelu = fused_ops.Gelu() if fused else None
+            self.fused_masked_softmax = fused_ops.MaskedSoftmax() if fused else None
 
         def construct(self, a, b):
             if self.kind == "dense":
@@ -77,6 +79,8 @@ def mindspore_kernels(x, repeats):
                 return self.fused_layer_norm(a)
             if self.kind == "fused_gelu":
                 return self.fused_gelu(a)
+            if self.kind == "fused_masked_softmax":
+                return self.fused_masked_softmax(a, b)
             return _activation(self.kind, a)
 
     t = {k: ms.Tensor(v) for k, v in x.items()}
@@ -89,7 +93,8 @@ def mindspore_kernels(x, repeats):
              "GELU, polynomial erf (gelu_poly)": ("gelu_poly", t["intermediate"], t["intermediate"])}
     if fused:  # what the model runs on the CPU (src/fused_ops.py)
         cases.update({"LayerNorm over 768, src/fused_ops": ("fused_layer_norm", t["hidden"], t["hidden"]),
-                      "GELU, src/fused_ops": ("fused_gelu", t["intermediate"], t["intermediate"])})
+                      "GELU, src/fused_ops": ("fused_gelu", t["intermediate"], t["intermediate"]),
+                      "softmax + mask bias, src/fused_ops": ("fused_masked_softmax", t["scores"], t["mask_bias"])})
     runners = {name: (lambda cell=Kernel(kind), a=a, b=b: cell(a, b).asnumpy()) for name, (kind, a, b) in cases.items()}
     return median_ms(runners, repeats)
 
@@ -148,7 +153,7 @@ def main():
     print(f"{args.framework} kernels, BERT-base shapes at batch {args.batch}, seq {args.seq} "
           f"({args.batch * args.seq} tokens), median ms of {args.repeats}:")
     for name, ms_ in kernels(x, args.repeats).items():
-        print(f"  {name:40s} {ms_:8.1f}")
+        print(f"  {name:40s} {ms_:8.2f}")
     if args.profile and args.framework == "mindspore":
         rows = profile_forward(args.batch, args.seq, args.profile)
         total = sum(r[2] for r in rows)
