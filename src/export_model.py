@@ -7,7 +7,8 @@ read-only, and a failed write (a full disk) must leave nothing behind.
 ONNX: MindSpore writes fixed shapes only. The graph is exported at probe sizes (a batch size and a
 sequence length that no dimension of the model uses) and rewritten with the `onnx` package so both
 are dynamic: the shapes given to Reshape, the position ids and full-size constants are recomputed from
-the input's shape. The inputs are input_ids, attention_mask, token_type_ids; the output logits (a
+the input's shape; then its GELU and LayerNorm subgraphs are rewritten into the patterns ONNX Runtime
+fuses (src/onnx_fusion.py). The inputs are input_ids, attention_mask, token_type_ids; the output logits (a
 sentence classifier's (batch, labels), a token classifier's (batch, sequence, labels), a QA model's
 (batch, 2, sequence): start, then end logits), or sequence_output and pooled_output for an encoder.
 The reload check runs the file at several batch sizes and sequence lengths against the MindSpore Cell.
@@ -27,6 +28,7 @@ from src.cli import require_device
 from src.config import DEFAULT_CONFIG, bert_config, load_config
 from src.distill.multitask import all_heads, head_names, single_head
 from src.logger import get_logger
+from src.onnx_fusion import fuse_for_onnxruntime
 from src.tinybert_model import (BertForQuestionAnswering, BertForSequenceClassification, BertModel,
                                 LogitsOnly)
 
@@ -233,7 +235,8 @@ def _run_exported(path, file_format, inputs):
 def _write(exported, signature, path, file_format, dynamic=None):
     """ms.export into a private temporary folder beside `path`, then move the file into place.
 
-    dynamic: (batch, sequence, output names, fixed batch) for ONNX, rewritten by make_onnx_dynamic.
+    dynamic: (batch, sequence, output names, fixed batch) for ONNX, rewritten by make_onnx_dynamic, then
+    its GELU and LayerNorm subgraphs into the forms ONNX Runtime fuses (src/onnx_fusion.py).
     """
     if path.is_dir():
         raise ValueError(f"{path} is a folder: give export.file_name a file name (the extension is added)")
@@ -252,6 +255,7 @@ def _write(exported, signature, path, file_format, dynamic=None):
             import onnx  # noqa: PLC0415 -- only ONNX export needs onnx
             model = onnx.load(str(written))
             make_onnx_dynamic(model, *dynamic)
+            fuse_for_onnxruntime(model)
             onnx.checker.check_model(model)
             written = tmp_dir / "dynamic.onnx"
             onnx.save(model, str(written))

@@ -81,6 +81,30 @@ def test_onnx_has_named_inputs_and_any_batch_and_sequence(checkpoints, kind, out
             np.testing.assert_allclose(g, e.asnumpy(), atol=2e-5)
 
 
+@pytest.mark.parametrize("hidden_act, fused", [("gelu", True), ("relu", False)])
+def test_onnx_runtime_fuses_the_exported_gelu_and_layernorm(checkpoints, tmp_path, student_config, hidden_act, fused):
+    """src/onnx_fusion.py: the exported file has Erf, not gelu_poly's Abs/Exp polynomial, and no
+    ReduceSumSquare; ONNX Runtime's optimiser then runs one Gelu and one LayerNormalization kernel each
+    (2 layers: 2 GELUs; the embeddings' LayerNorm and 2 a layer). A ReLU model has nothing to rewrite."""
+    config = student_config.replace(hidden_act=hidden_act)
+    (tmp_path / "act.json").write_text(json.dumps(config.to_dict()))
+    save_checkpoint(tmp_path / "act.ckpt", named_parameters(BertForSequenceClassification(config, 3)))
+    cfg = load_config([f"--student.model={tmp_path / 'act.json'}", "--seq_length=16",
+                       f"--export.checkpoint={tmp_path / 'act.ckpt'}", "--export.file_format=ONNX",
+                       f"--export.file_name={tmp_path / 'act'}"])
+    path, _ = export_student(cfg)  # its reload check compares the rewritten file with the Cell
+    exported = [n.op_type for n in onnx.load(str(path)).graph.node]
+    assert exported.count("Erf") == (2 if fused else 0)
+    assert "Abs" not in exported and "ReduceSumSquare" not in exported
+    options = onnxruntime.SessionOptions()
+    options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    optimized = [n.op_type for n in onnx.load(str(tmp_path / "optimized.onnx")).graph.node]
+    assert optimized.count("Gelu") == (2 if fused else 0)
+    assert optimized.count("LayerNormalization") == 5
+    assert "Erf" not in optimized and "Pow" not in optimized
+
+
 def assert_untouched(folder, path):
     """MindSpore's writer makes its folder private and the file read-only: neither may reach the user."""
     assert oct(folder.stat().st_mode & 0o777) == "0o755"
