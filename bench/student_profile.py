@@ -1,14 +1,15 @@
 """Where a batch-1 call of the student spends its time: per kernel kind, MindSpore against PyTorch.
 
-python bench/student_profile.py [--work_dir bench_output/latency_2x192] [--calls 20] [--sequence 128]
+python bench/student_profile.py [--work_dir bench_output/latency_2x192] [--calls 20] [--sequence 128] [--blocks 12]
 
 Reads the student that bench/latency.py built in --work_dir (student.ckpt and its Hugging Face export
 student_hf/), calls each engine --calls times back to back under its own profiler (mindspore.Profiler,
 torch.profiler) after 5 untimed calls, and prints the kernels' time per call by kind (MatMul, Erf,
 Softmax, ... for MindSpore; aten::addmm, aten::gelu, ... for PyTorch), their sum, and the wall time per
 call measured in the same loop without a profiler. The difference between the wall time and the
-kernels' sum is what the framework costs around the kernels (launching them, Python). LATENCY.md, last
-section, reads it.
+kernels' sum is what the framework costs around the kernels (launching them, Python). Then --blocks
+blocks of 100 back-to-back calls, the engines alternating block by block, each block's median: how
+steady each engine's call time is over seconds (LATENCY.md, the last sections, reads both).
 """
 import argparse
 import csv
@@ -64,6 +65,7 @@ def main(argv=None):
                         help="a bench/latency.py --work_dir (student.ckpt, student_hf/)")
     parser.add_argument("--calls", type=int, default=20)
     parser.add_argument("--sequence", type=int, default=128)
+    parser.add_argument("--blocks", type=int, default=12, help="blocks of 100 calls per engine, alternating")
     args = parser.parse_args(argv)
     work_dir = Path(args.work_dir)
     if not (work_dir / "student.ckpt").is_file() or not (work_dir / "student_hf").is_dir():
@@ -99,6 +101,12 @@ def main(argv=None):
         print(f"{name}: wall {wall:.2f} ms a call, kernels {total:.2f} ms (framework around them {wall - total:.2f} ms)")
         for kind, ms_per_call in sorted(by_kind.items(), key=lambda kv: -kv[1])[:12]:
             print(f"  {kind:50s} {ms_per_call:6.3f} ms")
+    blocks = {name: [] for name in engines}
+    for _ in range(args.blocks):
+        for name, (call, _) in engines.items():
+            blocks[name].append(wall_ms(call, 100))
+    for name, medians in blocks.items():
+        print(f"{name}: medians of {args.blocks} blocks of 100 calls (ms): {' '.join(f'{m:.2f}' for m in medians)}")
 
 
 if __name__ == "__main__":
