@@ -93,8 +93,10 @@ def _is_centred(square_sum, producer):
     divided by the count (what MindSpore's LayerNorm export writes), it is ReduceMean of the square."""
     sub = producer.get(square_sum.input[0])
     mean = producer.get(sub.input[1]) if sub is not None and sub.op_type == "Sub" else None
-    return mean is not None and mean.op_type == "ReduceMean" and mean.input[0] == sub.input[0] \
-        and len(_attribute(mean, "axes")) == 1 and _attribute(mean, "axes") == _attribute(square_sum, "axes")
+    if mean is None or mean.op_type != "ReduceMean" or mean.input[0] != sub.input[0]:
+        return False
+    axes = _attribute(mean, "axes")
+    return axes is not None and len(axes) == 1 and axes == _attribute(square_sum, "axes")
 
 
 def _attribute(node, name):
