@@ -175,7 +175,7 @@ def _teacher_source(cfg, models, phase, logger, teacher_inputs=False):
                            for batch in batches.create_tuple_iterator(num_epochs=1))
         key = cache_key(checkpoint, files, teacher.bert.config.to_dict())
         logits.append(load_or_build_cache(Path(cfg.output_dir) / "teacher_cache", key, teacher_batches, teacher,
-                                          logger))
+                                          logger, batches.get_dataset_size()))
     return CachedTeacher(combine_logits(logits, [spec[2] for spec in teacher_specs(cfg)]))
 
 

@@ -12,11 +12,13 @@ the phase has a prediction loss.
 """
 import hashlib
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
 import mindspore as ms
 from mindspore import nn
+from tqdm import tqdm
 
 from src.atomic_files import atomic_path
 from src.distill.features import RELATIONS, feature_from, feature_source, relation_projection
@@ -199,11 +201,12 @@ def cache_key(teacher_checkpoint, record_files, model_config):
         "model": model_config}, sort_keys=True).encode()).hexdigest()
 
 
-def load_or_build_cache(cache_dir, key, batches, teacher, logger):
+def load_or_build_cache(cache_dir, key, batches, teacher, logger, total=None):
     """Logits of `teacher` for every example of `batches`, from `cache_dir` if a cache with `key` is
-    there, else computed now and written there (atomically).
+    there, else computed now, with a progress bar on stderr, and written there (atomically).
 
-    batches: iterable of (input_ids, attention_mask, token_type_ids, ..., example_id) tensors.
+    batches: iterable of (input_ids, attention_mask, token_type_ids, ..., example_id) tensors; total:
+    their number, for the progress bar (an augmented set's forward passes take minutes).
     Caches in the folder with other keys (other teachers, changed weights or records) are left alone
     and named in the log.
     """
@@ -216,8 +219,10 @@ def load_or_build_cache(cache_dir, key, batches, teacher, logger):
     if others:
         logger.info("teacher logits cache %s: for another teacher or other records, not used", ", ".join(others))
     source = LiveTeacher(teacher, with_logits=True)
+    logger.info("teacher logits: one forward pass over the training records%s, cached in %s for later runs",
+                f" ({total} batches)" if total else "", path)
     rows = {}
-    for batch in batches:
+    for batch in tqdm(batches, total=total, desc="teacher logits", unit=" batches", file=sys.stderr, mininterval=5.0):
         logits = source(*batch[:3])[-1].asnumpy()
         for example_id, row in zip(batch[-1].asnumpy(), logits):
             rows[int(example_id)] = row

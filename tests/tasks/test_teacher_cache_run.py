@@ -35,6 +35,8 @@ def test_cached_teacher_logits_match_the_live_teachers(work):
     live = run([*base, f"--output_dir={work / 'live'}"], work)
     cached = run([*base, f"--output_dir={work / 'cached'}", "--distill.teacher_cache=true"], work)
     assert "teacher logits of 48 examples cached" in cached.stdout
+    assert "one forward pass over the training records (2 batches)" in cached.stdout  # eval.batch_size 32
+    assert "teacher logits: 100%" in cached.stderr and "2/2" in cached.stderr  # the progress bar
     np.testing.assert_allclose(_losses(cached.stdout), _losses(live.stdout), rtol=1e-5)
     assert len(_losses(live.stdout)) == 3
 
