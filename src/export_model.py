@@ -28,7 +28,7 @@ from src.cli import require_device
 from src.config import DEFAULT_CONFIG, bert_config, load_config
 from src.distill.multitask import all_heads, head_names, single_head
 from src.logger import get_logger
-from src.onnx_fusion import fuse_for_onnxruntime
+from src.onnx_fusion import fuse_for_onnxruntime, graph_constants
 from src.tinybert_model import (BertForQuestionAnswering, BertForSequenceClassification, BertModel,
                                 LogitsOnly)
 
@@ -150,9 +150,7 @@ def make_onnx_dynamic(model, batch, sequence, output_names, fixed_batch=False):
     """
     from onnx import helper, numpy_helper  # noqa: PLC0415 -- only ONNX export needs onnx
     graph = model.graph
-    constants = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
-    constants.update({node.output[0]: numpy_helper.to_array(node.attribute[0].t) for node in graph.node
-                      if node.op_type == "Constant" and node.attribute[0].name == "value"})
+    constants = graph_constants(graph)
     consumers = {}
     for node in graph.node:
         for index, name in enumerate(node.input):

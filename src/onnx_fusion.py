@@ -22,13 +22,18 @@ def _consumers(graph):
     return users
 
 
-def _constants(graph):
-    """{tensor name: numpy value} of initializers and Constant nodes, with Casts of them followed."""
+def graph_constants(graph):
+    """{tensor name: numpy value} of the graph's initializers and Constant nodes."""
     from onnx import numpy_helper  # noqa: PLC0415 -- only ONNX export needs onnx
     values = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
-    for node in graph.node:
-        if node.op_type == "Constant" and node.attribute[0].name == "value":
-            values[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
+    values.update({node.output[0]: numpy_helper.to_array(node.attribute[0].t) for node in graph.node
+                   if node.op_type == "Constant" and node.attribute[0].name == "value"})
+    return values
+
+
+def _constants(graph):
+    """graph_constants, with the outputs of Casts of them too (MindSpore casts its scalars)."""
+    values = graph_constants(graph)
     for node in graph.node:
         if node.op_type == "Cast" and node.input[0] in values:
             values[node.output[0]] = values[node.input[0]]
@@ -56,9 +61,8 @@ def _gelu_output(abs_node, users, values):
     return None
 
 
-def _between(graph, start, end, users):
+def _between(start, end, users, producer):
     """The nodes on some path from the tensor `start` to the tensor `end` (both excluded as inputs)."""
-    producer = {out: node for node in graph.node for out in node.output}
     forward, frontier = set(), [start]
     while frontier:
         for node in users.get(frontier.pop(), []):
@@ -111,6 +115,7 @@ def fuse_for_onnxruntime(model):
     from onnx import helper, numpy_helper  # noqa: PLC0415 -- only ONNX export needs onnx
     graph = model.graph
     users, values = _consumers(graph), _constants(graph)
+    producer = {out: node for node in graph.node for out in node.output}
     removed, added, gelus, layer_norms = {}, [], 0, 0
 
     def constant(name, value):
@@ -123,7 +128,7 @@ def fuse_for_onnxruntime(model):
         x, y = node.input[0], _gelu_output(node, users, values)
         if y is None:
             continue
-        removed.update(_between(graph, x, y, users))
+        removed.update(_between(x, y, users, producer))
         tag = f"gelu_{gelus}"
         added.extend([
             helper.make_node("Div", [x, constant(f"{tag}/sqrt2", math.sqrt(2.0))], [f"{tag}/scaled"], name=f"{tag}/Div"),
@@ -133,7 +138,6 @@ def fuse_for_onnxruntime(model):
             helper.make_node("Mul", [f"{tag}/product", constant(f"{tag}/half", 0.5)], [y], name=f"{tag}/Mul_half")])
         gelus += 1
 
-    producer = {out: node for node in graph.node for out in node.output}
     for node in list(graph.node):
         divs = users.get(node.output[0], []) if node.op_type == "ReduceSumSquare" else []
         if len(divs) != 1 or divs[0].op_type != "Div" or divs[0].input[1] not in values \
