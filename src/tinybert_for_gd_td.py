@@ -182,6 +182,8 @@ class BertTrainWithLossScaleCell(nn.Cell):
     this cell detects overflow from the gradients' global norm (isfinite), which every backend has.
     On overflow the step is skipped and the scale update cell lowers the scale.
     Inputs: those of the loss Cell. Returns (loss, components, overflow, loss scale used).
+    Called, it is the whole step as one graph; the training loop runs the same two halves
+    (`scaled_gradients`, `apply_gradients`) as two graphs through `TrainingStep`.
     """
 
     def __init__(self, network, optimizer, scale_update_cell, clip_norm):
@@ -238,6 +240,18 @@ class BertTrainWithLossScaleCell(nn.Cell):
         return loss, components, overflow, scale
 
 
+class _Gradients(nn.Cell):
+    """Forward and backward of one batch through a BertTrainWithLossScaleCell's network.
+    Inputs: the loss Cell's. Returns (loss, components, loss-scaled gradients)."""
+
+    def __init__(self, train_cell):
+        super().__init__(auto_prefix=False)
+        self.train_cell = train_cell
+
+    def construct(self, *inputs):
+        return self.train_cell.scaled_gradients(self.train_cell.loss_scale * 1.0, *inputs)
+
+
 class _AccumulateGradients(nn.Cell):
     """Forward and backward of one micro-batch through a BertTrainWithLossScaleCell's network: its
     loss-scaled gradients are added into `accumulated` (first=1: written over them instead).
@@ -257,23 +271,28 @@ class _AccumulateGradients(nn.Cell):
         return ops.depend(loss, added), components
 
 
-class _ApplyAccumulated(nn.Cell):
-    """The optimizer step on the mean of the accumulated micro-batch gradients.
-    Returns (overflow, loss scale used)."""
+class _ApplyGradients(nn.Cell):
+    """The optimizer step on loss-scaled gradients summed over `micro_batches` slices (their mean is
+    applied). Input: the gradients, a tuple in the order of train_cell.weights. Returns (overflow,
+    loss scale used)."""
 
-    def __init__(self, train_cell, accumulated, micro_batches):
+    def __init__(self, train_cell, micro_batches):
         super().__init__(auto_prefix=False)
         self.train_cell = train_cell
-        self.accumulated = accumulated
         self.micro_batches = float(micro_batches)
 
-    def construct(self):
+    def construct(self, grads):
         scale = self.train_cell.loss_scale * 1.0  # the mean over slices: unscaled by scale x slices
-        return self.train_cell.apply_gradients(tuple(self.accumulated), scale * self.micro_batches), scale
+        return self.train_cell.apply_gradients(grads, scale * self.micro_batches), scale
 
 
 class TrainingStep:
     """One optimizer step on one batch: the teacher's outputs, the loss, its gradients, the update.
+
+    The step runs as two compiled graphs: the forward and backward pass, compiled for each input
+    shape (each padding bucket), and the update, compiled once. One graph for both (the train cell's
+    own `construct`) does the same arithmetic, but compiles the update again with every new shape:
+    for MiniLM-L6 that is 13 of each new bucket's 21 s (bench/GD_STEP.md, "Two graphs a step").
 
     With micro_batches > 1 the batch is cut into that many equal slices along its first axis; each
     slice goes through the teacher and the student's forward and backward on its own, the
@@ -302,32 +321,30 @@ class TrainingStep:
         self.micro_batches = micro_batches
         self.seed, self.rank = seed, rank
         self.before_step = before_step
-        if micro_batches > 1:
-            self.accumulate = _AccumulateGradients(train_cell)
-            self.update = _ApplyAccumulated(train_cell, self.accumulate.accumulated, micro_batches)
+        self.gradients = _Gradients(train_cell) if micro_batches == 1 else _AccumulateGradients(train_cell)
+        self.update = _ApplyGradients(train_cell, micro_batches)
 
     def set_train(self, mode=True):
-        self.train_cell.set_train(mode)
-        if self.micro_batches > 1:
-            self.accumulate.set_train(mode)
-            self.update.set_train(mode)
+        for cell in (self.train_cell, self.gradients, self.update):
+            cell.set_train(mode)
 
     def __call__(self, step, teacher, schedule, teacher_batch, batch):
         if self.before_step is not None:
             self.before_step()
         if self.micro_batches == 1:
             set_dropout_step(self.seed, step, self.rank)
-            loss, components, overflow, scale = self.train_cell(teacher(*teacher_batch), schedule, *batch)
+            loss, components, grads = self.gradients(teacher(*teacher_batch), schedule, *batch)
+            overflow, scale = self.update(ms.mutable(grads))  # mutable: the update is compiled once
             return float(loss.asnumpy()), components.asnumpy(), bool(overflow.asnumpy()), float(scale.asnumpy())
         losses, parts = [], []
         for index in range(self.micro_batches):
             set_dropout_step(self.seed, step, self.rank, micro_batch=index)
             first = Tensor(1.0 if index == 0 else 0.0, ms.float32)
-            loss, components = self.accumulate(first, teacher(*self._slice(teacher_batch, index)), schedule,
-                                               *self._slice(batch, index))
+            loss, components = self.gradients(first, teacher(*self._slice(teacher_batch, index)), schedule,
+                                              *self._slice(batch, index))
             losses.append(float(loss.asnumpy()))
             parts.append(components.asnumpy())
-        overflow, scale = self.update()
+        overflow, scale = self.update(ms.mutable(tuple(self.gradients.accumulated)))
         return float(np.mean(losses)), np.mean(parts, axis=0), bool(overflow.asnumpy()), float(scale.asnumpy())
 
     def _slice(self, inputs, index):

@@ -9,6 +9,7 @@ from mindspore import nn
 from conftest import BATCH, SEQ
 from src.distill.matches import Match, resolve_matches
 from src.distill.teacher import CachedTeacher, LiveTeacher, freeze
+from src.dropout import number_dropout_sites, set_dropout_step
 from src.prune.apply import apply_masking, cache_masks
 from src.prune.settings import PruningConfig
 from src.tinybert_for_gd_td import (BertTrainWithLossScaleCell, DistillationLoss, TrainingStep, make_projections,
@@ -274,3 +275,28 @@ def test_micro_batches_give_the_whole_batch_step(student_config, teacher_config,
     assert sum(not np.array_equal(v, initial[n]) for n, v in trained.items()) >= len(trained) - 2
     for (name, a), b in zip(trained.items(), student_b.trainable_params()):
         np.testing.assert_allclose(b.asnumpy(), a, rtol=1e-4, atol=1e-6, err_msg=name)
+
+
+def test_two_graph_step_matches_the_one_graph_step_and_compiles_the_update_once(student_config, teacher_config):
+    """TrainingStep runs the forward and backward pass and the update as two graphs: the weights after
+    each step are those of the train cell's single graph, and a new input length compiles a new
+    gradient graph but not a new update graph."""
+    (one_graph, source, student, _, _), (two_graph_cell, _, student_b, _, _) = (
+        _train_cell(student_config, teacher_config, 2.0 ** 16) for _ in range(2))
+    for a, b in zip(one_graph.weights, two_graph_cell.weights):
+        b.set_data(a.data.copy())
+    number_dropout_sites(student), number_dropout_sites(student_b)  # the same dropout masks in both
+    two_graph = TrainingStep(two_graph_cell)
+    two_graph.set_train(True)
+    rng = np.random.default_rng(5)
+    for step, length in enumerate((SEQ, SEQ - 4, SEQ)):
+        ids = ms.Tensor(rng.integers(1, 99, (BATCH, length)).astype(np.int32))
+        inputs = (ids, ms.Tensor(np.ones((BATCH, length), np.int32)), ms.Tensor(np.zeros((BATCH, length), np.int32)))
+        set_dropout_step(0, step, 0)
+        loss_a = float(one_graph(source(*inputs), SCHEDULE, *inputs)[0].asnumpy())
+        loss_b, _, overflow, scale = two_graph(step, source, SCHEDULE, inputs, inputs)
+        assert not overflow and scale == 2.0 ** 16
+        assert loss_b == pytest.approx(loss_a, rel=1e-6)
+    for (name, a), b in zip(_snapshot(student).items(), student_b.trainable_params()):
+        np.testing.assert_allclose(b.asnumpy(), a, rtol=1e-6, atol=1e-7, err_msg=name)
+    assert len(two_graph.gradients.compile_cache) == 2 and len(two_graph.update.compile_cache) == 1
