@@ -8,10 +8,11 @@ A MiniLM-shaped classifier (hidden 384, 12 heads, intermediate 1536, --layers la
 trained as td2 trains from the teacher-logits cache (the soft cross-entropy, src.optimizer.AdamW, loss
 scaling): with 6 layers its step is that of teacher fine-tuning, with 3 that of td2's student. Each
 line: the graphs, the length, the seconds of the first step at that length and the median of 3 later
-ones. Run each --graphs in its own process (the compile caches are per process). Results:
+ones, and the process's peak resident memory so far. Run each --graphs in its own process (the compile caches are per process). Results:
 bench/GD_STEP.md, "Two graphs a step".
 """
 import argparse
+import resource
 import sys
 import time
 import types
@@ -64,7 +65,8 @@ def main():
                 train_step(step, teacher, schedule, inputs, inputs)
             times.append(time.perf_counter() - start)
         print(f"{args.graphs} graph(s)  length {length:4d}  first step {times[0]:6.2f} s  "
-              f"later steps {np.median(times[1:]):.3f} s", flush=True)
+              f"later steps {np.median(times[1:]):.3f} s  peak RSS "
+              f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2:.2f} GB", flush=True)
 
 
 if __name__ == "__main__":
