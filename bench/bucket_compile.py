@@ -8,8 +8,8 @@ A MiniLM-shaped classifier (hidden 384, 12 heads, intermediate 1536, --layers la
 trained as td2 trains from the teacher-logits cache (the soft cross-entropy, src.optimizer.AdamW, loss
 scaling): with 6 layers its step is that of teacher fine-tuning, with 3 that of td2's student. Each
 line: the graphs, the length, the seconds of the first step at that length and the median of 3 later
-ones, and the process's peak resident memory so far. Run each --graphs in its own process (the compile caches are per process). Results:
-bench/GD_STEP.md, "Two graphs a step".
+ones, and the process's peak resident memory so far. Run each --graphs in its own process (compiled
+graphs are kept per process). Results: bench/GD_STEP.md, "Two graphs a step".
 """
 import argparse
 import resource
