@@ -11,7 +11,7 @@ for every batch shape it meets; then `--warm_epochs` rounds run every variant in
 same machine load. An epoch is timed as evaluation runs it: reading the records through
 `create_dataset`, the forward pass, the logits back as numpy. Variants:
   max_length   every batch padded to seq_length (what the records store)
-  buckets      padded to the next of data.buckets' default lengths (seq_length/4, /2, 3/4, seq_length)
+  buckets      padded to the next of data.buckets' default: 4 lengths fitted to the batches' longest rows
   longest      padded to the batch's longest example: one graph per distinct batch shape
   longest+dyn  the same batches through one graph compiled for any (B, T) (`Cell.set_inputs` with None dims)
   torch        transformers' BertForSequenceClassification, batches padded by DataCollatorWithPadding

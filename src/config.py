@@ -111,8 +111,8 @@ NON_NEGATIVE = ("end_learning_rate", "weight_decay", "warmup_ratio", "max_steps"
                 "attention_weight", "hidden_weight", "hard_label_weight", "power", "kd_weight",
                 "temperature_beta", "temperature_gamma")
 ZERO_MEANS_ANY = ("export.batch_size",)
-# Keys whose value may be a list although the default is a string.
-LIST_OR_STRING = ("distill.layer_mapping",)
+# Keys whose value may also have another type than the default's: key -> the types allowed.
+EITHER_TYPE = {"distill.layer_mapping": (list, str), "data.buckets": (list, int)}
 # Sections whose entries users may add to (new model shapes).
 OPEN_SECTIONS = ("model_presets",)
 
@@ -136,7 +136,7 @@ class Config:
 
 def _coerce(key, value, default):
     """Value converted to the default's type, or a ValueError naming the key."""
-    if key in LIST_OR_STRING and isinstance(value, (list, str)):
+    if key in EITHER_TYPE and isinstance(value, EITHER_TYPE[key]) and not isinstance(value, bool):
         return value
     if isinstance(default, bool):
         ok = isinstance(value, bool)
@@ -153,7 +153,8 @@ def _coerce(key, value, default):
     else:
         ok = isinstance(value, type(default))
     if not ok:
-        raise ValueError(f"{key}: expected {type(default).__name__} like {default!r}, got {value!r}")
+        kinds = " or ".join(kind.__name__ for kind in EITHER_TYPE.get(key, (type(default),)))
+        raise ValueError(f"{key}: expected {kinds} like {default!r}, got {value!r}")
     return value
 
 

@@ -17,7 +17,7 @@ of the batch are removed, so masked models give the same outputs, and the few bu
 bound the number of graphs GRAPH_MODE compiles (one per input shape).
 """
 import json
-import math
+import logging
 import re
 from pathlib import Path
 
@@ -27,6 +27,7 @@ import mindspore.dataset as ds
 import mindspore.dataset.transforms as transforms
 
 from src.cli import require_file
+from src.logger import LOGGER_NAME
 from src.records_writer import EXAMPLE_ID_COLUMN, FORMATS, ID_COLUMNS, LABEL_COLUMN, TEACHER_ID_COLUMNS
 
 # Record column (zoo name) -> model input (Hugging Face name), in the model's input order.
@@ -226,6 +227,57 @@ def teacher_and_student_batches(batch, with_teacher_inputs):
     return tuple(batch[width:2 * width]) + rest, tuple(batch[:width]) + rest
 
 
+def fit_buckets(row_lengths, batch_size, num_buckets):
+    """The `num_buckets` padding lengths that cut the most padding from shuffled batches of this data.
+    (Batches in a known order: their longest rows' lengths as `row_lengths`, and batch_size 1.)
+
+    A batch of `batch_size` rows is padded to the shortest bucket that holds its longest row. With
+    F(x) the fraction of rows of length <= x, a batch of rows drawn at random has its longest row
+    <= x with probability P(x) = F(x) ** batch_size (drawing with replacement, close to a shuffled
+    epoch's draw for more than a few batches of rows), so buckets b_1 < ... < b_K pad a batch to
+    sum_k b_k * (P(b_k) - P(b_{k-1})) positions a row on average. Dynamic programming over the
+    lengths that occur gives the K lengths with the least of it, the longest row's length the last.
+    (Written here, not taken from a library: it is the padding model of this pipeline, a few lines.)
+
+    Args:
+        row_lengths (np.ndarray): (N,) ints, each row's length in tokens (its attention-mask ones).
+        batch_size (int): rows per batch.
+        num_buckets (int): how many lengths to choose, at least 1 (`data.buckets` as a number).
+
+    Returns:
+        list[int]: at most `num_buckets` ascending lengths (fewer when fewer distinct lengths occur),
+        ending with the longest row's length.
+
+    Raises:
+        ValueError: num_buckets is not a positive whole number, or there are no rows.
+    """
+    if isinstance(num_buckets, bool) or not isinstance(num_buckets, int) or num_buckets < 1:
+        raise ValueError(f"data.buckets: {num_buckets!r} must be a positive number of buckets to fit to the "
+                         f"data, like 4, or a list of lengths, like [32, 64, 96]")
+    row_lengths = np.asarray(row_lengths)
+    if row_lengths.size == 0:
+        raise ValueError("no rows to fit padding buckets to: convert the data again")
+    lengths = np.unique(np.maximum(row_lengths, 1))  # the candidate lengths, ascending
+    share = np.searchsorted(np.sort(row_lengths), lengths, side="right") / row_lengths.size  # F at each
+    below = share ** batch_size  # P(longest row of a batch <= length)
+    count = min(num_buckets, lengths.size)
+    # cost[i]: least expected width of the batches whose longest row is <= lengths[i], with a bucket
+    # at lengths[i] and the buckets so far below it; previous[j][i]: the bucket before it.
+    cost = lengths * below
+    previous = []
+    for _ in range(count - 1):
+        options = cost[None, :] + lengths[:, None] * (below[:, None] - below[None, :])  # [i, h]: h below i
+        options[np.triu_indices(lengths.size)] = np.inf
+        options[0, 0] = cost[0]  # the lowest length can only be the lowest bucket
+        best = options.argmin(axis=1)
+        previous.append(best)
+        cost = options[np.arange(lengths.size), best]
+    chosen = [lengths.size - 1]
+    for best in reversed(previous):
+        chosen.append(best[chosen[-1]])
+    return sorted({int(lengths[i]) for i in chosen})
+
+
 def padding_lengths(padding, buckets, seq_length):
     """The lengths batches are padded to, checked: what `data.padding` and `data.buckets` mean.
 
@@ -234,7 +286,7 @@ def padding_lengths(padding, buckets, seq_length):
             'longest' (each batch to its longest example) or 'buckets' (to the shortest bucket that
             holds its longest example).
         buckets (list[int]): ascending bucket lengths, each at most seq_length; seq_length is
-            always the last bucket. Empty: seq_length/4, /2, 3/4 and seq_length, rounded up.
+            always the last bucket (`fit_buckets` turns a number of buckets into lengths first).
             Used with 'buckets' only.
         seq_length (int): the length the records store.
 
@@ -252,10 +304,9 @@ def padding_lengths(padding, buckets, seq_length):
         return (seq_length,)
     if padding == "longest":
         return None
-    if not buckets:
-        return tuple(sorted({math.ceil(seq_length * quarter / 4) for quarter in range(1, 5)}))
-    if not all(isinstance(b, int) and not isinstance(b, bool) and b > 0 for b in buckets):
-        raise ValueError(f"data.buckets: {list(buckets)} must be positive whole lengths, like [32, 64, 96]")
+    if not buckets or not all(isinstance(b, int) and not isinstance(b, bool) and b > 0 for b in buckets):
+        raise ValueError(f"data.buckets: {list(buckets)} must be positive whole lengths, like [32, 64, 96], "
+                         f"or a number of buckets to fit to the data, like 4")
     if any(a >= b for a, b in zip(buckets, buckets[1:])):
         raise ValueError(f"data.buckets: {list(buckets)} must be in ascending order without repeats, "
                          f"like {sorted(set(buckets))}")
@@ -263,6 +314,13 @@ def padding_lengths(padding, buckets, seq_length):
         raise ValueError(f"data.buckets: {buckets[-1]} exceeds seq_length {seq_length}: use buckets up to "
                          f"seq_length (seq_length itself is always the last bucket)")
     return tuple(buckets) + ((seq_length,) if buckets[-1] < seq_length else ())
+
+
+def row_lengths(path, data_format, schema_file=""):
+    """Each record's length in tokens (the ones of its input_mask), (N,) int64 in file order: one
+    streaming pass over that column. Call it after `create_dataset` has checked the same files."""
+    batches = [batch[0].sum(axis=1) for batch in _column_batches(path, data_format, (ID_COLUMNS[1],), schema_file)]
+    return np.concatenate(batches) if batches else np.zeros(0, np.int64)
 
 
 def _flatten(values):
@@ -285,7 +343,7 @@ def _cut_padding(lengths):
 
 
 def create_dataset(path, data_format, batch_size, seq_length, with_labels, shuffle=True, num_shards=1,
-                   shard_id=0, drop_remainder=True, schema_file="", seed=0, padding="max_length", buckets=(),
+                   shard_id=0, drop_remainder=True, schema_file="", seed=0, padding="max_length", buckets=4,
                    with_example_ids=False, label_columns=(LABEL_COLUMN,), with_teacher_inputs=False):
     """Batched dataset of BERT inputs (and labels) from MindRecord or TFRecord files.
 
@@ -313,8 +371,9 @@ def create_dataset(path, data_format, batch_size, seq_length, with_labels, shuff
             shards stay disjoint. Default: 0.
         padding (str): 'max_length', 'longest' or 'buckets' (see `padding_lengths`).
             Default: 'max_length'.
-        buckets (list[int]): bucket lengths for padding='buckets' (see `padding_lengths`).
-            Default: () (quarters of seq_length).
+        buckets (int | list[int]): for padding='buckets', a number of lengths to fit to the
+            lengths of these records (`fit_buckets`, logged), or the lengths (see
+            `padding_lengths`). Default: 4.
         with_example_ids (bool): also return example_id, the id the converter wrote with each
             row (src.glue_to_records: its row in the source file), to match predictions back to
             the examples. Default: False.
@@ -338,11 +397,18 @@ def create_dataset(path, data_format, batch_size, seq_length, with_labels, shuff
     files = record_files(path, data_format)
     if not 0 <= shard_id < num_shards:
         raise ValueError(f"shard_id {shard_id} is outside 0..{num_shards - 1}: pass the rank of this device")
-    lengths = padding_lengths(padding, buckets, seq_length)
     id_columns = list(ID_COLUMNS) + (list(TEACHER_ID_COLUMNS) if with_teacher_inputs else [])
     columns = id_columns + (list(label_columns) if with_labels else []) + \
         ([EXAMPLE_ID_COLUMN] if with_example_ids else [])
     first_row = _check_files(files, data_format, columns, seq_length)
+    if padding == "buckets" and not isinstance(buckets, (list, tuple)):
+        lengths = row_lengths(path, data_format, schema_file)
+        if not shuffle and num_shards == 1:  # the batches are known: fit to their longest rows exactly
+            lengths = np.maximum.reduceat(lengths, np.arange(0, lengths.size, batch_size))
+        buckets = fit_buckets(lengths, batch_size if shuffle or num_shards > 1 else 1, buckets)
+        logging.getLogger(LOGGER_NAME).info("padding: batches of %d rows of %s cut to %s (data.buckets fitted to "
+                                            "its lengths)", batch_size, path, ", ".join(map(str, buckets)))
+    lengths = padding_lengths(padding, buckets, seq_length)
     ds.config.set_seed(seed)
     if data_format == "mindrecord":
         data = ds.MindDataset(_source(path, files, data_format), columns_list=columns, shuffle=shuffle,

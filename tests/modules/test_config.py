@@ -18,9 +18,10 @@ def test_defaults_load_and_resolve_compute_type():
 
 def test_nested_override_and_yaml_typed_values():
     cfg = load_config(["--gd.learning_rate=1e-4", "--loss_scale.enabled=false", "--seq_length=64",
-                       "--distill.layer_mapping=[[0,0],[1,6]]"])
+                       "--distill.layer_mapping=[[0,0],[1,6]]", "--data.buckets=[32,48]"])
     assert cfg.gd.learning_rate == 1e-4 and cfg.loss_scale.enabled is False and cfg.seq_length == 64
-    assert cfg.distill.layer_mapping == [[0, 0], [1, 6]]
+    assert cfg.distill.layer_mapping == [[0, 0], [1, 6]] and cfg.data.buckets == [32, 48]
+    assert load_config(["--data.buckets=6"]).data.buckets == 6
 
 
 def test_task_yaml_then_command_line():
@@ -46,6 +47,7 @@ def test_task_name_sets_labels_and_metric_unless_given():
 @pytest.mark.parametrize("argv, message", [
     (["--gd.learnin_rate=1"], "unknown config key 'gd.learnin_rate'"),
     (["--gd.epochs=two"], "gd.epochs: expected int like 3, got 'two'"),
+    (["--data.buckets=true"], "data.buckets: expected list or int like 4, got True"),
     (["--loss_scale.enabled=maybe"], "loss_scale.enabled: expected bool"),
     (["--device_target=TPU"], "device_target: 'TPU' is not one of CPU, GPU, Ascend"),
     (["--td1.batch_size=0"], "td1.batch_size: must be positive"),

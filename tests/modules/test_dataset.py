@@ -1,13 +1,16 @@
 """create_dataset: column order and types, sharding, shuffling, evaluation coverage, padding cut to the
 batch, clear errors."""
+import itertools
 import json
+import logging
 
 import numpy as np
 import mindspore as ms
 import pytest
 
 from src import losses
-from src.dataset import count_examples, create_dataset, label_values
+from src.dataset import count_examples, create_dataset, fit_buckets, label_values
+from src.logger import LOGGER_NAME
 from src.records_writer import RecordsWriter
 from src.tinybert_model import BertForSequenceClassification, BertModel
 
@@ -360,9 +363,66 @@ def test_unknown_padding(tmp_path):
         batches(tmp_path, "mindrecord", "dynamic")
 
 
-def test_default_buckets_are_quarters_of_seq_length(tmp_path):
+def expected_width(row_lengths, batch_size, buckets):
+    """A shuffled batch's mean padded width under `fit_buckets`' model, summed over every length
+    a batch's longest row can have: sum_x bucket(x) * (P(x) - P(x - 1)), P(x) = F(x) ** batch_size."""
+    row_lengths = np.asarray(row_lengths)
+    widths = np.arange(row_lengths.max() + 1)
+    below = np.array([(row_lengths <= x).mean() for x in widths]) ** batch_size
+    padded = np.array(buckets)[np.searchsorted(buckets, widths[1:])]
+    return float((padded * np.diff(below)).sum())
+
+
+def simulated_width(row_lengths, batch_size, buckets, epochs=200, seed=0):
+    """The mean padded width of the batches of `epochs` shuffled epochs, each batch padded to its bucket."""
+    rng = np.random.default_rng(seed)
+    row_lengths = np.asarray(row_lengths)
+    rows = len(row_lengths) // batch_size * batch_size
+    longest = np.concatenate([row_lengths[rng.permutation(len(row_lengths))[:rows]].reshape(-1, batch_size).max(1)
+                              for _ in range(epochs)])
+    return float(np.array(buckets)[np.searchsorted(buckets, longest)].mean())
+
+
+def test_fit_buckets_is_the_best_choice_and_predicts_shuffled_batches():
+    # Sentence-like lengths: many short rows, a long tail (SST-2's shape).
+    row_lengths = np.minimum(np.random.default_rng(1).gamma(3.0, 5.0, 2000).astype(int) + 2, 64)
+    batch_size, count = 16, 4
+    fitted = fit_buckets(row_lengths, batch_size, count)
+    assert len(fitted) == count and fitted[-1] == row_lengths.max()
+    candidates = np.unique(row_lengths)[:-1]
+    best = min(expected_width(row_lengths, batch_size, [*map(int, lower), int(row_lengths.max())])
+               for lower in itertools.combinations(candidates, count - 1))
+    assert expected_width(row_lengths, batch_size, fitted) == pytest.approx(best, rel=1e-12)
+    assert simulated_width(row_lengths, batch_size, fitted) == pytest.approx(best, rel=0.01)
+    quarters = [16, 32, 48, 64]  # the fixed default before
+    assert simulated_width(row_lengths, batch_size, fitted) < 0.97 * simulated_width(row_lengths, batch_size,
+                                                                                     quarters)
+
+
+def test_fit_buckets_with_few_lengths_and_bad_counts():
+    assert fit_buckets([7, 7, 7], 4, 4) == [7]
+    assert fit_buckets([3, 9, 3, 9], 2, 4) == [3, 9]
+    for bad in (0, -1, True, 2.5):
+        with pytest.raises(ValueError, match=r"data.buckets: .* must be a positive number of buckets to fit to "
+                                             r"the data, like 4, or a list of lengths"):
+            fit_buckets([3, 4], 2, bad)
+
+
+def test_a_number_of_buckets_is_fitted_to_the_records(tmp_path, caplog):
     write_columns(tmp_path, "mindrecord", varied_columns())
-    assert [b["input_ids"].shape[1] for b in batches(tmp_path, "mindrecord", "buckets", buckets=[])] == [8, 12, 16, 4]
+    # In file order the batches' longest rows are known (5, 11, 16, 3): two buckets fit them, 5 and 16
+    # (widths 5 + 16 + 16 + 5, against 11 + 11 + 16 + 11 for 11 and 16, 16 + 16 + 16 + 3 for 3 and 16).
+    with caplog.at_level(logging.INFO, logger=LOGGER_NAME):
+        widths = [b["input_ids"].shape[1] for b in batches(tmp_path, "mindrecord", "buckets", buckets=2)]
+    assert "cut to 5, 16 (data.buckets fitted to its lengths)" in caplog.text
+    assert widths == [5, 16, 16, 5]
+    # Shuffled, the fit is to the rows' lengths.
+    fitted = fit_buckets(LENGTHS, 4, 2)
+    widths = [b["input_ids"].shape[1] for b in batches(tmp_path, "mindrecord", "buckets", buckets=2, shuffle=True)]
+    assert set(widths) <= set(fitted) and fitted[-1] == 16
+    with pytest.raises(ValueError, match=r"data.buckets: \[\] must be positive whole lengths, like \[32, 64, 96\], "
+                                         r"or a number of buckets to fit to the data, like 4"):
+        batches(tmp_path, "mindrecord", "buckets", buckets=[])
 
 
 @pytest.mark.parametrize("data_format", FORMATS)
