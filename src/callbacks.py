@@ -88,7 +88,8 @@ def train_state(train_cell):
 
 
 class Evaluator:
-    """Runs the task model over every dev example and keeps the best checkpoint.
+    """Runs the task model over every dev example and keeps the best checkpoint. The examples are
+    read shortest first (no metric depends on their order), so each batch is padded to little.
 
     Raises ValueError when a dev label is outside the task's labels, and FloatingPointError when
     the logits are not finite (a diverged model is never scored, nor saved as the best).
@@ -103,7 +104,7 @@ class Evaluator:
                                       with_labels=True, shuffle=False, drop_remainder=False,
                                       schema_file=cfg.data.schema_file, seed=cfg.seed, padding=cfg.data.padding,
                                       buckets=cfg.data.buckets, with_example_ids=self.with_ids,
-                                      label_columns=self.label_columns)
+                                      label_columns=self.label_columns, by_length=True)
         check_record_labels(self.task_type, cfg.data.eval_path, cfg.data.format, cfg.task.num_labels,
                             "the dev records", cfg.seq_length, cfg.data.schema_file)
         self.phase, self.metric = phase, cfg.task.metric

@@ -316,11 +316,22 @@ def padding_lengths(padding, buckets, seq_length):
     return tuple(buckets) + ((seq_length,) if buckets[-1] < seq_length else ())
 
 
-def row_lengths(path, data_format, schema_file=""):
-    """Each record's length in tokens (the ones of its input_mask), (N,) int64 in file order: one
-    streaming pass over that column. Call it after `create_dataset` has checked the same files."""
-    batches = [batch[0].sum(axis=1) for batch in _column_batches(path, data_format, (ID_COLUMNS[1],), schema_file)]
-    return np.concatenate(batches) if batches else np.zeros(0, np.int64)
+def _row_lengths(path, data_format, schema_file):
+    """(N,) each record's length (its input_mask's ones), in file order: one pass over that column.
+    Call it after `create_dataset` has checked the files."""
+    return np.concatenate([batch[0].sum(axis=1) for batch in
+                           _column_batches(path, data_format, (ID_COLUMNS[1],), schema_file)])
+
+
+def _fitted_buckets(row_lengths, batch_size, num_buckets, known_batches, path):
+    """`fit_buckets` for rows of these lengths, logged. With `known_batches` (the rows are read in
+    the order given, unshuffled and unsharded) the fit is to the batches' longest rows exactly."""
+    if known_batches:
+        row_lengths = np.maximum.reduceat(row_lengths, np.arange(0, row_lengths.size, batch_size))
+    buckets = fit_buckets(row_lengths, 1 if known_batches else batch_size, num_buckets)
+    logging.getLogger(LOGGER_NAME).info("padding: batches of %d rows of %s cut to %s (data.buckets fitted to "
+                                        "their lengths)", batch_size, path, ", ".join(map(str, buckets)))
+    return buckets
 
 
 def _flatten(values):
@@ -344,14 +355,16 @@ def _cut_padding(lengths):
 
 def create_dataset(path, data_format, batch_size, seq_length, with_labels, shuffle=True, num_shards=1,
                    shard_id=0, drop_remainder=True, schema_file="", seed=0, padding="max_length", buckets=4,
-                   with_example_ids=False, label_columns=(LABEL_COLUMN,), with_teacher_inputs=False):
+                   with_example_ids=False, label_columns=(LABEL_COLUMN,), with_teacher_inputs=False, by_length=False):
     """Batched dataset of BERT inputs (and labels) from MindRecord or TFRecord files.
 
     Sharding gives each of `num_shards` ranks an equal number of rows, disjoint and together
     complete when the row count divides by `num_shards`; otherwise MindSpore repeats up to
     num_shards - 1 rows so every rank runs the same number of steps. Shuffling is global and
     reshuffles every epoch, at any shard count, for both formats. Padding is cut after batching,
-    so the rows, their order and their batches are the same with every `padding`.
+    so the rows, their order and their batches are the same with every `padding`. A pass whose
+    order does not matter (the teacher-logits cache, evaluation) can read the rows shortest first
+    (`by_length`): its batches then hold rows of like lengths, and padding cuts the most.
 
     Args:
         path (str): a record file, or a folder of them (see `record_files`); a MindRecord file
@@ -372,8 +385,8 @@ def create_dataset(path, data_format, batch_size, seq_length, with_labels, shuff
         padding (str): 'max_length', 'longest' or 'buckets' (see `padding_lengths`).
             Default: 'max_length'.
         buckets (int | list[int]): for padding='buckets', a number of lengths to fit to the
-            lengths of these records (`fit_buckets`, logged), or the lengths (see
-            `padding_lengths`). Default: 4.
+            lengths of these records (`fit_buckets`; logged), or the lengths (see `padding_lengths`).
+            Default: 4.
         with_example_ids (bool): also return example_id, the id the converter wrote with each
             row (src.glue_to_records: its row in the source file), to match predictions back to
             the examples. Default: False.
@@ -381,6 +394,9 @@ def create_dataset(path, data_format, batch_size, seq_length, with_labels, shuff
             extractive QA start_positions and end_positions. Default: ('label_ids',).
         with_teacher_inputs (bool): also return the teacher's own token columns (records written
             with glue_to_records --teacher_vocab_file). Default: False.
+        by_length (bool): read the rows in order of length, shortest first (ties in file order),
+            with shuffle=False and one shard; MindRecord only (TFRecord readers take no sampler:
+            they keep the file order). Default: False.
 
     Returns:
         mindspore.dataset.Dataset with columns input_ids, attention_mask, token_type_ids (int32,
@@ -391,8 +407,8 @@ def create_dataset(path, data_format, batch_size, seq_length, with_labels, shuff
 
     Raises:
         FileNotFoundError: the path or schema file does not exist.
-        ValueError: a file lacks a column or has another sequence length, a bad shard id, or a
-            bad padding setting (see `padding_lengths`).
+        ValueError: a file lacks a column or has another sequence length, a bad shard id, a
+            bad padding setting (see `padding_lengths`), or by_length with shuffling or shards.
     """
     files = record_files(path, data_format)
     if not 0 <= shard_id < num_shards:
@@ -401,26 +417,29 @@ def create_dataset(path, data_format, batch_size, seq_length, with_labels, shuff
     columns = id_columns + (list(label_columns) if with_labels else []) + \
         ([EXAMPLE_ID_COLUMN] if with_example_ids else [])
     first_row = _check_files(files, data_format, columns, seq_length)
-    if padding == "buckets" and not isinstance(buckets, (list, tuple)):
-        lengths = row_lengths(path, data_format, schema_file)
-        if not shuffle and num_shards == 1:  # the batches are known: fit to their longest rows exactly
-            lengths = np.maximum.reduceat(lengths, np.arange(0, lengths.size, batch_size))
-        buckets = fit_buckets(lengths, batch_size if shuffle or num_shards > 1 else 1, buckets)
-        logging.getLogger(LOGGER_NAME).info("padding: batches of %d rows of %s cut to %s (data.buckets fitted to "
-                                            "its lengths)", batch_size, path, ", ".join(map(str, buckets)))
-    lengths = padding_lengths(padding, buckets, seq_length)
+    if data_format == "tfrecord" and schema_file:
+        _check_schema(schema_file, columns, seq_length)
+    if by_length and (shuffle or num_shards > 1):
+        raise ValueError("by_length reads every row once in one order: give shuffle=False and num_shards=1")
+    sort = by_length and data_format == "mindrecord"
+    fit = padding == "buckets" and not isinstance(buckets, (list, tuple))
+    row_lengths = _row_lengths(path, data_format, schema_file) if sort or fit else None
+    order = np.argsort(row_lengths, kind="stable") if sort else None
     ds.config.set_seed(seed)
     if data_format == "mindrecord":
-        data = ds.MindDataset(_source(path, files, data_format), columns_list=columns, shuffle=shuffle,
-                              num_shards=num_shards, shard_id=shard_id)
+        reading = {"sampler": ds.SubsetSampler(order.tolist())} if sort else \
+            {"shuffle": shuffle, "num_shards": num_shards, "shard_id": shard_id}
+        data = ds.MindDataset(_source(path, files, data_format), columns_list=columns, **reading)
     else:
-        if schema_file:
-            _check_schema(schema_file, columns, seq_length)
         # shard_equal_rows: shard by rows, not by file, so every rank gets as many rows (and steps)
         # even from fewer files than ranks or files of uneven sizes.
         data = ds.TFRecordDataset(files, schema=schema_file or None, columns_list=columns,
                                   shuffle=ds.Shuffle.GLOBAL if shuffle else False, num_shards=num_shards,
                                   shard_id=shard_id, shard_equal_rows=num_shards > 1)
+    if fit:
+        buckets = _fitted_buckets(row_lengths if order is None else row_lengths[order], batch_size, buckets,
+                                  not shuffle and num_shards == 1, path)
+    lengths = padding_lengths(padding, buckets, seq_length)
     renames = {**MODEL_INPUTS, **(TEACHER_INPUTS if with_teacher_inputs else {})}
     data = data.rename(list(renames), list(renames.values()))
     inputs = list(renames.values())

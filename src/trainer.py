@@ -170,7 +170,7 @@ def _teacher_source(cfg, models, phase, logger, teacher_inputs=False):
                                  schema_file=cfg.data.schema_file, seed=cfg.seed, padding=cfg.data.padding,
                                  buckets=cfg.data.buckets, with_example_ids=True,
                                  label_columns=TASK_TYPES[cfg.task.type].label_columns,
-                                 with_teacher_inputs=teacher_inputs)
+                                 with_teacher_inputs=teacher_inputs, by_length=True)
         teacher_batches = (teacher_and_student_batches(batch, teacher_inputs)[0]
                            for batch in batches.create_tuple_iterator(num_epochs=1))
         key = cache_key(checkpoint, files, teacher.bert.config.to_dict())

@@ -414,7 +414,7 @@ def test_a_number_of_buckets_is_fitted_to_the_records(tmp_path, caplog):
     # (widths 5 + 16 + 16 + 5, against 11 + 11 + 16 + 11 for 11 and 16, 16 + 16 + 16 + 3 for 3 and 16).
     with caplog.at_level(logging.INFO, logger=LOGGER_NAME):
         widths = [b["input_ids"].shape[1] for b in batches(tmp_path, "mindrecord", "buckets", buckets=2)]
-    assert "cut to 5, 16 (data.buckets fitted to its lengths)" in caplog.text
+    assert "cut to 5, 16 (data.buckets fitted to their lengths)" in caplog.text
     assert widths == [5, 16, 16, 5]
     # Shuffled, the fit is to the rows' lengths.
     fitted = fit_buckets(LENGTHS, 4, 2)
@@ -423,6 +423,29 @@ def test_a_number_of_buckets_is_fitted_to_the_records(tmp_path, caplog):
     with pytest.raises(ValueError, match=r"data.buckets: \[\] must be positive whole lengths, like \[32, 64, 96\], "
                                          r"or a number of buckets to fit to the data, like 4"):
         batches(tmp_path, "mindrecord", "buckets", buckets=[])
+
+
+@pytest.mark.parametrize("data_format", FORMATS)
+def test_by_length_reads_every_row_once_shortest_first(tmp_path, data_format):
+    write_columns(tmp_path, data_format, varied_columns())
+    read = batches(tmp_path, data_format, "buckets", buckets=2, by_length=True)
+    order = [int(i) for batch in read for i in batch["example_id"]]
+    if data_format == "mindrecord":
+        assert order == list(np.argsort(LENGTHS, kind="stable"))
+        # Sorted, the batches' longest rows are 2, 5, 11, 16: two buckets fit them best at 5 and 16
+        # (5 + 5 + 16 + 16, against 11 + 11 + 11 + 16 for 11 and 16).
+        assert [b["input_ids"].shape[1] for b in read] == [5, 5, 16, 16]
+    else:  # TFRecord readers take no sampler: file order
+        assert order == list(range(len(LENGTHS)))
+    for batch in read:  # each row is the one with that id, whole
+        full = varied_columns()
+        for row, example_id in enumerate(batch["example_id"]):
+            width = batch["input_ids"].shape[1]
+            np.testing.assert_array_equal(batch["input_ids"][row], full["input_ids"][example_id, :width])
+            assert full["input_mask"][example_id, width:].sum() == 0
+    with pytest.raises(ValueError, match="by_length reads every row once in one order: give shuffle=False and "
+                                         "num_shards=1"):
+        batches(tmp_path, data_format, "buckets", by_length=True, shuffle=True)
 
 
 @pytest.mark.parametrize("data_format", FORMATS)
