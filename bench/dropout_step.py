@@ -23,7 +23,6 @@ VARIANTS = ("none", "nn.Dropout", "stateless")
 
 
 def build_step(variant):
-    import mindspore as ms
     from mindspore import nn
     import src.tinybert_model as model_module
     from src.config import load_config
