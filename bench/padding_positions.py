@@ -12,6 +12,7 @@ evaluation and the teacher-logits cache do (`create_dataset(..., by_length=True)
 """
 import argparse
 import json
+import math
 import os
 import sys
 from pathlib import Path
@@ -42,7 +43,7 @@ def main():
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()
     seq_length = stored_seq_length(args.records, "mindrecord")
-    quarters = [seq_length // 4, seq_length // 2, 3 * seq_length // 4]
+    quarters = [math.ceil(seq_length * quarter / 4) for quarter in (1, 2, 3)]  # the old default, rounded up
     settings = [("max_length", "max_length", 4), (f"buckets {quarters} (quarters)", "buckets", quarters)]
     settings += [(f"buckets {value}", "buckets", json.loads(value)) for value in args.buckets]
     settings.append(("longest", "longest", 4))
