@@ -1,8 +1,10 @@
-"""One graph for every sequence length (dynamic shape) against a graph per length: peak memory and
-time per training step of a 3 x 384 classifier (batch 32) at lengths 48, 64, 80, 128, twice over.
+"""One graph for every sequence length (dynamic shape), or no graph (PyNative), against a graph per
+length: peak memory and time per training step of a 3 x 384 classifier (batch 32) at lengths 48, 64,
+80, 128, twice over.
 
     python bench/dynamic_shape_step.py static     # a graph per input shape, as training runs today
     python bench/dynamic_shape_step.py dynamic    # set_inputs with None for batch and length
+    python bench/dynamic_shape_step.py pynative   # op by op, nothing compiled
 
 Each line: the length, ms per step (mean of 3; the first round at a length includes compilation),
 and the process's peak resident memory so far. Results: bench/MEMORY.md.
@@ -35,9 +37,9 @@ class ClassifierLoss(nn.Cell):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("shapes", choices=("static", "dynamic"))
+    parser.add_argument("shapes", choices=("static", "dynamic", "pynative"))
     args = parser.parse_args()
-    ms.set_context(mode=ms.GRAPH_MODE, device_target="CPU")
+    ms.set_context(mode=ms.PYNATIVE_MODE if args.shapes == "pynative" else ms.GRAPH_MODE, device_target="CPU")
     ms.set_seed(0)
     config = BertConfig(hidden_size=384, num_hidden_layers=3, num_attention_heads=12, intermediate_size=1536,
                         hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
