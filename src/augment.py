@@ -26,13 +26,16 @@ Here:
 - Output: the input's rows and columns as TSV, each row followed by its augmented copies (copies
   equal to the row or to an earlier copy are dropped: they would only repeat teacher passes), with
   two more columns: `source_example_id` (the row's example id in the input, as glue_to_records
-  numbers rows) and `aug_index` (0 for the original row, 1.. for copies). Pairs keep their labels
-  and have both sentences augmented. `python -m src.glue_to_records --task TASK` converts the file;
-  --records_file does it in the same run.
+  numbers rows) and `aug_index` (0 for the original row, 1.. for copies). Pairs keep their labels;
+  a copy changes both sentences (pair_mode "both") or one, the first and the second in turn (pair_mode
+  "one", as the TinyBERT authors' released data_augmentation.py does: it writes copies of one sentence
+  with the other kept). `python -m src.glue_to_records --task TASK` converts the file; --records_file
+  does it in the same run.
 
 Usage:
   python -m src.augment --task sst2 --input_file SST-2/train.tsv --output_file sst2_aug.tsv --model_dir teacher/ \
       [--num_aug 20] [--replace_prob 0.4] [--num_candidates 15] [--seed 1] [--candidates auto|mlm|embeddings] \
+      [--pair_mode both|one] \
       [--records_file data/sst2_aug.mindrecord --seq_length 128 [--format tfrecord]]
 """
 import argparse
@@ -58,6 +61,7 @@ from src.tinybert_model import MLM_HEAD_PREFIX, BertConfig, BertForMaskedLM
 from src.tokenization import WordPieceTokenizer, load_vocab, str2bool
 
 CANDIDATE_SOURCES = ("auto", "mlm", "embeddings")
+PAIR_MODES = ("both", "one")
 WORD_EMBEDDINGS = ENCODER_PREFIX + "bert_embedding_lookup.embedding_table"
 SOURCE_COLUMN, COPY_COLUMN = "source_example_id", "aug_index"
 EXAMPLES_PER_CHUNK = 1024  # examples whose candidates are computed together
@@ -311,11 +315,13 @@ class Augmenter:
                     found[requests[i]] = top[row]
         return found
 
-    def copies(self, example, candidates, example_id, num_aug, replace_prob, seed):
+    def copies(self, example, candidates, example_id, num_aug, replace_prob, seed, pair_mode="both"):
         """Up to `num_aug` distinct augmented copies of one example (Algorithm 1 of the paper).
 
         Each replaceable word is replaced with probability `replace_prob` by one of its candidates,
-        drawn uniformly; the draws come from a generator seeded with (seed, example_id).
+        drawn uniformly; the draws come from a generator seeded with (seed, example_id). With
+        pair_mode "one", copy d of a pair replaces words in its sentence d % 2 only (the same draws,
+        the other sentence's left out), so the pair's relation is changed from one side at a time.
 
         Args:
             example (tuple[Segment, ...]): the example's sentences.
@@ -324,6 +330,7 @@ class Augmenter:
             num_aug (int): N, copies drawn.
             replace_prob (float): p.
             seed (int): the run's seed.
+            pair_mode (str, default "both"): one of PAIR_MODES; single sentences ignore it.
         Returns:
             list[tuple[str, ...]]: each copy's sentences; none equal to the example or to an earlier copy.
         """
@@ -332,6 +339,9 @@ class Augmenter:
             return []
         rng = np.random.default_rng([seed, example_id])
         replace = rng.random((num_aug, len(slots))) < replace_prob
+        if pair_mode == "one":
+            sentence = np.array([s for s, _, _ in slots])
+            replace &= sentence[None, :] == (np.arange(num_aug) % len(example))[:, None]
         choice = rng.integers(0, [len(ids) for _, _, ids in slots], size=(num_aug, len(slots)))
         seen, copies = {tuple(segment.text for segment in example)}, []
         for draw in range(num_aug):
@@ -364,10 +374,12 @@ def render(segment, replacements):
     return "".join(parts)
 
 
-def check_options(input_file, output_file, task, num_aug, replace_prob):
+def check_options(input_file, output_file, task, num_aug, replace_prob, pair_mode="both"):
     """Raises ValueError or FileNotFoundError, naming the fix, for options augment_file cannot run with."""
     if task not in TASKS:
         raise ValueError(f"--task {task!r} is not a GLUE task ({', '.join(TASKS)})")
+    if pair_mode not in PAIR_MODES:
+        raise ValueError(f"--pair_mode {pair_mode!r} is not one of {', '.join(PAIR_MODES)}")
     if num_aug < 1:
         raise ValueError(f"--num_aug is {num_aug}: give the number of copies per example, at least 1")
     if not 0.0 < replace_prob <= 1.0:
@@ -381,7 +393,7 @@ def check_options(input_file, output_file, task, num_aug, replace_prob):
 
 
 def augment_file(augmenter, input_file, task, output_file, num_aug=20, replace_prob=0.4, seed=1,
-                 skip_bad_rows=False, progress=True):
+                 skip_bad_rows=False, progress=True, pair_mode="both"):
     """Write `input_file`'s rows, each followed by its augmented copies, as TSV (see the module docstring).
 
     The file is written under a temporary name beside `output_file` and renamed when complete.
@@ -396,13 +408,14 @@ def augment_file(augmenter, input_file, task, output_file, num_aug=20, replace_p
         seed (int, default 1): copies depend only on it and the example's id.
         skip_bad_rows (bool, default False): leave out, and count, rows the converter would reject.
         progress (bool, default True): show a progress bar on stderr.
+        pair_mode (str, default "both"): a pair's copies change both sentences, or one in turn ("one").
     Returns:
         dict: examples, copies, skipped (rows), seconds.
     Raises:
         ValueError: bad options, a bad row (without skip_bad_rows), no examples.
         FileNotFoundError: no input file.
     """
-    check_options(input_file, output_file, task, num_aug, replace_prob)
+    check_options(input_file, output_file, task, num_aug, replace_prob, pair_mode)
     spec = TASKS[task]
     columns = [column for column in (spec.text_a, spec.text_b) if column is not None]
     start_time = time.perf_counter()
@@ -415,7 +428,7 @@ def augment_file(augmenter, input_file, task, output_file, num_aug=20, replace_p
         segments = iter(augmenter.split([text for _, _, texts in pending for text in texts]))
         examples = [tuple(next(segments) for _ in texts) for _, _, texts in pending]
         for (example_id, fields, texts), example, found in zip(pending, examples, augmenter.candidates(examples)):
-            copies = augmenter.copies(example, found, example_id, num_aug, replace_prob, seed)
+            copies = augmenter.copies(example, found, example_id, num_aug, replace_prob, seed, pair_mode)
             out.write("\t".join([*fields, str(example_id), "0"]) + "\n")
             for index, copy in enumerate(copies, 1):
                 for position, text in zip(positions, copy):
@@ -485,6 +498,9 @@ def main(argv=None):
                         help="auto: masked LM for single-piece words when the model has the head, embedding "
                              "neighbours otherwise; mlm: require the head; embeddings: neighbours only")
     parser.add_argument("--seed", type=int, default=1, help="copies depend only on it and the example (default 1)")
+    parser.add_argument("--pair_mode", choices=PAIR_MODES, default="both",
+                        help="sentence pairs: each copy changes both sentences (both), or one, the first and the "
+                             "second in turn (one, as TinyBERT's released augmentation script)")
     parser.add_argument("--batch_size", type=int, default=64, help="masked sentences per forward pass (default 64)")
     parser.add_argument("--seq_length", type=int, default=128,
                         help="tokens of context for the masked LM, and of --records_file rows (default 128)")
@@ -498,13 +514,13 @@ def main(argv=None):
                         help="where the masked LM runs (default CPU)")
     parser.add_argument("--no_progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
-    check_options(args.input_file, args.output_file, args.task, args.num_aug, args.replace_prob)
+    check_options(args.input_file, args.output_file, args.task, args.num_aug, args.replace_prob, args.pair_mode)
     require_device(args.device_target)
     ms.set_context(mode=ms.GRAPH_MODE, device_target=args.device_target)
     augmenter = Augmenter(args.model_dir, args.num_candidates, args.candidates, args.seq_length, args.batch_size,
                           args.do_lower_case)
     result = augment_file(augmenter, args.input_file, args.task, args.output_file, args.num_aug, args.replace_prob,
-                          args.seed, args.skip_bad_rows, not args.no_progress)
+                          args.seed, args.skip_bad_rows, not args.no_progress, args.pair_mode)
     print(summary(result, augmenter, args.output_file))
     if args.records_file:
         print(convert(args.output_file, TASKS[args.task], augmenter.tokenizer, args.records_file, args.seq_length,

@@ -1,5 +1,6 @@
 """TinyBERT data augmentation: masked-LM and embedding candidates against torch/transformers and numpy,
 whole-word candidates, determinism, labels and pairs kept, files that convert, clear errors."""
+import collections
 import csv
 import inspect
 import json
@@ -317,14 +318,16 @@ def test_labels_kept_copies_distinct_and_file_converts(hf_mlm, tmp_path):
     assert [int(r["example_id"]) for r in records] == list(range(len(rows)))
 
 
-def test_pairs_stay_pairs(mlm_augmenter, tmp_path):
+def _pair_rows(augmenter, tmp_path, pair_mode):
+    """Each output row of the MRPC pairs: (row, [first sentence changed, second sentence changed])."""
     header = ["Quality", "#1 ID", "#2 ID", "#1 String", "#2 String"]
     source = _write_tsv(tmp_path / "mrpc.tsv", header, MRPC, bom=True)
-    augmenter = mlm_augmenter
-    result = augment_file(augmenter, source, "mrpc", tmp_path / "out.tsv", num_aug=10, seed=1, progress=False)
-    rows = _read_tsv(tmp_path / "out.tsv")
+    output = tmp_path / f"{pair_mode}.tsv"
+    result = augment_file(augmenter, source, "mrpc", output, num_aug=10, seed=1, progress=False, pair_mode=pair_mode)
+    assert result["examples"] == 3
+    rows = _read_tsv(output)
     assert list(rows[0]) == header + ["source_example_id", "aug_index"]
-    both_changed = 0
+    marked = []
     for row in rows:
         original = MRPC[int(row["source_example_id"])]
         assert [row[c] for c in header[:3]] == list(original[:3])  # label and ids kept
@@ -334,9 +337,34 @@ def test_pairs_stay_pairs(mlm_augmenter, tmp_path):
             assert len(after.pieces) == len(before.pieces)  # each sentence stays in its own column
             changed.append(after.pieces != before.pieces)
         assert any(changed) == (row["aug_index"] != "0")
-        both_changed += all(changed)
-    assert both_changed > 5
-    assert result["examples"] == 3
+        marked.append((row, changed))
+    return marked
+
+
+def test_pairs_stay_pairs(mlm_augmenter, tmp_path):
+    both = _pair_rows(mlm_augmenter, tmp_path, "both")
+    assert sum(all(changed) for _, changed in both) > 5
+
+
+def test_pair_mode_one_changes_one_sentence_a_copy(mlm_augmenter, tmp_path):
+    one = _pair_rows(mlm_augmenter, tmp_path, "one")
+    copies = [changed for row, changed in one if row["aug_index"] != "0"]
+    assert not any(all(changed) for changed in copies)
+    first = sum(changed[0] for changed in copies)
+    assert first > 5 and len(copies) - first > 5  # the first and the second sentence in turn
+    # the same draws as pair_mode "both", restricted to one sentence: every word a copy replaced in
+    # that sentence is the word a "both" copy of the same example put there, or no copy of "both" differs
+    both = _pair_rows(mlm_augmenter, tmp_path, "both")
+    replaced = collections.defaultdict(set)
+    for row, _ in both:
+        for column in ("#1 String", "#2 String"):
+            replaced[row["source_example_id"], column].update(enumerate(row[column].split()))
+    for row, changed in one:
+        for column in ("#1 String", "#2 String"):
+            assert set(enumerate(row[column].split())) <= replaced[row["source_example_id"], column]
+    with pytest.raises(ValueError, match="--pair_mode 'left' is not one of both, one"):
+        augment_file(mlm_augmenter, tmp_path / "mrpc.tsv", "mrpc", tmp_path / "x.tsv", pair_mode="left")
+    assert not (tmp_path / "x.tsv").exists()
 
 
 def test_errors_are_one_line_and_leave_no_file(hf_mlm, tmp_path, capsys):
