@@ -352,14 +352,14 @@ def test_pair_mode_one_changes_one_sentence_a_copy(mlm_augmenter, tmp_path):
     assert not any(all(changed) for changed in copies)
     first = sum(changed[0] for changed in copies)
     assert first > 5 and len(copies) - first > 5  # the first and the second sentence in turn
-    # the same draws as pair_mode "both", restricted to one sentence: every word a copy replaced in
-    # that sentence is the word a "both" copy of the same example put there, or no copy of "both" differs
+    # the same draws as pair_mode "both", restricted to one sentence: every word at a position of a
+    # "one" row is the word some "both" row of the same example (the original row among them) has there
     both = _pair_rows(mlm_augmenter, tmp_path, "both")
     replaced = collections.defaultdict(set)
     for row, _ in both:
         for column in ("#1 String", "#2 String"):
             replaced[row["source_example_id"], column].update(enumerate(row[column].split()))
-    for row, changed in one:
+    for row, _ in one:
         for column in ("#1 String", "#2 String"):
             assert set(enumerate(row[column].split())) <= replaced[row["source_example_id"], column]
     with pytest.raises(ValueError, match="--pair_mode 'left' is not one of both, one"):
