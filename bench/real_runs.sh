@@ -15,6 +15,7 @@
 # AUGMENT (default "no"; "no yes" runs every student on the original and on the augmented train set), NUM_AUG
 # (copies per example, default 20: `python -m src.augment` with the pretrained teacher's embedding neighbours),
 # PAIR_MODE (MRPC's copies change both sentences, "both", the default, or one in turn, "one": src.augment --pair_mode),
+# STOP_WORDS (a file of words augmentation never replaces, one a line: src.augment --stop_words; default none),
 # AUG_ARGS (--key=value words for the augmented runs only, e.g. "--td1.max_steps=2000 --td2.max_steps=2000": one
 # epoch of 20x data is 20x the steps). Augmented runs label every copy by the teacher's soft targets (td2's
 # hard_label_weight is 0) and compute them once (distill.teacher_cache, shared by the seeds).
@@ -42,6 +43,7 @@ SEEDS=${SEEDS:-1}
 AUGMENT=${AUGMENT:-no}
 NUM_AUG=${NUM_AUG:-20}
 PAIR_MODE=${PAIR_MODE:-both}
+STOP_WORDS=(${STOP_WORDS:+--stop_words "$STOP_WORDS"})
 read -r -a AUG_ARGS <<< "${AUG_ARGS:-}"
 read -r -a GD_FILES <<< "${GD_FILES:-$DATA/wikitext/wikitext-2-raw.wiki.test.raw}"
 for aug in $AUGMENT; do
@@ -110,7 +112,7 @@ run_task() {
   if [[ " $AUGMENT " == *" yes "* ]]; then
     stage "$task augment" python -m src.augment --task "$task" --input_file "$train" \
       --output_file "$OUT/data/${task}_train_aug.tsv" --model_dir "$PRETRAINED" --num_aug "$NUM_AUG" \
-      --pair_mode "$PAIR_MODE" --records_file "$OUT/records/${task}_train_aug.mindrecord" --seq_length "$seq" \
+      --pair_mode "$PAIR_MODE" "${STOP_WORDS[@]}" --records_file "$OUT/records/${task}_train_aug.mindrecord" --seq_length "$seq" \
       --no_progress
     mkdir -p "$dir/teacher_cache"
   fi

@@ -13,10 +13,11 @@ Here:
   shipped MiniLM teacher, gives every word embedding neighbours.
 - The embedding space is the model's own input word embeddings, by cosine similarity (a multi-piece
   word is the mean of its pieces), so augmentation needs nothing but the teacher.
-- A word is what the model's tokenizer splits on whitespace and punctuation; words without a letter
-  and [UNK] words stay as they are. Candidates are whole-word vocabulary entries: never a special
-  token ([CLS], [MASK], [unused0]...), never a ## continuation piece, never one without a letter,
-  never the word itself.
+- A word is what the model's tokenizer splits on whitespace and punctuation; words without a letter,
+  [UNK] words and stop words (--stop_words, a file of one word a line, none by default; the TinyBERT
+  authors' released data_augmentation.py leaves NLTK's English stop words unreplaced) stay as they
+  are. Candidates are whole-word vocabulary entries: never a special token ([CLS], [MASK],
+  [unused0]...), never a ## continuation piece, never one without a letter, never the word itself.
 - Speed: the masked sentences of a chunk of examples go through the model in batches, one forward
   pass for all masked positions of a batch, through one graph compiled once for all shapes; the
   neighbours of all distinct new words of a chunk come from one matrix product and are cached.
@@ -35,7 +36,7 @@ Here:
 Usage:
   python -m src.augment --task sst2 --input_file SST-2/train.tsv --output_file sst2_aug.tsv --model_dir teacher/ \
       [--num_aug 20] [--replace_prob 0.4] [--num_candidates 15] [--seed 1] [--candidates auto|mlm|embeddings] \
-      [--pair_mode both|one] \
+      [--pair_mode both|one] [--stop_words stop_words.txt] \
       [--records_file data/sst2_aug.mindrecord --seq_length 128 [--format tfrecord]]
 """
 import argparse
@@ -130,13 +131,16 @@ class Augmenter:
         batch_size (int, default 64): masked sentences per forward pass.
         do_lower_case (bool or None, default None): as WordPieceTokenizer; None reads the model's
             tokenizer_config.json.
+        stop_words (iterable of str, default ()): words never replaced, matched after the tokenizer's
+            normalisation (so in any case for an uncased model); a text that splits into several words
+            ("don't") makes each of them a stop word.
     Raises:
         FileNotFoundError: model.ckpt or vocab.txt is missing.
         ValueError: bad sizes, a checkpoint without word embeddings, "mlm" without a masked-LM head.
     """
 
     def __init__(self, model_dir, num_candidates=15, candidates="auto", seq_length=128, batch_size=64,
-                 do_lower_case=None):
+                 do_lower_case=None, stop_words=()):
         for name, value, least in (("num_candidates", num_candidates, 1), ("seq_length", seq_length, 3),
                                    ("batch_size", batch_size, 1)):
             if value < least:
@@ -173,6 +177,8 @@ class Augmenter:
         self.column_of[self.candidate_ids] = np.arange(len(self.candidate_ids))
         self.neighbour_cache = {}  # word's piece ids -> candidate ids
         self.mask_id = vocab.get("[MASK]")
+        # As piece ids, so that the tokenizer's casing and accent handling decide what matches.
+        self.stop_pieces = {pieces for segment in self.split(list(stop_words)) for pieces in segment.pieces}
         self.counts = collections.Counter()  # words served by each source, for the summary
         has_head = any(name.startswith(MLM_HEAD_PREFIX) for name in tensors)
         if candidates == "mlm" and not has_head:
@@ -222,7 +228,8 @@ class Augmenter:
 
     def _replaceable(self, segment, index):
         start, end = segment.spans[index]
-        return (segment.pieces[index] != (self.tokenizer.unk_id,)
+        pieces = segment.pieces[index]
+        return (pieces != (self.tokenizer.unk_id,) and pieces not in self.stop_pieces
                 and any(char.isalpha() for char in segment.text[start:end]))
 
     def candidates(self, examples):
@@ -374,6 +381,21 @@ def render(segment, replacements):
     return "".join(parts)
 
 
+def read_stop_words(path):
+    """The words of a stop-word file: one a line, blank lines and lines starting with # ignored.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: the file holds no word.
+    """
+    require_file(path, "stop-word file")
+    with open(path, encoding="utf-8-sig") as f:
+        words = [line.strip() for line in f if line.strip() and not line.startswith("#")]
+    if not words:
+        raise ValueError(f"--stop_words {path} holds no word: give one word a line")
+    return words
+
+
 def check_options(input_file, output_file, task, num_aug, replace_prob, pair_mode="both"):
     """Raises ValueError or FileNotFoundError, naming the fix, for options augment_file cannot run with."""
     if task not in TASKS:
@@ -480,7 +502,8 @@ def summary(result, augmenter, output_file):
             f"augmented copies ({result['copies'] / examples:.1f} per example; {result['skipped']} bad rows skipped) "
             f"in {seconds:.1f} s, {examples / seconds:.1f} examples/s; word candidates: {augmenter.counts['mlm']} "
             f"from the masked LM, {augmenter.counts['embeddings']} embedding neighbours "
-            f"({len(augmenter.neighbour_cache)} distinct words); {augmenter.tokenizer.casing}")
+            f"({len(augmenter.neighbour_cache)} distinct words); {len(augmenter.stop_pieces)} stop words kept; "
+            f"{augmenter.tokenizer.casing}")
 
 
 def main(argv=None):
@@ -501,6 +524,9 @@ def main(argv=None):
     parser.add_argument("--pair_mode", choices=PAIR_MODES, default="both",
                         help="sentence pairs: each copy changes both sentences (both), or one, the first and the "
                              "second in turn (one, as TinyBERT's released augmentation script)")
+    parser.add_argument("--stop_words", default=None,
+                        help="file of words never replaced, one a line (default none; TinyBERT's released script "
+                             "keeps NLTK's English stop words)")
     parser.add_argument("--batch_size", type=int, default=64, help="masked sentences per forward pass (default 64)")
     parser.add_argument("--seq_length", type=int, default=128,
                         help="tokens of context for the masked LM, and of --records_file rows (default 128)")
@@ -515,10 +541,11 @@ def main(argv=None):
     parser.add_argument("--no_progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     check_options(args.input_file, args.output_file, args.task, args.num_aug, args.replace_prob, args.pair_mode)
+    stop_words = read_stop_words(args.stop_words) if args.stop_words else ()
     require_device(args.device_target)
     ms.set_context(mode=ms.GRAPH_MODE, device_target=args.device_target)
     augmenter = Augmenter(args.model_dir, args.num_candidates, args.candidates, args.seq_length, args.batch_size,
-                          args.do_lower_case)
+                          args.do_lower_case, stop_words)
     result = augment_file(augmenter, args.input_file, args.task, args.output_file, args.num_aug, args.replace_prob,
                           args.seed, args.skip_bad_rows, not args.no_progress, args.pair_mode)
     print(summary(result, augmenter, args.output_file))

@@ -367,6 +367,45 @@ def test_pair_mode_one_changes_one_sentence_a_copy(mlm_augmenter, tmp_path):
     assert not (tmp_path / "x.tsv").exists()
 
 
+def _changed_words(augmenter, rows):
+    """The original words (as text) that the copies among `rows` (read from an SST-2 output) replaced."""
+    changed = collections.Counter()
+    for row in rows:
+        if row["aug_index"] == "0":
+            continue
+        text = SST[int(row["source_example_id"])][0]
+        (before,), (after,) = augmenter.split([text]), augmenter.split([row["sentence"]])
+        changed.update(text[slice(*span)].lower() for span, a, b in zip(before.spans, before.pieces, after.pieces)
+                       if a != b)
+    return changed
+
+
+def test_stop_words_are_never_replaced(hf_mlm, tmp_path, capsys):
+    augmenter = Augmenter(hf_mlm["bare"], num_candidates=K)
+    _augment(augmenter, tmp_path, "all.tsv", num_aug=12, seed=3)
+    assert _changed_words(augmenter, _read_tsv(tmp_path / "all.tsv"))["the"] > 3  # replaced without a stop list
+    stop_file = tmp_path / "stop.txt"
+    stop_file.write_text("# NLTK-like list\nTHE\n\nwas\nit's\n", encoding="utf-8")
+    source = _write_tsv(tmp_path / "in.tsv", ["sentence", "label"], SST)
+    run_cli(augment.main, ["--task", "sst2", "--input_file", str(source), "--output_file", str(tmp_path / "stop.tsv"),
+                           "--model_dir", str(hf_mlm["bare"]), "--num_aug", "12", "--num_candidates", str(K),
+                           "--seed", "3", "--no_progress", "--stop_words", str(stop_file)])
+    assert "; 5 stop words kept; " in capsys.readouterr().out  # the, was, it, ', s: the uncased tokenizer's words
+    changed = _changed_words(augmenter, _read_tsv(tmp_path / "stop.tsv"))
+    assert not {"the", "was", "it"} & set(changed)
+    assert changed["movie"] and changed["good"]  # the other words still are
+    (tmp_path / "empty.txt").write_text("# nothing\n\n", encoding="utf-8")
+    for stop, message in ((tmp_path / "empty.txt", r"--stop_words .*empty\.txt holds no word: give one word a line"),
+                          (tmp_path / "absent.txt", r"stop-word file .*absent\.txt does not exist")):
+        with pytest.raises(SystemExit):
+            run_cli(augment.main, ["--task", "sst2", "--input_file", str(source), "--output_file",
+                                   str(tmp_path / "o.tsv"), "--model_dir", str(hf_mlm["bare"]), "--stop_words",
+                                   str(stop)])
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and re.search(message, err), err
+        assert not (tmp_path / "o.tsv").exists()
+
+
 def test_errors_are_one_line_and_leave_no_file(hf_mlm, tmp_path, capsys):
     source = _write_tsv(tmp_path / "in.tsv", ["sentence", "label"], SST[:2] + [("fine", "7")])
     header_only = _write_tsv(tmp_path / "empty.tsv", ["sentence", "label"], [])
