@@ -7,7 +7,8 @@ examples, so each student is reported over several seeds).
 Reads OUT_DIR/TASK/metrics.jsonl (the teacher's fine-tuning) and OUT_DIR/TASK/RUN/metrics.jsonl for every
 run folder named STUDENT[-aug][-seedN] (seed 1 when no -seedN); a run's score is its td2 phase's best
 evaluation, the checkpoint td2 keeps. The standard deviation is the sample one (n - 1); a single seed has
-none. Runs without a td2 evaluation yet are listed as unfinished.
+none. Runs without a td2 evaluation yet are listed as unfinished. A task folder without the teacher's
+metrics.jsonl (its teacher fine-tuned elsewhere) still gets its students' rows, without the ratio.
 """
 import os
 import re
@@ -64,15 +65,21 @@ def task_rows(task_dir):
     return rows, unfinished
 
 
+def is_task_folder(path):
+    """Whether `path` holds a teacher's metrics.jsonl or a student run folder with a td2 phase."""
+    return path.is_dir() and ((path / "metrics.jsonl").is_file() or any(
+        run.is_dir() and RUN_NAME.match(run.name) and (run / "td2").is_dir() for run in path.iterdir()))
+
+
 def summary(out_dir):
-    """The Markdown summary of every task folder under out_dir (those holding a metrics.jsonl)."""
+    """The Markdown summary of every task folder under out_dir (see is_task_folder)."""
     lines = ["# Students over seeds (bench/real_runs.sh)", "",
              "Dev metrics of each student's td2 best checkpoint: mean ± sample standard deviation over the seeds; "
              "'of the teacher' is the mean accuracy over the teacher's.", "",
              "| task | student | augmented | seeds | dev acc | dev F1 | of the teacher | per seed (acc) |",
              "|---|---|---|---|---|---|---|---|"]
     unfinished = []
-    for task_dir in sorted(p for p in Path(out_dir).iterdir() if (p / "metrics.jsonl").is_file()):
+    for task_dir in sorted(p for p in Path(out_dir).iterdir() if is_task_folder(p)):
         rows, left = task_rows(task_dir)
         lines += rows
         unfinished += [f"{task_dir.name}/{name}" for name in left]

@@ -50,6 +50,15 @@ def test_seeds_are_grouped_and_summarised(tmp_path):
     assert "Not finished (no td2 evaluation yet): mrpc/random" in text
 
 
+def test_students_are_summarised_without_the_teachers_metrics(tmp_path):
+    (tmp_path / "sst2" / "random-aug-seed2" / "td2").mkdir(parents=True)  # the teacher fine-tuned in another folder
+    _metrics(tmp_path / "sst2" / "random-aug-seed2" / "metrics.jsonl", "td2", [{"accuracy": 0.83, "f1": 0.84}])
+    (tmp_path / "records" / "gd").mkdir(parents=True)  # bench/real_runs.sh's other folders are no task
+    (tmp_path / "gd" / "gd").mkdir(parents=True)
+    rows = [line for line in _load().summary(tmp_path).splitlines() if line.startswith("| ")][1:]
+    assert rows == ["| sst2 | random | yes | 1 | 0.8300 | 0.8400 |  | 2: 0.8300 |"]
+
+
 def test_the_summary_file_is_written_and_bad_usage_is_one_line(tmp_path):
     _metrics(tmp_path / "sst2" / "metrics.jsonl", "teacher", [{"accuracy": 0.87}])
     done = subprocess.run([sys.executable, str(SCRIPT), str(tmp_path)], capture_output=True, text=True)
