@@ -20,7 +20,7 @@
 # epoch of 20x data is 20x the steps). Augmented runs label every copy by the teacher's soft targets (td2's
 # hard_label_weight is 0) and compute them once (distill.teacher_cache, shared by the seeds).
 # General distillation's text (issue 13, item 3): GD_FILES (default the WikiText-2 test file; e.g. add
-# $DATA/wikitext/wikitext-2-tokens.valid.txt, or a task's unlabelled sentences: `cut -f1 train.tsv | tail -n +2`).
+# $DATA/wikitext/wikitext-2-tokens.valid.txt, or the tasks' unlabelled train text: bench/task_text.py DATA DIR).
 # SST2_TEACHER_RUN, MRPC_TEACHER_RUN: an earlier run's OUT_DIR/TASK folder whose fine-tuned teacher is reused.
 # Run folders: OUT_DIR/TASK/STUDENT[-aug][-seedN] (seed 1 without augmentation: OUT_DIR/TASK/STUDENT).
 # Wall time of each stage: OUT_DIR/times.tsv; speed and parameter counts: OUT_DIR/TASK/speed.txt; dev metrics of
