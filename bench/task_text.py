@@ -18,21 +18,25 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from src.atomic_files import write_text_atomically  # noqa: E402  (after the path set-up)
 from src.cli import require_file, run_cli  # noqa: E402
 from src.conll_to_records import read_sentences  # noqa: E402
-from src.glue_to_records import TASKS, read_rows  # noqa: E402
+from src.glue_to_records import TASKS, BadRow, _example, read_rows  # noqa: E402
 from src.squad_to_records import read_squad  # noqa: E402
 
 
 def glue_lines(path, task):
-    """The texts of a GLUE train file, text_a then text_b of each row; (lines, rows skipped)."""
+    """The texts of a GLUE train file, text_a then text_b of each row; (lines, rows skipped: those
+    src.glue_to_records rejects, by its own row check)."""
     spec = TASKS[task]
-    columns = [column for column in (spec.text_a, spec.text_b) if column is not None]
+    columns = [column for column in (spec.text_a, spec.text_b, spec.label) if column is not None]
     lines, skipped = [], 0
-    for _, row in read_rows(path, columns):
-        texts = [row.get(column, "").strip() for column in columns] if isinstance(row, dict) else []
-        if not texts or not all(texts):
+    for _, row in read_rows(path, columns, spec.has_header):
+        try:
+            if isinstance(row, BadRow):
+                raise row
+            text_a, text_b, _ = _example(row, spec)
+        except BadRow:
             skipped += 1
             continue
-        lines.extend(texts)
+        lines.extend(text for text in (text_a, text_b) if text is not None)
     return lines, skipped
 
 
