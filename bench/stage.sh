@@ -1,13 +1,22 @@
 # Sourced by the bench scripts (they set $OUT first). stage NAME COMMAND...: runs the command unless OUT/done/NAME exists
-# (a finished stage of an earlier run), appends "NAME<TAB>seconds" to OUT/times.tsv and marks it done,
-# so a script run again on the same OUT goes on after its last finished stage. Needs $OUT.
+# (a finished stage of an earlier run), appends "NAME<TAB>seconds" to OUT/times.tsv and marks it done, the marker
+# holding the command, so a script run again on the same OUT goes on after its last finished stage. A finished stage
+# whose command differs now (other settings: NUM_AUG, extra --key=value ...) is still skipped, its output reused, with a
+# warning on stderr that names both commands; an empty marker (made by hand to reuse a folder) is trusted. Needs $OUT.
 stage() {
   local name=$1 start=$SECONDS marker=$OUT/done/${1// /_}; shift
-  if [[ -f $marker ]]; then echo "== $name: done in an earlier run ($marker), skipped"; return; fi
+  if [[ -f $marker ]]; then
+    echo "== $name: done in an earlier run ($marker), skipped"
+    if [[ -s $marker && $(<"$marker") != "$*" ]]; then
+      echo "warning: $name was done with other settings; its output is reused as it is (rm $marker, or the" \
+        "whole OUT folder, to run it with these). Then: $(<"$marker"); now: $*" >&2
+    fi
+    return
+  fi
   echo "== $name: $*"
-  "$@"
+  "$@" || return  # not marked done (and, under the scripts' set -e, the run stops here)
   printf '%s\t%d\n' "$name" $((SECONDS - start)) | tee -a "$OUT/times.tsv"
-  touch "$marker"
+  printf '%s\n' "$*" > "$marker"
 }
 
 # head_rows FILE N: the header and the first N rows of a .tsv (all rows when N is empty).

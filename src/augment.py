@@ -464,8 +464,9 @@ def augment_file(augmenter, input_file, task, output_file, num_aug=20, replace_p
     with atomic_path(output_file) as tmp:
         with open(tmp, "w", encoding="utf-8", newline="") as out, \
                 tqdm(total=total, unit=" examples", desc="augment", file=sys.stderr, disable=not progress,
-                     mininterval=1.0) as bar:
-            rows = read_rows(input_file, (*columns, spec.label), spec.has_header)
+                     mininterval=1.0, delay=1.0) as bar:  # delay: an error in the first rows prints no bar
+            rows = read_rows(input_file, (*columns, spec.label), spec.has_header,
+                             fix="pass the train file of this --task (GLUE's TSV with its header)")
             for example_id, (line_no, row) in enumerate(rows):
                 try:
                     if isinstance(row, BadRow):

@@ -122,7 +122,8 @@ def convert(input_files, tokenizer, output_dir, seq_length, num_shards=1, data_f
     start = time.perf_counter()
     total_lines = sum(map(_count_lines, paths))
     sequences = tokens = unknown = text_tokens = 0
-    with tqdm(total=total_lines, unit=" lines", file=sys.stderr, mininterval=1.0) as progress, \
+    # delay: an error in the first lines prints no bar before its error line
+    with tqdm(total=total_lines, unit=" lines", file=sys.stderr, mininterval=1.0, delay=1.0) as progress, \
             RecordsWriter(Path(output_dir) / f"{OUTPUT_NAME}.{data_format}", data_format, seq_length,
                           num_shards=num_shards) as writer:
         pending = []

@@ -98,16 +98,18 @@ def _decode(raw):
         raise BadRow(f"bytes that are not UTF-8 at byte {err.start}") from None
 
 
-def _check_header(path, header, columns):
+# What to do about a column missing from the header; each tool names its own options (`read_rows(fix=...)`).
+MISSING_COLUMN_FIX = "pass the file of this task, or name the right column"
+
+
+def _check_header(path, header, columns, fix):
     """Fails at once, not row by row, when a named column is absent from the header."""
     for column in columns:
         if isinstance(column, str) and column not in header:
-            raise ValueError(f"{path}: column {column!r} is not in the header ({', '.join(header)}): "
-                             f"pass the file of this task, or the right column name (a file without a header: "
-                             f"--no_header and column numbers)")
+            raise ValueError(f"{path}: column {column!r} is not in the header ({', '.join(header)}): {fix}")
 
 
-def _tsv_rows(path, columns, has_header):
+def _tsv_rows(path, columns, has_header, fix):
     """Tab-separated rows without quote handling, as GLUE is written; by header name if it has one."""
     header = None
     with open(path, "rb") as f:
@@ -126,7 +128,7 @@ def _tsv_rows(path, columns, has_header):
                 continue
             if has_header and header is None:
                 header = fields
-                _check_header(path, header, columns)
+                _check_header(path, header, columns, fix)
             elif header is None:
                 yield line_no, fields
             elif len(fields) != len(header):
@@ -135,13 +137,13 @@ def _tsv_rows(path, columns, has_header):
                 yield line_no, dict(zip(header, fields))
 
 
-def _csv_rows(path, columns, has_header):
+def _csv_rows(path, columns, has_header, fix):
     """Comma-separated rows with standard quoting, by header name if it has one, else by index."""
     with open(path, encoding="utf-8-sig", errors="surrogateescape", newline="") as f:
         reader = csv.reader(f)
         header = next(reader, []) if has_header else None
         if has_header:
-            _check_header(path, header, columns)
+            _check_header(path, header, columns, fix)
         for fields in reader:
             if not fields:
                 continue
@@ -171,17 +173,20 @@ def _jsonl_rows(path):
                 yield line_no, row if isinstance(row, dict) else BadRow("the line is not a JSON object")
 
 
-def read_rows(path, columns, has_header=True):
+def read_rows(path, columns, has_header=True, fix=MISSING_COLUMN_FIX):
     """(line number, row or BadRow) of a TSV, CSV or JSONL file (by extension); a row maps column
-    names (or, without a header, indices) to values. Raises if the header lacks one of `columns`."""
+    names (or, without a header, indices) to values. Raises ValueError ending in `fix` (what to do, in the
+    calling tool's options) if the header lacks one of `columns`."""
     suffix = Path(path).suffix.lower()
     if suffix == ".csv":
-        return _csv_rows(path, columns, has_header)
+        return _csv_rows(path, columns, has_header, fix)
     if suffix == ".jsonl":
         if not has_header:
-            raise ValueError(f"{path}: JSONL rows are read by field name: drop --no_header and name the fields")
+            raise ValueError(f"{path}: JSONL rows are read by field name, not by column number (--no_header, "
+                             "or a task whose files have no header, as CoLA's): give a TSV or CSV file, or name "
+                             "the fields")
         return _jsonl_rows(path)
-    return _tsv_rows(path, columns, has_header)
+    return _tsv_rows(path, columns, has_header, fix)
 
 
 def _field(row, column):
@@ -264,7 +269,8 @@ def convert(input_file, spec, tokenizer, output_file, seq_length, data_format="m
             pending.clear()
             example_ids.clear()
 
-        rows = read_rows(input_file, (spec.text_a, spec.text_b, spec.label), spec.has_header)
+        rows = read_rows(input_file, (spec.text_a, spec.text_b, spec.label), spec.has_header,
+                         fix=f"{MISSING_COLUMN_FIX} (a file without a header: --no_header and column numbers)")
         for example_id, (line_no, row) in enumerate(rows):
             try:
                 if isinstance(row, BadRow):

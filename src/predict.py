@@ -590,7 +590,7 @@ def read_inputs(path, text_a, text_b):
     else:
         require_file(path, "input file")
         columns = [c for c in (text_a, text_b) if c is not None]
-        for line_no, row in read_rows(path, columns):
+        for line_no, row in read_rows(path, columns, fix="name the text columns with --text_a/--text_b"):
             if isinstance(row, BadRow):
                 raise ValueError(f"{path}:{line_no}: {row}")
             values = []

@@ -399,6 +399,7 @@ def test_stop_words_are_never_replaced(hf_mlm, tmp_path, capsys):
 def test_errors_are_one_line_and_leave_no_file(hf_mlm, tmp_path, capsys):
     source = _write_tsv(tmp_path / "in.tsv", ["sentence", "label"], SST[:2] + [("fine", "7")])
     header_only = _write_tsv(tmp_path / "empty.tsv", ["sentence", "label"], [])
+    other_columns = _write_tsv(tmp_path / "other.tsv", ["text", "label"], SST[:2])
     (tmp_path / "no_words.txt").write_text("# nothing\n\n", encoding="utf-8")
     base = ["--task", "sst2", "--input_file", str(source), "--model_dir", str(hf_mlm["bare"]), "--no_progress"]
     cases = [
@@ -416,6 +417,8 @@ def test_errors_are_one_line_and_leave_no_file(hf_mlm, tmp_path, capsys):
         (["--output_file", str(tmp_path / "o.tsv"), "--stop_words", str(tmp_path / "absent.txt")],
          r"stop-word file .*absent\.txt does not exist"),
         (["--output_file", str(tmp_path / "o.tsv"), "--input_file", str(header_only)], r"no examples in .*empty\.tsv"),
+        (["--output_file", str(tmp_path / "o.tsv"), "--input_file", str(other_columns)],
+         r"column 'sentence' is not in the header \(text, label\): pass the train file of this --task"),
     ]
     for extra, message in cases:
         with pytest.raises(SystemExit) as exit_info:
@@ -425,6 +428,10 @@ def test_errors_are_one_line_and_leave_no_file(hf_mlm, tmp_path, capsys):
         assert err.count("\n") == 1 and err.startswith("error: ")
         assert re.search(message, err), err
         assert not (tmp_path / "o.tsv").exists() and not list(tmp_path.glob(".o.tsv*"))
+    with pytest.raises(SystemExit):  # with the progress bar on: still the error line alone, no bar before it
+        run_cli(augment.main, [*base[:-1], "--output_file", str(tmp_path / "o.tsv"), "--input_file",
+                               str(other_columns)])
+    assert capsys.readouterr().err.startswith("error: ")
     with pytest.raises(SystemExit):
         run_cli(augment.main, ["--task", "sst2", "--input_file", str(source), "--model_dir", str(tmp_path / "none"),
                                "--output_file", str(tmp_path / "o.tsv")])

@@ -152,6 +152,10 @@ def test_wrong_file_for_the_task(tmp_path, tokenizer):
     source.write_text("sentence\tlabel\nhello\t1\n")
     with pytest.raises(ValueError, match=r"column 'question' is not in the header \(sentence, label\)"):
         convert(source, TASKS["qnli"], tokenizer, tmp_path / "x.mindrecord", SEQ)
+    rows = tmp_path / "dev.jsonl"  # CoLA's columns are numbers (its files have no header): JSONL cannot give them
+    rows.write_text('{"sentence": "hello", "label": 1}\n')
+    with pytest.raises(ValueError, match=r"dev\.jsonl: JSONL rows are read by field name, not by column number"):
+        convert(rows, TASKS["cola"], tokenizer, tmp_path / "x.mindrecord", SEQ)
 
 
 def run_generic(tmp_path, vocab_file, name, content, *options):

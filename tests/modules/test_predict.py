@@ -196,7 +196,8 @@ def test_bad_inputs_are_one_clear_line(models, tmp_path):
         main(["--model", str(models["onnx"])])
     bad = tmp_path / "bad.tsv"
     bad.write_text("sentence\n", encoding="utf-8")
-    with pytest.raises(ValueError, match="column 'text' is not in the header"):
+    with pytest.raises(ValueError, match=r"column 'text' is not in the header \(sentence\): name the text columns "
+                                         r"with --text_a/--text_b$"):
         main(["--model", str(models["onnx"]), "--input", str(bad)])
     with pytest.raises(ValueError, match="holds no text to label"):
         main(["--model", str(models["onnx"]), "--input", str(bad), "--text_a", "sentence"])
