@@ -26,9 +26,9 @@ OUT=bench_output/ner_squad
 EXTRA=("$@")
 TASKS=${TASKS:-conll squad}
 SQUAD_ARTICLES=${SQUAD_ARTICLES:-9}
-. bench/stage.sh  # stage (a stage a rerun on the same OUT skips once done), bad, positive, shipped_teacher
+. bench/stage.sh  # stage (a stage a rerun on the same OUT skips once done), bad, one_of, positive, shipped_teacher
 positive SQUAD_ARTICLES
-for task in $TASKS; do [[ $task == conll || $task == squad ]] || bad "TASKS: unknown task $task (conll, squad)"; done
+one_of TASKS conll squad
 [[ -f $DATA/conll2003/train.txt && -f $DATA/squad/train-v1.1-subset.json ]] ||
   bad "$DATA does not hold conll2003/ and squad/ (give the shared data folder)"
 MINILM=$(shipped_teacher) || exit 2

@@ -53,7 +53,7 @@ STRUCTURED_TD1_STEPS=${STRUCTURED_TD1_STEPS:-300}
 FIXED_STEPS=${FIXED_STEPS:-0}
 SST2_ROWS=${SST2_ROWS:-16000}
 ROWS=${ROWS:-}
-. bench/stage.sh  # stage, head_rows, reuse_teacher, bad, positive, shipped_teacher
+. bench/stage.sh  # stage, head_rows, reuse_teacher, bad, one_of, positive, shipped_teacher
 positive STRUCTURED_STEPS SST2_ROWS ROWS
 for name in STRUCTURED_TD1_STEPS FIXED_STEPS; do
   [[ ${!name} =~ ^[0-9]+$ ]] || bad "$name: ${!name} is not a whole number"
@@ -70,10 +70,7 @@ for task in "${TASKS[@]}"; do
   [[ -f $GLUE/$dir/train.tsv && -f $GLUE/$dir/dev.tsv ]] ||
     bad "$GLUE/$dir does not hold train.tsv and dev.tsv (give the shared data folder)"
 done
-for method in "${METHODS[@]}"; do
-  [[ $method =~ ^(magnitude|topK|sigmoied_threshold|l0)$ ]] ||
-    bad "METHODS: $method is not magnitude, topK, sigmoied_threshold or l0"
-done
+one_of "METHODS[@]" magnitude topK sigmoied_threshold l0
 MINILM=$(shipped_teacher) || exit 2
 mkdir -p "$OUT/done" "$OUT/data" "$OUT/records"
 PRETRAINED=$OUT/teacher_pretrained
@@ -179,8 +176,7 @@ for task in "${TASKS[@]}"; do
   done
 
   for spec in "${STRUCTURED[@]}"; do
-    [[ $spec =~ ^([0-9]+):([0-9]+)$ ]]  # checked at the start
-    heads=${BASH_REMATCH[1]} inter=${BASH_REMATCH[2]}
+    heads=${spec%:*} inter=${spec#*:}  # HEADS:ROWS, checked at the start
     run=$OUT/$task/structured-${heads}h-${inter}r name="$task structured $spec"
     stage "$name compact" python -m src.prune.structured --checkpoint "$TEACHER" \
       --data "$OUT/records/${task}_train.mindrecord" --max_batches 50 --prune_heads "$heads" \

@@ -51,16 +51,14 @@ NUM_AUG=${NUM_AUG:-20}
 PAIR_MODE=${PAIR_MODE:-both}
 STOP_WORDS=(${STOP_WORDS:+--stop_words "$STOP_WORDS"})
 read -r -a AUG_ARGS <<< "${AUG_ARGS:-}"
-. bench/stage.sh  # stage (a stage a rerun on the same OUT skips once done), bad, positive, shipped_teacher
+. bench/stage.sh  # stage (a stage a rerun on the same OUT skips once done), bad, one_of, positive, shipped_teacher
 # Every setting checked here, before any stage runs or OUT_DIR is made: a bad one found later would stop a
 # run that has worked for an hour.
-for task in $TASKS; do [[ $task =~ ^(sst2|mrpc)$ ]] || bad "TASKS: unknown task $task (sst2, mrpc)"; done
-for student in $STUDENTS; do
-  [[ $student =~ ^(layers|random)$ ]] || bad "STUDENTS: unknown student $student (layers, random, or none alone)"
-done
-for aug in $AUGMENT; do [[ $aug =~ ^(no|yes)$ ]] || bad "AUGMENT: $aug is not no or yes"; done
+one_of TASKS sst2 mrpc
+one_of STUDENTS layers random  # or "none" alone, made empty above
+one_of AUGMENT no yes
+one_of PAIR_MODE both one
 positive SEEDS SST2_ROWS NUM_AUG REPEATS
-[[ $PAIR_MODE =~ ^(both|one)$ ]] || bad "PAIR_MODE: $PAIR_MODE is not both or one"
 [[ -z ${STOP_WORDS[*]} || -f ${STOP_WORDS[1]} ]] ||
   bad "STOP_WORDS: ${STOP_WORDS[1]} does not exist (a file, one word a line)"
 GLUE=$DATA/glue

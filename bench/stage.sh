@@ -22,6 +22,12 @@ stage() {
 # bad MESSAGE: the one error line of a bad setting, exit 2 (the scripts check every setting before any stage runs).
 bad() { echo "error: $1" >&2; exit 2; }
 
+# one_of NAME CHOICE...: every word of the setting NAME (NAME[@] for an array) one of the choices.
+one_of() {
+  local name=$1 word; shift
+  for word in ${!name}; do [[ " $* " == *" $word "* ]] || bad "${name%\[@]}: $word is not one of: $*"; done
+}
+
 # positive NAME...: every word of each named setting a whole number of 1 or more (an empty setting passes).
 positive() {
   local name word

@@ -41,3 +41,15 @@ def test_a_failed_stage_is_not_marked(tmp_path):
     (tmp_path / "done").mkdir()
     failed = stage(tmp_path, "fail", "false")
     assert failed.returncode != 0 and not (tmp_path / "done" / "fail").exists()
+
+
+def test_settings_are_checked_with_one_error_line():
+    def check(script):
+        return subprocess.run(["bash", "-c", f'. "{ROOT}/bench/stage.sh"; {script}; echo passed'],
+                              capture_output=True, text=True, check=False)
+    assert check('TASKS="sst2 mrpc"; one_of TASKS sst2 mrpc; SEEDS="1 2"; positive SEEDS').stdout == "passed\n"
+    for script, message in (('TASKS="sst2 qnli"; one_of TASKS sst2 mrpc', "TASKS: qnli is not one of: sst2 mrpc"),
+                            ('M=(topK x); one_of "M[@]" topK l0', "M: x is not one of: topK l0"),
+                            ('SEEDS="1 0"; positive SEEDS', "SEEDS: 0 is not a whole number of 1 or more")):
+        result = check(script)
+        assert result.returncode == 2 and not result.stdout and result.stderr == f"error: {message}\n"
