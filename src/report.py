@@ -188,14 +188,13 @@ def checkpoint_latency(teacher_path, student_path, seq_length, repeats):
     """{teacher, student: latency_stats} of the two checkpoints in MindSpore GRAPH mode, batch 1."""
     import mindspore as ms  # noqa: PLC0415 -- only measuring needs the models built
     from src.checkpoint import load_model  # noqa: PLC0415
-    from src.tinybert_model import LogitsOnly  # noqa: PLC0415
+    from src.tinybert_model import LogitsOnly, inference_function  # noqa: PLC0415
     ms.set_context(mode=ms.GRAPH_MODE)
     rng = np.random.default_rng(0)
     runners = {}
     for name, path in (("teacher", teacher_path), ("student", student_path)):
         model, _ = load_model(path)
-        network = LogitsOnly(model)
-        network.set_train(False)
+        network = inference_function(LogitsOnly(model))
         vocab = model.bert.config.vocab_size
         inputs = [ms.Tensor(rng.integers(1, vocab, (1, seq_length)).astype(np.int32)),
                   ms.Tensor(np.ones((1, seq_length), np.int32)), ms.Tensor(np.zeros((1, seq_length), np.int32))]

@@ -393,6 +393,23 @@ class LogitsOnly(nn.Cell):
         return self.classifier.head(sequence_output, pooled_output)
 
 
+def inference_function(network):
+    """`network` in inference mode as a compiled MindSpore function: `ms.jit` of its construct.
+
+    The function takes and returns what `network` does (MindSpore tensors) and runs the same graph in
+    GRAPH mode, compiled on the first call of each input shape. What it saves is MindSpore 2.10's
+    `Cell.__call__`, which walks every sub-cell on every call to set its compile phase: about 1 ms of a
+    5-7 ms batch-1 call of a 2-layer student (bench/LATENCY.md, "Cell calls and jit functions"). For
+    fixed shapes; inputs of many shapes (predict's batches) are better served by one dynamic-shape Cell.
+
+    The network is set to inference mode (dropout off); keep it so, as each new shape compiles the
+    mode it then has. Build the function once the weights are loaded: a parameter given new data with
+    `set_data` after the first call is not seen by the compiled graph.
+    """
+    network.set_train(False)
+    return ms.jit(network.construct)
+
+
 def count_parameters(cell, prefix=""):
     """Number of scalar parameters whose name starts with `prefix`."""
     return int(sum(np.prod(p.shape) for name, p in cell.parameters_and_names() if name.startswith(prefix)))

@@ -4,7 +4,7 @@ import mindspore as ms
 import pytest
 
 from conftest import BATCH, SEQ
-from src.tinybert_model import BertConfig, BertForSequenceClassification, BertModel
+from src.tinybert_model import BertConfig, BertForSequenceClassification, BertModel, LogitsOnly, inference_function
 
 
 def _inputs(vocab, lengths, seed=0):
@@ -51,6 +51,26 @@ def test_classifier_logits_and_dropout_is_not_relu(student_config):
     weight, bias = model.dense_1.weight.asnumpy(), model.dense_1.bias.asnumpy()
     assert (pooled < 0).any()  # a ReLU here (the zoo's bug) would change the logits below
     np.testing.assert_allclose(logits, pooled @ weight.T + bias, atol=1e-5)
+
+
+def test_inference_function_is_the_cell_in_inference_mode_at_each_shape(student_config):
+    """The jit function of a network left in training mode computes the Cell's eval-mode logits (dropout
+    off), at two input shapes, and leaves the network in inference mode."""
+    assert student_config.hidden_dropout_prob > 0
+    network = LogitsOnly(BertForSequenceClassification(student_config, num_labels=3))
+    network.set_train(True)
+    run = inference_function(network)
+    assert not network.training
+    for lengths in ([SEQ] * BATCH, [3]):
+        inputs = [ms.Tensor(x) for x in _inputs(99, lengths)]
+        inputs[1], inputs[2] = inputs[2], inputs[1]  # _inputs gives (ids, types, mask)
+        got = run(*inputs).asnumpy()
+        np.testing.assert_array_equal(got, run(*inputs).asnumpy())
+        network.set_train(False)
+        np.testing.assert_allclose(got, network(*inputs).asnumpy(), atol=1e-6)
+        network.set_train(True)
+        assert not np.allclose(got, network(*inputs).asnumpy(), atol=1e-3)  # the Cell in training mode drops units
+        network.set_train(False)
 
 
 def test_float16_compute_is_close_to_float32(student_config):
