@@ -1,9 +1,10 @@
 """What every command-line entry point shares: a failure ends in one line on stderr, never a traceback.
 
 `run_cli` turns the errors a user can cause or fix into `error: <what is wrong and what to do>`:
-bad input (ValueError, FileNotFoundError, FloatingPointError; exit code 2) and a machine that
-cannot do what was asked (a folder that is not writable, a full disk, a device this MindSpore build
-lacks, a package missing from the environment, MindSpore's own RuntimeError; exit code 1). `TINYBERT_DEBUG=1` shows the traceback instead.
+bad input (ValueError, FileNotFoundError, FloatingPointError, a path with a file where a folder should
+be or the reverse; exit code 2) and a machine that cannot do what was asked (a folder that is not
+writable, a full disk, a device this MindSpore build lacks, a package missing from the environment,
+MindSpore's own RuntimeError; exit code 1). `TINYBERT_DEBUG=1` shows the traceback instead.
 Training entry points also get a `--help` built from default_config.yaml.
 """
 import errno
@@ -16,6 +17,9 @@ from pathlib import Path
 
 DEBUG_ENV = "TINYBERT_DEBUG"
 USER_ERROR, ENVIRONMENT_ERROR = 2, 1
+# OS errors that say a path given by the user has the wrong shape (a file where a folder should be, or
+# the reverse): bad input, not a machine that cannot do what was asked.
+_PATH_SHAPE_ERRORS = (errno.EISDIR, errno.ENOTDIR, errno.EEXIST)
 
 # The keys `--help` shows for each entry point; every other key is in default_config.yaml.
 MAIN_KEYS = {
@@ -84,7 +88,8 @@ def describe_error(error):
     if isinstance(error, (ValueError, FileNotFoundError, FloatingPointError)):
         return _first_line(str(error)), USER_ERROR
     if isinstance(error, OSError):
-        return _describe_os_error(error), ENVIRONMENT_ERROR
+        code = USER_ERROR if error.errno in _PATH_SHAPE_ERRORS else ENVIRONMENT_ERROR
+        return _describe_os_error(error), code
     if isinstance(error, ImportError):  # a package the environment lacks (a partial install)
         return (f"{_first_line(str(error))}: install the project's requirements "
                 "(pip install -r requirements.txt)"), ENVIRONMENT_ERROR
@@ -115,7 +120,7 @@ def _describe_os_error(error):
         return f"{where or 'the output'} is on a read-only file system: choose a writable output folder"
     if error.errno == errno.EISDIR:
         return f"{where} is a folder where a file was expected: give a file path"
-    if error.errno == errno.ENOTDIR:
+    if error.errno in (errno.ENOTDIR, errno.EEXIST):  # EEXIST: making a folder where a file is
         return f"a part of {where} is a file where a folder was expected: check the path"
     reason = error.strerror or _first_line(str(error))
     return f"{reason}{f': {where}' if where else ''}"
@@ -154,6 +159,20 @@ def _file_in_traceback(traceback):
                 found = value.name
         traceback = traceback.tb_next
     return found
+
+
+def read_json(path):
+    """The JSON value in the file `path`.
+
+    Raises FileNotFoundError when it does not exist and ValueError, naming the file, when it is not
+    valid JSON (json.loads of a file's text cannot say which file it was).
+    """
+    text = Path(path).read_text(encoding="utf-8")
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path} is not valid JSON ({error.msg} at line {error.lineno} column {error.colno}): "
+                         "correct it or write it again with the tool that made it") from None
 
 
 def require_file(path, what, hint=""):

@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from src.cli import require_file, run_cli
+from src.cli import read_json, require_file, run_cli
 from src.glue_to_records import BadRow
 from src.logger import get_logger
 from src.records_writer import EXAMPLE_ID_COLUMN, ID_COLUMNS, LABEL_COLUMN, RecordsWriter, add_output_args
@@ -255,7 +255,7 @@ def read_labels_file(path):
     """The label list a previous conversion wrote (STEM.labels.json)."""
     path = Path(path)
     require_file(path, "labels file", "pass the .labels.json written beside the training records")
-    labels = json.loads(path.read_text(encoding="utf-8"))
+    labels = read_json(path)
     if not isinstance(labels, list) or not labels or not all(isinstance(label, str) for label in labels):
         raise ValueError(f"labels file {path} is not a JSON list of label names")
     return labels

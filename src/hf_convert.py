@@ -22,7 +22,7 @@ from safetensors.numpy import load_file
 from src.atomic_files import atomic_directory
 from src.checkpoint import LABEL_NAMES, MODEL_CONFIG, STATE_PREFIX, TASK, assign_parameters, load_checkpoint, \
     named_parameters, recorded_config, save_checkpoint, split_metadata, write_safetensors
-from src.cli import require_file, run_cli
+from src.cli import read_json, require_file, run_cli
 from src.config import bert_config, default_presets, load_config, resolve_model
 from src.logger import get_logger
 from src.tokenization import TOKENIZER_CONFIG, read_tokenizer_config, resolve_casing
@@ -337,7 +337,7 @@ def import_hf(hf_dir, output_dir, task=None, label_map=None):
     logger = get_logger()
     if heads:
         logger.info("ignored %d masked-LM/next-sentence head tensors (cls.*) of %s", heads, hf_dir)
-    hf_values = json.loads((hf_dir / "config.json").read_text(encoding="utf-8"))
+    hf_values = read_json(hf_dir / "config.json")
     declared = hf_values.get("architectures") or [None]
     architecture = _head_architecture(weights, declared[0], hf_dir)
     if architecture == "BertModel" and MLM_HEAD_NAMES[0] in weights:
@@ -364,6 +364,10 @@ def import_hf(hf_dir, output_dir, task=None, label_map=None):
     return {"config": config, "num_labels": num_labels, "num_tensors": len(params)}
 
 
+# What makes two configs different models: a --config that disagrees with the checkpoint on these is refused.
+SHAPE_KEYS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size")
+
+
 def _export_config(config_arg, metadata, checkpoint):
     """(BertConfig, label names or []) of the model in `checkpoint`.
 
@@ -384,12 +388,21 @@ def _export_config(config_arg, metadata, checkpoint):
         if not names and cfg.task.name:
             from src.glue_to_records import TASKS  # noqa: PLC0415 -- the converters own the task table
             names = list(TASKS[cfg.task.name].labels or [])
-        return bert_config(cfg, role).replace(compute_type="float32"), names
-    try:
-        return resolve_model(config_arg, default_presets(), "--config"), names
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{config_arg} is not valid JSON ({err.msg} at line {err.lineno}): --config takes a preset "
-                         "name, our config.json (as hf_convert import writes it) or a run's config.yaml") from None
+        config = bert_config(cfg, role).replace(compute_type="float32")
+    else:
+        try:
+            config = resolve_model(config_arg, default_presets(), "--config")
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{config_arg} is not valid JSON ({err.msg} at line {err.lineno}): --config takes a "
+                             "preset name, our config.json (as hf_convert import writes it) or a run's config.yaml") \
+                from None
+    recorded = recorded_config(metadata)
+    differ = [f"{key} {getattr(config, key)} against {getattr(recorded, key)}" for key in SHAPE_KEYS
+              if recorded is not None and getattr(config, key) != getattr(recorded, key)]
+    if differ:
+        raise ValueError(f"--config {config_arg} is not the model {checkpoint} records ({', '.join(differ)}): "
+                         "leave --config out, the checkpoint says what model it holds")
+    return config, names
 
 
 def _hf_config(config, num_labels, architecture, label_names=()):

@@ -47,7 +47,7 @@ from src.checkpoint import (HEAD_PREFIX, HEAD_PREFIXES, LABEL_NAMES, SEQ_LENGTH,
                             split_metadata)
 from src.assessment_method import entity_spans
 from src.atomic_files import write_text_atomically
-from src.cli import require_file
+from src.cli import read_json, require_file
 from src.distill.multitask import head_names
 from src.logger import get_logger
 from src.tinybert_model import (BertForQuestionAnswering, BertForSequenceClassification, BertForTokenClassification,
@@ -70,7 +70,7 @@ def read_description(folder):
     path = Path(folder) / MODEL_DESCRIPTION
     if not path.is_file():
         return {}
-    values = json.loads(path.read_text(encoding="utf-8"))
+    values = read_json(path)
     if not isinstance(values, dict):
         raise ValueError(f"{path} should be a JSON object describing the model (as src.deploy writes it)")
     return values
@@ -79,14 +79,20 @@ def read_description(folder):
 def onnx_session(path, threads=0, spinning=True):
     """An ONNX Runtime CPU session with every graph optimisation on (constant folding, node fusions,
     layout changes: ORT_ENABLE_ALL); threads 0 lets ONNX Runtime choose. spinning False stops its
-    worker threads from busy-waiting after each run, which would slow other engines timed in turn."""
+    worker threads from busy-waiting after each run, which would slow other engines timed in turn.
+    Raises ValueError when `path` is not a whole, valid ONNX model."""
     import onnxruntime  # noqa: PLC0415 -- only ONNX models need it
+    from onnxruntime.capi.onnxruntime_pybind11_state import Fail, InvalidGraph, InvalidProtobuf  # noqa: PLC0415
     options = onnxruntime.SessionOptions()
     options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.intra_op_num_threads = threads
     if not spinning:
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    try:
+        return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except (InvalidProtobuf, InvalidGraph, Fail) as error:  # a file that is not a whole, valid ONNX model
+        raise ValueError(f"{path} is not an ONNX model ONNX Runtime can load ({str(error).splitlines()[0]}): "
+                         "export it again with export.py or src.deploy") from None
 
 
 def task_type_of_logits(dims, sequence):
@@ -146,9 +152,13 @@ def mindir_shapes(path):
     MindSpore's GraphCell does not expose its shapes, so they are read from the file's protobuf
     (mind_ir_pb2, the schema MindSpore writes it with).
     """
+    from google.protobuf.message import DecodeError  # noqa: PLC0415
     from mindspore.train import mind_ir_pb2  # noqa: PLC0415
     proto = mind_ir_pb2.ModelProto()
-    proto.ParseFromString(Path(path).read_bytes())
+    try:
+        proto.ParseFromString(Path(path).read_bytes())
+    except DecodeError as error:
+        raise ValueError(f"{path} is not a MINDIR file ({error}): export it again with export.py") from None
     if not proto.graph.input or not proto.graph.input[0].tensor or not proto.graph.output:
         raise ValueError(f"{path} is not a MINDIR file with inputs and outputs: export it with export.py")
     return tuple(tuple(int(d) for d in part[0].tensor[0].dims) for part in (proto.graph.input, proto.graph.output))
@@ -653,6 +663,13 @@ def _default_columns(task, task_type):
     return spec.text_a, spec.text_b
 
 
+def _single_text_task(task):
+    """Whether `task` is a GLUE task whose examples are one text (a second text would change the labels)."""
+    from src.glue_to_records import TASKS  # noqa: PLC0415
+    spec = TASKS.get(task)
+    return spec is not None and isinstance(spec.text_a, str) and spec.text_b is None
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0], epilog=__doc__.split("\n\n", 2)[2],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -719,6 +736,9 @@ def _predict(args):
         if not args.text_b and args.text_a and predictor.task_type != QUESTION_ANSWERING:
             column_b = None  # a text column of the user's, not the GLUE task's: no second text unless named
         texts_a, texts_b = read_inputs(args.input, args.text_a or column_a, args.text_b[0] if args.text_b else column_b)
+    if texts_b is not None and any(t is not None for t in texts_b) and _single_text_task(predictor.task):
+        raise ValueError(f"the model was trained on {predictor.task}, whose examples are single texts, but the input "
+                         "gives pairs (--text_b, or a tab in a line of standard input): give one text each")
     records = predictor.records(texts_a, texts_b, args.batch_size, progress=bool(args.input),
                                 doc_stride=args.doc_stride, max_query_length=args.max_query_length,
                                 max_answer_length=args.max_answer_length, n_best_size=args.n_best_size)

@@ -32,6 +32,7 @@ import yaml
 from src.atomic_files import atomic_path
 from src.checkpoint import LABEL_NAMES, MODEL_CONFIG, SHARED_PROJECTION_PREFIX, STATE_PREFIX, TASK, \
     load_checkpoint, split_metadata
+from src.cli import read_json
 from src.logger import get_logger
 
 METRICS_FILE = "metrics.jsonl"
@@ -308,7 +309,7 @@ def build_report(run_dir, deploy_dir=None, files=(), latency_repeats=0, latency_
         dev["student_over_teacher"] = dev["student"]["value"] / dev["teacher"]["value"]
     report["dev"] = dev
     description = Path(deploy_dir) / "model.json" if deploy_dir else None
-    report["int8_check"] = json.loads(description.read_text())["int8_check"] \
+    report["int8_check"] = read_json(description).get("int8_check") \
         if description is not None and description.is_file() else None
     report["latency"] = {}
     if latency_repeats and teacher_path and student_path:
@@ -318,7 +319,7 @@ def build_report(run_dir, deploy_dir=None, files=(), latency_repeats=0, latency_
         measured["teacher_over_student"] = measured["teacher"]["median_ms"] / measured["student"]["median_ms"]
         report["latency"]["checkpoints"] = measured
     if latency_file:
-        report["latency"]["bench"] = json.loads(Path(latency_file).read_text(encoding="utf-8"))
+        report["latency"]["bench"] = read_json(latency_file)
     report["settings"] = {k: v for k in KEY_SETTINGS if (v := _dotted(last_config, k)) is not None}
     return report
 
@@ -441,7 +442,8 @@ def write_report(run_dir, output_dir=None, **options):
 def model_card(checkpoint, architecture, label_names, config):
     """README.md text for a Hugging Face export of `checkpoint`: the model, its teacher, data, phases
     and steps, dev metrics, how to load it. The run's records are read when the checkpoint sits in
-    a run folder (OUTPUT_DIR/PHASE/*.ckpt beside config.yaml, OUTPUT_DIR/metrics.jsonl).
+    a run folder (OUTPUT_DIR/PHASE/*.ckpt beside config.yaml, OUTPUT_DIR/metrics.jsonl): the phases up to
+    and including PHASE, those that made the checkpoint.
 
     Args:
         checkpoint (str or Path): our checkpoint.
@@ -453,8 +455,13 @@ def model_card(checkpoint, architecture, label_names, config):
     phase_dir, run_dir = checkpoint.parent, checkpoint.parent.parent
     run_config = read_phase_config(run_dir, phase_dir.name)
     phases = read_metrics(run_dir / METRICS_FILE) if run_config and (run_dir / METRICS_FILE).is_file() else {}
+    if phase_dir.name in phases:  # the phases that made this checkpoint, not those the run went on to
+        names = list(phases)
+        phases = {name: phases[name] for name in names[:names.index(phase_dir.name) + 1]
+                  if not (phase_dir.name == "gd" and name == "teacher")}  # GD distils the pre-trained teacher
     _, metadata = split_metadata(load_checkpoint(checkpoint))
-    task = metadata.get(TASK, "") or _dotted(run_config, "task.name") or ""
+    # An encoder (general distillation) has no task, whatever task the run's later phases trained.
+    task = "" if architecture == "BertModel" else metadata.get(TASK, "") or _dotted(run_config, "task.name") or ""
     shape = (f"{_layers(config.num_hidden_layers)}, hidden size {config.hidden_size}, {config.num_attention_heads} "
              f"attention heads, feed-forward size {config.intermediate_size}, vocabulary {config.vocab_size}")
     lines = ["---", "library_name: transformers", "pipeline_tag: " + PIPELINE_TAGS.get(architecture, "feature-extraction"),

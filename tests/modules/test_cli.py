@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from src.checkpoint import named_parameters, save_checkpoint
-from src.cli import MAIN_KEYS, describe_error, run_cli
+from src.cli import ENVIRONMENT_ERROR, MAIN_KEYS, USER_ERROR, describe_error, read_json, run_cli
 from src.config import DEFAULT_CONFIG
 from src.records_writer import RecordsWriter
 from src.prune.sparse_format import save_sparse
@@ -104,6 +104,36 @@ def test_value_errors_stay_one_line_with_code_2(capsys):
 ])
 def test_environment_errors_name_the_path_and_the_fix(error, message):
     assert describe_error(error)[0] == message
+
+
+def test_a_path_with_a_file_where_a_folder_should_be_is_bad_input(tmp_path):
+    """Writing under a path one of whose folders is a file (making the folder: EEXIST; opening below it:
+    ENOTDIR) or reading a folder as a file (EISDIR) is the user's path: exit code 2, the path named."""
+    afile = tmp_path / "in.jsonl"
+    afile.write_text("{}\n", encoding="utf-8")
+    with pytest.raises(FileExistsError) as made:
+        afile.mkdir(parents=True, exist_ok=True)  # the output folder of --output in.jsonl/x.csv
+    assert describe_error(made.value) == (f"a part of {afile} is a file where a folder was expected: check the "
+                                          "path", USER_ERROR)
+    with pytest.raises(NotADirectoryError) as opened:
+        (afile / "x.csv").write_text("")
+    assert describe_error(opened.value) == (f"a part of {afile / 'x.csv'} is a file where a folder was expected: "
+                                            "check the path", USER_ERROR)
+    with pytest.raises(IsADirectoryError) as read:
+        tmp_path.read_text()
+    assert describe_error(read.value) == (f"{tmp_path} is a folder where a file was expected: give a file path",
+                                          USER_ERROR)
+    assert describe_error(PermissionError(errno.EACCES, "Permission denied", "/x"))[1] == ENVIRONMENT_ERROR
+
+
+def test_read_json_names_the_file_it_cannot_parse(tmp_path):
+    path = tmp_path / "labels.json"
+    path.write_text('["a", "b",]', encoding="utf-8")
+    with pytest.raises(ValueError, match=r"labels.json is not valid JSON \(Expecting value at line 1 column 11\): "
+                                         "correct it or write it again with the tool that made it"):
+        read_json(path)
+    path.write_text('["a", "b"]', encoding="utf-8")
+    assert read_json(path) == ["a", "b"]
 
 
 def test_mindspore_runtime_error_loses_its_cpp_stack():

@@ -11,7 +11,8 @@ import mindspore as ms
 import pytest
 from safetensors.numpy import load_file, save_file
 
-from src.checkpoint import assign_parameters, load_checkpoint, named_parameters, save_checkpoint, split_metadata
+from src.checkpoint import (assign_parameters, load_checkpoint, model_metadata, named_parameters, save_checkpoint,
+                            split_metadata)
 from src.hf_convert import export_hf, import_hf
 from src.logger import LOGGER_NAME
 from src.tinybert_model import BertConfig, BertForSequenceClassification, BertModel
@@ -228,6 +229,11 @@ def test_export_checks_the_checkpoint(student_config, tmp_path):
     (tmp_path / "big_vocab.txt").write_text("\n".join(TINY_VOCAB * 2))
     with pytest.raises(ValueError, match="130 tokens but .* only 99 embeddings"):
         export_hf(files[0], files[1], tmp_path / "big_vocab.txt", tmp_path / "hf")
+    model = BertForSequenceClassification(student_config, 3)  # a checkpoint that records its model
+    save_checkpoint(tmp_path / "recorded.ckpt", named_parameters(model), model_metadata(model, 3))
+    with pytest.raises(ValueError, match=r"--config .*wide.json is not the model .*recorded.ckpt records "
+                                         r"\(num_hidden_layers 3 against 2\): leave --config out"):
+        export_hf(tmp_path / "recorded.ckpt", tmp_path / "wide.json", files[2], tmp_path / "hf")
     assert not (tmp_path / "hf").exists()
 
 

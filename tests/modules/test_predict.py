@@ -205,6 +205,41 @@ def test_bad_inputs_are_one_clear_line(models, tmp_path):
         main(["--model", str(models["onnx"]), "the cat", "--output", str(tmp_path / "x.txt")])
 
 
+def test_pairs_are_refused_by_a_model_of_a_single_text_task(models, tmp_path, monkeypatch):
+    """A tab on standard input (or --text_b) makes a pair; an SST-2 model was never given pairs, and the
+    second text would change its labels: one clear error instead of labels of the wrong input."""
+    model = models["model"]
+    sst2 = tmp_path / "sst2.ckpt"
+    save_checkpoint(sst2, named_parameters(model), model_metadata(model, len(LABELS), LABELS, "sst2", SEQ))
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(b"a good film\tthe plot\n")))
+    message = "trained on sst2, whose examples are single texts, but the input gives pairs"
+    with pytest.raises(ValueError, match=message):
+        main(["--model", str(sst2), "--vocab_file", str(models["vocab"]), "--input", "-"])
+    with pytest.raises(ValueError, match=message):
+        main(["--model", str(sst2), "--vocab_file", str(models["vocab"]), "a good film", "--text_b", "the plot"])
+
+
+def test_corrupt_model_files_are_one_clear_line(models, tmp_path):
+    """A truncated ONNX file, a MINDIR that is not one, and a deploy folder whose model.json is not JSON:
+    a ValueError naming the file (run_cli's one line, exit 2), not the loaders' own exceptions."""
+    truncated = tmp_path / "truncated.onnx"
+    truncated.write_bytes(models["onnx"].read_bytes()[:2000])
+    with pytest.raises(ValueError, match=r"truncated.onnx is not an ONNX model ONNX Runtime can load \(.*\): export it "
+                                         r"again with export.py or src.deploy$"):
+        Predictor(truncated, models["vocab"])
+    garbage = tmp_path / "garbage.mindir"
+    garbage.write_bytes(b"not a model\n")
+    with pytest.raises(ValueError, match=r"garbage.mindir is not a MINDIR file \(.*\): export it again with export.py$"):
+        Predictor(garbage, models["vocab"])
+    folder = tmp_path / "deploy"
+    folder.mkdir()
+    (folder / "model.onnx").write_bytes(models["onnx"].read_bytes())
+    (folder / "vocab.txt").write_text(models["vocab"].read_text(encoding="utf-8"), encoding="utf-8")
+    (folder / "model.json").write_text("{\"labels\": [", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"deploy/model.json is not valid JSON \(Expecting value at line 1 column 13\)"):
+        Predictor(folder)
+
+
 def test_a_bare_exported_file_names_its_outputs_and_keeps_stdout_for_records(models, tmp_path, capsys):
     shutil.copy(models["onnx"], tmp_path / "student.onnx")  # no model.json beside it
     write_vocab(tmp_path)

@@ -130,6 +130,16 @@ def test_model_card_of_the_hugging_face_export(run, tmp_path):
     assert model.config.id2label == {0: "0", 1: "1"}
 
 
+def test_model_card_lists_the_phases_that_made_the_checkpoint(run, tmp_path):
+    """The teacher's checkpoint of a run that went on to td2: its card has the teacher's phase and dev
+    metrics, not td2's (which came after it and did not train it)."""
+    export_hf(run / "out/teacher/teacher_best.ckpt", None, run / "vocab.txt", tmp_path / "hf")
+    card = (tmp_path / "hf" / "README.md").read_text()
+    teacher_steps = max(r["step"] for r in records(run / "out/metrics.jsonl") if r["phase"] == "teacher" and "loss" in r)
+    assert f"| teacher fine-tuning | {teacher_steps} |" in card
+    assert "task distillation 2" not in card
+
+
 def test_model_card_names_every_teacher_of_an_ensemble(run, tmp_path):
     """A student distilled from teacher.ensemble: the card lists the ensemble's teachers, not the
     unused teacher.model / teacher.checkpoint defaults."""
