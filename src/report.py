@@ -292,7 +292,8 @@ def build_report(run_dir, deploy_dir=None, files=(), latency_repeats=0, latency_
                                 "(the folder with gd/, td1/, td2/, teacher/)")
     phases = read_metrics(metrics_path) if metrics_path.is_file() else {}
     configs = {name: read_phase_config(run_dir, name) for name in phases}
-    last_config = next((configs[p] for p in reversed(list(configs)) if configs[p]), {})
+    last_phase = next((p for p in reversed(list(configs)) if configs[p]), None)
+    last_config = configs[last_phase] if last_phase else {}
     report = {"run_dir": str(run_dir), "phases": [phase_summary(n, e, configs[n]) for n, e in phases.items()]}
     report["teacher"] = describe_checkpoint(teacher_path) if teacher_path else None
     report["student"] = describe_checkpoint(student_path) if student_path else None
@@ -321,6 +322,7 @@ def build_report(run_dir, deploy_dir=None, files=(), latency_repeats=0, latency_
     if latency_file:
         report["latency"]["bench"] = read_json(latency_file)
     report["settings"] = {k: v for k in KEY_SETTINGS if (v := _dotted(last_config, k)) is not None}
+    report["settings_phase"] = last_phase
     return report
 
 
@@ -410,7 +412,8 @@ def render_markdown(report):
         if any(p["evaluations"] for p in report["phases"]):
             lines += ["![dev metric over evaluations](dev_metric.png)", ""]
     if report["settings"]:
-        lines += ["## Settings that mattered", ""]
+        phase = report["settings_phase"]
+        lines += [f"## Settings that mattered ({PHASE_NAMES.get(phase, phase)}, the run's last phase)", ""]
         lines += [f"- `{key}`: {json.dumps(value)}" for key, value in report["settings"].items()]
         lines.append("")
     return "\n".join(lines)

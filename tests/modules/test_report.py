@@ -104,6 +104,8 @@ def test_report_says_what_the_run_did(run):
     markdown = (out / "report" / "report.md").read_text()
     assert f"| parameters | {count_parameters(teacher_model):,} | {count_parameters(student_model):,} |" in markdown
     assert "The student keeps **" in markdown and "![loss per phase](loss.png)" in markdown
+    assert report["settings_phase"] == "td2"
+    assert "## Settings that mattered (task distillation 2 (prediction layer), the run's last phase)" in markdown
     assert "ONNX int8 against float32 on 21 dev examples: accuracy 0.8800 vs 0.9000 (+2.00 points lost" in markdown
     assert "| student | onnxruntime-int8 | 1 | 128 | 8.74 | 9.53 | 114.4 |" in markdown
     assert report["latency"]["bench"] == bench
