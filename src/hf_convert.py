@@ -416,7 +416,7 @@ def _hf_config(config, num_labels, architecture, label_names=()):
     return values
 
 
-def export_hf(checkpoint, config_json, vocab_file, output_dir, num_labels=None, architecture=None):
+def export_hf(checkpoint, config_json, vocab_file, output_dir, num_labels=None, architecture=None, labels=None):
     """Our checkpoint -> a Hugging Face directory that transformers' BertModel (no head in the
     checkpoint) or the model of its head (BertForSequenceClassification, BertForTokenClassification,
     BertForQuestionAnswering) loads with no missing or unexpected weights.
@@ -431,8 +431,15 @@ def export_hf(checkpoint, config_json, vocab_file, output_dir, num_labels=None, 
         num_labels (int, default None): if given, the checkpoint's classifier must have this many outputs.
         architecture (str, default None): a HEAD_MODELS key; None takes the checkpoint's `architecture`
             entry, else the head's names (a `dense_1` classifier is BertForSequenceClassification).
+        labels (list[str], default None): names for the classifier's outputs, in output order, written as
+            id2label/label2id and in the model card instead of the names the checkpoint records (GLUE's
+            own are often `0`, `1`).
     Returns:
         dict: {"architecture": str, "num_labels": int or None, "num_tensors": int}.
+    Raises:
+        ValueError: a checkpoint that is not the model `config_json` describes, a vocabulary larger than
+            its embeddings, a classifier of other than num_labels outputs, labels that are not one distinct
+            name per output.
     """
     tensors, metadata = split_metadata(load_checkpoint(checkpoint))
     config, label_names = _export_config(config_json, metadata, checkpoint)
@@ -447,6 +454,13 @@ def export_hf(checkpoint, config_json, vocab_file, output_dir, num_labels=None, 
     if num_labels is not None and num_labels != found_labels:
         raise ValueError(f"--num_labels {num_labels} but {checkpoint} has "
                          f"{f'a {found_labels}-label classifier' if found_labels else 'no classifier'}")
+    if labels is not None:
+        if not found_labels or architecture == "BertForQuestionAnswering":
+            raise ValueError(f"--labels names a classifier's outputs, and {checkpoint} has no classifier")
+        if len(labels) != found_labels or len(set(labels)) != len(labels) or not all(labels):
+            raise ValueError(f"--labels {','.join(labels)}: give {found_labels} distinct names, one per output of "
+                             f"{checkpoint}'s classifier, in output order")
+        label_names = list(labels)
     params, _ = _load_into_model(config, weights, architecture, checkpoint, optional=(), hf_source=False)
     # HF keeps the encoder under `bert.` only when a head sits beside it.
     prefix = "bert." if found_labels else ""
@@ -505,6 +519,9 @@ def main(argv=None):
     to_hf.add_argument("--num_labels", type=int, default=None, help="check the classifier has this many outputs")
     to_hf.add_argument("--architecture", choices=list(HEAD_MODELS), default=None,
                        help="the Hugging Face model to write (default: the checkpoint's, else from its head)")
+    to_hf.add_argument("--labels", default=None,
+                       help="names of the classifier's outputs, comma-separated, in output order (default: the "
+                            "names the checkpoint records, e.g. SST-2's 0,1)")
     args = parser.parse_args(argv)
     if args.command == "import":
         result = import_hf(args.hf_dir, args.output_dir, args.task, _parse_label_map(args.label_map))
@@ -512,7 +529,7 @@ def main(argv=None):
               f" (num_labels {result['num_labels']})")
     else:
         result = export_hf(args.checkpoint, args.config, args.vocab_file, args.output_dir, args.num_labels,
-                           args.architecture)
+                           args.architecture, args.labels.split(",") if args.labels else None)
         print(f"exported {result['num_tensors']} tensors from {args.checkpoint} into {args.output_dir}"
               f" as {result['architecture']}")
 

@@ -10,7 +10,7 @@ import numpy as np
 import mindspore as ms
 import pytest
 
-from src.checkpoint import load_checkpoint, named_parameters, save_checkpoint, split_metadata
+from src.checkpoint import load_checkpoint, model_metadata, named_parameters, save_checkpoint, split_metadata
 from src.config import load_config, save_config
 from src.hf_convert import export_hf, import_hf
 from src.tinybert_model import BertConfig, BertForSequenceClassification
@@ -156,6 +156,25 @@ def test_export_takes_the_config_yaml_a_run_wrote(student_config, tmp_path):
     written = json.loads((tmp_path / "hf" / "config.json").read_text())
     assert written["hidden_size"] == student_config.hidden_size
     assert written["id2label"] == {"0": "contradiction", "1": "entailment", "2": "neutral"}
+
+
+def test_export_names_the_outputs_given_with_labels(libraries, student_config, tmp_path):
+    """--labels renames the classifier's outputs in config.json and the model card (SST-2's own are 0, 1);
+    a list that is not one distinct name per output is refused before anything is written."""
+    _, transformers = libraries
+    model = BertForSequenceClassification(student_config, 2)
+    save_checkpoint(tmp_path / "student.ckpt", named_parameters(model), model_metadata(model, 2, ["0", "1"], "sst2"))
+    (tmp_path / "vocab.txt").write_text("\n".join(TINY_VOCAB) + "\n")
+    files = (tmp_path / "student.ckpt", None, tmp_path / "vocab.txt")
+    export_hf(*files, tmp_path / "hf", labels=["negative", "positive"])
+    loaded = transformers.AutoModelForSequenceClassification.from_pretrained(tmp_path / "hf")
+    assert loaded.config.id2label == {0: "negative", 1: "positive"}
+    assert loaded.config.label2id == {"negative": 0, "positive": 1}
+    assert "- Labels (output order): `negative`, `positive`." in (tmp_path / "hf" / "README.md").read_text()
+    for labels in (["a", "b", "c"], ["a", "a"], ["a", ""]):
+        with pytest.raises(ValueError, match="give 2 distinct names, one per output"):
+            export_hf(*files, tmp_path / "other", labels=labels)
+    assert not (tmp_path / "other").exists()
 
 
 @pytest.mark.parametrize("config_text, message", [
