@@ -161,18 +161,19 @@ def _file_in_traceback(traceback):
     return found
 
 
-def read_json(path):
-    """The JSON value in the file `path`.
+def read_json(path, fix="correct it or write it again with the tool that made it"):
+    """The JSON value in the file `path` (UTF-8, a byte-order mark allowed).
 
-    Raises FileNotFoundError when it does not exist and ValueError, naming the file, when it is not
-    valid JSON (json.loads of a file's text cannot say which file it was).
+    Raises FileNotFoundError when it does not exist, and ValueError naming the file and ending in `fix`
+    when it is not valid JSON, or not UTF-8 (json.loads of a file's text cannot say which file it was).
     """
-    text = Path(path).read_text(encoding="utf-8")
     try:
-        return json.loads(text)
+        return json.loads(Path(path).read_text(encoding="utf-8-sig"))
     except json.JSONDecodeError as error:
         raise ValueError(f"{path} is not valid JSON ({error.msg} at line {error.lineno} column {error.colno}): "
-                         "correct it or write it again with the tool that made it") from None
+                         f"{fix}") from None
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{path} is not UTF-8 (byte {error.start}): save it as UTF-8") from None
 
 
 def require_file(path, what, hint=""):

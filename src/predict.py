@@ -652,22 +652,24 @@ def _output_format(output, requested):
     return suffix[1:]
 
 
+def _glue_text_columns(task):
+    """(text_a, text_b or None) column names of `task` when it is a GLUE task read by header; else None."""
+    from src.glue_to_records import TASKS  # noqa: PLC0415
+    spec = TASKS.get(task)
+    return (spec.text_a, spec.text_b) if spec is not None and isinstance(spec.text_a, str) else None
+
+
 def _default_columns(task, task_type):
     """The text columns of the model's GLUE task; `question` and `context` for QA; else `text`."""
-    from src.glue_to_records import TASKS  # noqa: PLC0415
     if task_type == QUESTION_ANSWERING:
         return "question", "context"
-    spec = TASKS.get(task)
-    if spec is None or not isinstance(spec.text_a, str):
-        return "text", None
-    return spec.text_a, spec.text_b
+    return _glue_text_columns(task) or ("text", None)
 
 
 def _single_text_task(task):
     """Whether `task` is a GLUE task whose examples are one text (a second text would change the labels)."""
-    from src.glue_to_records import TASKS  # noqa: PLC0415
-    spec = TASKS.get(task)
-    return spec is not None and isinstance(spec.text_a, str) and spec.text_b is None
+    columns = _glue_text_columns(task)
+    return columns is not None and columns[1] is None
 
 
 def main(argv=None):

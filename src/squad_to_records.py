@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from src.cli import require_file, run_cli
+from src.cli import read_json, require_file, run_cli
 from src.glue_to_records import BadRow
 from src.logger import get_logger
 from src.records_writer import EXAMPLE_ID_COLUMN, ID_COLUMNS, RecordsWriter, add_output_args
@@ -97,13 +97,7 @@ def read_squad(path):
     Raises:
         ValueError: not JSON, or not SQuAD's layout at the top.
     """
-    try:
-        with open(path, encoding="utf-8-sig") as f:
-            squad = json.load(f)
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path} is not valid JSON ({err.msg} at line {err.lineno} column {err.colno})") from None
-    except UnicodeDecodeError as err:
-        raise ValueError(f"{path} is not UTF-8 (byte {err.start}): save it as UTF-8") from None
+    squad = read_json(path, fix="give SQuAD v1.1's train or dev JSON")
     if not isinstance(squad, dict) or not isinstance(squad.get("data"), list):
         raise ValueError(f"{path} is not SQuAD v1.1 JSON: it needs a top-level 'data' list of articles")
     contexts, questions, seen = [], [], set()
